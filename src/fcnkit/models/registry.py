@@ -102,7 +102,8 @@ def create_model(
         preprocessing: override the preprocessing recorded on the model.
         **options: model-specific options (documented on each builder).
 
-    The returned module carries ``model_name``, ``num_classes`` and ``preprocessing``.
+    The returned module carries ``model_name``, ``num_classes``, ``model_options`` (the options
+    it was built with, so a checkpoint can rebuild it) and ``preprocessing``.
     """
     entry = get_model_entry(name)
     if num_classes is None:
@@ -112,6 +113,7 @@ def create_model(
     model = entry.builder(num_classes=num_classes, **options)
     model.model_name = name
     model.num_classes = num_classes
+    model.model_options = dict(options)
     model.preprocessing = get_preprocessing(entry.preprocessing)
     if weights is not None:
         from fcnkit.weights import load_weights

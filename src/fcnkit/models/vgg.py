@@ -1,0 +1,489 @@
+"""The paper's VGG16 FCNs (Long et al., CVPR 2015) in the Caffe reference's exact layout.
+
+- Sec. 3.1 (surgery): VGG16's fully connected layers as convolutions, ``fc6`` 7x7 and
+  ``fc7`` 1x1, followed by a 1x1 ``score_fr`` producing class scores at stride 32.
+- Sec. 3.3 (upsampling): bias-free transposed convolutions initialised to bilinear
+  interpolation; the final one is fixed, the 2x ones may learn (``learn_upsampling``).
+- Sec. 4.2 (skips): FCN-16s adds scores from ``pool4`` and FCN-8s also from ``pool3``, each
+  cropped to the upsampled coarser scores and summed.
+
+The geometry is Caffe's: ``conv1_1`` pads by 100 (so that ``fc6`` always has a 7x7 input
+and the output can be cropped to any input size >= 1), max pooling rounds up, and every
+crop offset is derived from the layers themselves with :mod:`fcnkit.coord_map`. Layers are
+top-level attributes named as the reference prototxts (``conv1_1``, ``fc6``, ``score_fr``,
+``score_pool4``, ``upscore2``, ...), so the authors' weights map 1:1 by name.
+
+Variants: FCN-8s at-once (fixed skip scaling), FCN-32s-fixed (frozen trunk), SIFT Flow's
+two heads on one trunk (``_sem``/``_geo`` suffixes) and the NYUDv2 modalities (RGB, HHA,
+early-fusion RGB-D, late-fusion RGB + HHA with ``color``/``hha`` suffixed trunks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from fcnkit.coord_map import CoordMap, crop_offset
+from fcnkit.models.registry import register_model
+from fcnkit.preprocessing import Preprocessing, get_preprocessing
+from fcnkit.surgery import init_bilinear_
+
+__all__ = [
+    "FCN",
+    "FixedScale",
+    "expand_input_filters",
+    "late_fusion_state_dict",
+    "load_rgb_weights",
+]
+
+# (width, number of 3x3 convs) of VGG16's five stages.
+_VGG16_STAGES = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
+_FINAL_UPSCORE = {32: "upscore", 16: "upscore16", 8: "upscore8"}
+
+
+def vgg16_layers(in_channels: int = 3) -> list[tuple[str, nn.Module]]:
+    """VGG16 up to ``drop7`` with the fully connected layers convolutionalized (Sec. 3.1).
+
+    Returns ``(caffe_name, module)`` pairs: ``conv1_1`` (padding 100), ..., ``pool5``,
+    ``fc6`` (7x7, no padding), ``relu6``, ``drop6``, ``fc7`` (1x1), ``relu7``, ``drop7``.
+    Dropout is element-wise (``nn.Dropout``), as Caffe's.
+    """
+    layers: list[tuple[str, nn.Module]] = []
+    channels = in_channels
+    for stage, (width, depth) in enumerate(_VGG16_STAGES, start=1):
+        for i in range(1, depth + 1):
+            padding = 100 if (stage, i) == (1, 1) else 1
+            layers.append((f"conv{stage}_{i}", nn.Conv2d(channels, width, 3, padding=padding)))
+            layers.append((f"relu{stage}_{i}", nn.ReLU(inplace=True)))
+            channels = width
+        layers.append((f"pool{stage}", nn.MaxPool2d(2, stride=2, ceil_mode=True)))
+    layers += [
+        ("fc6", nn.Conv2d(512, 4096, 7)),
+        ("relu6", nn.ReLU(inplace=True)),
+        ("drop6", nn.Dropout(0.5)),
+        ("fc7", nn.Conv2d(4096, 4096, 1)),
+        ("relu7", nn.ReLU(inplace=True)),
+        ("drop7", nn.Dropout(0.5)),
+    ]
+    return layers
+
+
+class FixedScale(nn.Module):
+    """Multiply by a constant (FCN-8s at-once's ``scale_pool4``/``scale_pool3``); no parameter."""
+
+    def __init__(self, scale: float) -> None:
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.scale
+
+    def coord_map(self, axis: int = 0) -> CoordMap:
+        return CoordMap()
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}"
+
+
+def crop(x: Tensor, offset: int, like: Tensor) -> Tensor:
+    """Caffe's ``Crop`` on the spatial axes: ``x[..., o:o+H, o:o+W]`` with ``like``'s H, W."""
+    h, w = like.shape[-2:]
+    return x[:, :, offset : offset + h, offset : offset + w]
+
+
+def _upsampler(channels: int, factor: int, learnable: bool) -> nn.ConvTranspose2d:
+    layer = nn.ConvTranspose2d(channels, channels, 2 * factor, stride=factor, bias=False)
+    init_bilinear_(layer)
+    layer.weight.requires_grad_(learnable)
+    return layer
+
+
+def _score(in_channels: int, num_classes: int) -> nn.Conv2d:
+    layer = nn.Conv2d(in_channels, num_classes, 1)
+    nn.init.zeros_(layer.weight)  # Sec. 4.3: zero-initialised score layers
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+class FCN(nn.Module):
+    """VGG16 FCN-32s / 16s / 8s with one or more heads and one or more trunks.
+
+    Args:
+        heads: head suffix -> number of classes. ``{"": 21}`` is the VOC net;
+            ``{"_sem": 33, "_geo": 3}`` SIFT Flow's two heads (``score_fr_sem``, ...).
+        stride: 32, 16 or 8 (Sec. 4.2; FCN-32s, FCN-16s, FCN-8s).
+        trunks: suffixes of the VGG16 trunks; several trunks mean late fusion (NYUD
+            ``("color", "hha")``: ``conv1_1color``, ``score_frhha``, ...). The input's
+            channels are split between the trunks in order; each trunk's scores are
+            weighted by ``1 / len(trunks)`` (the reference's 0.5/0.5) and summed before the
+            (shared) upsamplers.
+        in_channels: input channels per trunk (4 for NYUD early-fusion RGB-D).
+        learn_upsampling: let the 2x upsamplers (``upscore2``, ``upscore_pool4``) learn, as
+            the paper (Sec. 3.3); the reference keeps them fixed (``False``). The final
+            upsampler is always fixed bilinear interpolation.
+        skip_scales: fixed factors for ``pool4`` and ``pool3`` before their score layers,
+            ``(0.01, 0.0001)`` for FCN-8s at-once; ``None`` for the staged nets.
+        freeze_trunk: freeze ``conv1_1`` ... ``fc7`` (FCN-32s-fixed, Sec. 4.1).
+
+    ``forward(x)`` returns ``N x C x H x W`` scores for one unnamed head, else a dict
+    keyed by head name without the leading ``_`` (``{"sem": ..., "geo": ...}``), in order.
+    The derived crop offsets are in :attr:`crop_offsets`, keyed by the reference's crop
+    blob names (``score_pool4c``, ``score_pool3c``, ``score``).
+    """
+
+    def __init__(
+        self,
+        heads: Mapping[str, int],
+        stride: int = 32,
+        *,
+        trunks: Sequence[str] = ("",),
+        in_channels: int = 3,
+        learn_upsampling: bool = True,
+        skip_scales: tuple[float, float] | None = None,
+        freeze_trunk: bool = False,
+    ) -> None:
+        super().__init__()
+        if stride not in _FINAL_UPSCORE:
+            raise ValueError(f"stride must be 32, 16 or 8, got {stride}")
+        if not heads or any(n < 1 for n in heads.values()):
+            raise ValueError(f"every head needs at least one class, got {dict(heads)}")
+        self.stride = stride
+        self.heads = dict(heads)
+        self.trunks = tuple(trunks)
+        self.in_channels = in_channels
+        self.fusion_weight = 1.0 / len(self.trunks)
+        self._trunk_names: list[str] = []
+
+        for t in self.trunks:
+            for name, layer in vgg16_layers(in_channels):
+                self.add_module(name + t, layer)
+                if t == self.trunks[0]:
+                    self._trunk_names.append(name)
+        if freeze_trunk:
+            for p in self.parameters():  # only the trunks exist so far
+                p.requires_grad_(False)
+
+        if skip_scales is not None:
+            self.scale_pool4 = FixedScale(skip_scales[0])
+            self.scale_pool3 = FixedScale(skip_scales[1])
+        for h, n in self.heads.items():
+            for t in self.trunks:
+                self.add_module(f"score_fr{h}{t}", _score(4096, n))
+                if stride <= 16:
+                    self.add_module(f"score_pool4{h}{t}", _score(512, n))
+                if stride == 8:
+                    self.add_module(f"score_pool3{h}{t}", _score(256, n))
+            if stride <= 16:
+                self.add_module(f"upscore2{h}", _upsampler(n, 2, learn_upsampling))
+            if stride == 8:
+                self.add_module(f"upscore_pool4{h}", _upsampler(n, 2, learn_upsampling))
+            self.add_module(_FINAL_UPSCORE[stride] + h, _upsampler(n, stride, False))
+
+        self.crop_offsets = self._derive_crop_offsets()
+
+    def _layers(self, names: Sequence[str]) -> list[nn.Module]:
+        return [getattr(self, n) for n in names]
+
+    def _trunk_path(self, last: str) -> list[nn.Module]:
+        """The first trunk's layers from the image up to and including ``last``."""
+        t = self.trunks[0]
+        names = self._trunk_names[: self._trunk_names.index(last) + 1]
+        return self._layers([n + t for n in names])
+
+    def _derive_crop_offsets(self) -> dict[str, int]:
+        """Crop offsets from the layers' geometry (:func:`fcnkit.coord_map.crop_offset`)."""
+        h, t = next(iter(self.heads)), self.trunks[0]
+        scale = [self.scale_pool4] if hasattr(self, "scale_pool4") else []
+        upscored = self._trunk_path("drop7") + self._layers([f"score_fr{h}{t}"])
+        offsets = {}
+        if self.stride <= 16:
+            upscored += self._layers([f"upscore2{h}"])
+            pool4 = self._trunk_path("pool4") + scale + self._layers([f"score_pool4{h}{t}"])
+            offsets["score_pool4c"] = crop_offset(pool4, upscored)
+        if self.stride == 8:
+            upscored += self._layers([f"upscore_pool4{h}"])
+            pool3 = self._trunk_path("pool3") + scale + self._layers([f"score_pool3{h}{t}"])
+            offsets["score_pool3c"] = crop_offset(pool3, upscored)
+        upscored += self._layers([_FINAL_UPSCORE[self.stride] + h])
+        offsets["score"] = crop_offset(upscored, [])  # [] = the image itself
+        return offsets
+
+    def _run_trunk(self, x: Tensor, t: str) -> tuple[Tensor, Tensor, Tensor]:
+        """``(pool3, pool4, drop7)`` of trunk ``t``."""
+        taps = {}
+        for name in self._trunk_names:
+            x = getattr(self, name + t)(x)
+            if name in ("pool3", "pool4"):
+                taps[name] = x
+        return taps["pool3"], taps["pool4"], x
+
+    def _fused_score(self, layer: str, h: str, features: list[Tensor]) -> Tensor:
+        """Sum over trunks of ``layer{h}{t}`` applied to each trunk's features."""
+        scores = [getattr(self, f"{layer}{h}{t}")(f) for t, f in zip(self.trunks, features)]
+        if len(scores) == 1:
+            return scores[0]
+        return sum(s * self.fusion_weight for s in scores)
+
+    def forward(self, x: Tensor) -> Tensor | dict[str, Tensor]:
+        expected = self.in_channels * len(self.trunks)
+        if x.dim() != 4 or x.shape[1] != expected:
+            raise ValueError(f"expected input N x {expected} x H x W, got {tuple(x.shape)}")
+        feats = [self._run_trunk(xt, t) for t, xt in zip(self.trunks, x.split(self.in_channels, 1))]
+        pool3 = [f[0] for f in feats]
+        pool4 = [f[1] for f in feats]
+        fc7 = [f[2] for f in feats]
+        if hasattr(self, "scale_pool4"):
+            pool4 = [self.scale_pool4(p) for p in pool4]
+            pool3 = [self.scale_pool3(p) for p in pool3]
+
+        off = self.crop_offsets
+        out = {}
+        for h in self.heads:
+            score = self._fused_score("score_fr", h, fc7)
+            if self.stride <= 16:
+                score = getattr(self, f"upscore2{h}")(score)
+                pool4_score = self._fused_score("score_pool4", h, pool4)
+                score = score + crop(pool4_score, off["score_pool4c"], like=score)  # fuse_pool4
+            if self.stride == 8:
+                score = getattr(self, f"upscore_pool4{h}")(score)
+                pool3_score = self._fused_score("score_pool3", h, pool3)
+                score = score + crop(pool3_score, off["score_pool3c"], like=score)  # fuse_pool3
+            score = getattr(self, _FINAL_UPSCORE[self.stride] + h)(score)
+            out[h.lstrip("_")] = crop(score, off["score"], like=x)
+        if list(out) == [""]:
+            return out[""]
+        return out
+
+
+# ---------------------------------------------------------------------------------------
+# PASCAL VOC nets (Sec. 4.1-4.2, Table 1-2)
+
+
+def _fcn(num_classes: int, stride: int, learn_upsampling: bool = True, **kwargs) -> FCN:
+    return FCN({"": num_classes}, stride, learn_upsampling=learn_upsampling, **kwargs)
+
+
+@register_model(
+    "fcn32s",
+    description="FCN-32s, VGG16 (Caffe layout), single-stream stride-32 prediction",
+    paper="Sec. 4.1, Table 1",
+    tags=("paper", "vgg16"),
+)
+def fcn32s(num_classes: int) -> FCN:
+    return _fcn(num_classes, 32)
+
+
+@register_model(
+    "fcn16s",
+    description="FCN-16s, VGG16: stride-32 scores fused with pool4 scores",
+    paper="Sec. 4.2, Table 2",
+    tags=("paper", "vgg16"),
+)
+def fcn16s(num_classes: int, *, learn_upsampling: bool = True) -> FCN:
+    """``learn_upsampling``: the 2x upsampler learns (paper) or stays bilinear (reference)."""
+    return _fcn(num_classes, 16, learn_upsampling)
+
+
+@register_model(
+    "fcn8s",
+    description="FCN-8s, VGG16: fuses pool4 and pool3 scores (stride 8)",
+    paper="Sec. 4.2, Table 2",
+    tags=("paper", "vgg16"),
+)
+def fcn8s(num_classes: int, *, learn_upsampling: bool = True) -> FCN:
+    """``learn_upsampling``: the 2x upsamplers learn (paper) or stay bilinear (reference)."""
+    return _fcn(num_classes, 8, learn_upsampling)
+
+
+@register_model(
+    "fcn8s-atonce",
+    description="FCN-8s trained at once: pool4 x 0.01 and pool3 x 0.0001 before scoring",
+    paper="PAMI 2016 (reference voc-fcn8s-atonce)",
+    tags=("paper", "vgg16"),
+)
+def fcn8s_atonce(num_classes: int, *, learn_upsampling: bool = False) -> FCN:
+    """All-at-once FCN-8s; the reference keeps every upsampler fixed (the default here)."""
+    return _fcn(num_classes, 8, learn_upsampling, skip_scales=(0.01, 0.0001))
+
+
+@register_model(
+    "fcn32s-fixed",
+    description="FCN-32s with the VGG16 trunk frozen: only score_fr learns (45.4 baseline)",
+    paper="Sec. 4.1, Table 2",
+    tags=("paper", "vgg16"),
+)
+def fcn32s_fixed(num_classes: int) -> FCN:
+    return _fcn(num_classes, 32, freeze_trunk=True)
+
+
+# ---------------------------------------------------------------------------------------
+# SIFT Flow: semantic + geometric heads on one trunk (Sec. 5, Table 5)
+
+
+def _siftflow(stride: int, num_classes: int, num_geo_classes: int, learn_upsampling: bool) -> FCN:
+    heads = {"_sem": num_classes, "_geo": num_geo_classes}
+    return FCN(heads, stride, learn_upsampling=learn_upsampling)
+
+
+_SIFTFLOW_DOC = dict(
+    preprocessing="caffe-siftflow", default_num_classes=33, paper="Sec. 5, Table 5"
+)
+
+
+@register_model(
+    "fcn32s-siftflow",
+    description="FCN-32s with SIFT Flow's semantic (33) and geometric (3) heads -> dict",
+    tags=("paper", "vgg16", "siftflow"),
+    **_SIFTFLOW_DOC,
+)
+def fcn32s_siftflow(num_classes: int, *, num_geo_classes: int = 3) -> FCN:
+    """``num_classes``: semantic classes (33); ``num_geo_classes``: geometric (3)."""
+    return _siftflow(32, num_classes, num_geo_classes, True)
+
+
+@register_model(
+    "fcn16s-siftflow",
+    description="FCN-16s with SIFT Flow's semantic and geometric heads (paper's model)",
+    tags=("paper", "vgg16", "siftflow"),
+    **_SIFTFLOW_DOC,
+)
+def fcn16s_siftflow(
+    num_classes: int, *, num_geo_classes: int = 3, learn_upsampling: bool = True
+) -> FCN:
+    """``num_classes``: semantic classes (33); ``num_geo_classes``: geometric (3)."""
+    return _siftflow(16, num_classes, num_geo_classes, learn_upsampling)
+
+
+@register_model(
+    "fcn8s-siftflow",
+    description="FCN-8s with SIFT Flow's semantic and geometric heads",
+    tags=("paper", "vgg16", "siftflow"),
+    **_SIFTFLOW_DOC,
+)
+def fcn8s_siftflow(
+    num_classes: int, *, num_geo_classes: int = 3, learn_upsampling: bool = True
+) -> FCN:
+    """``num_classes``: semantic classes (33); ``num_geo_classes``: geometric (3)."""
+    return _siftflow(8, num_classes, num_geo_classes, learn_upsampling)
+
+
+# ---------------------------------------------------------------------------------------
+# NYUDv2: RGB, HHA, early fusion RGB-D, late fusion RGB + HHA (Sec. 5, Table 4)
+
+MODALITIES = ("rgb", "hha", "rgbd", "rgb+hha")
+
+# Late fusion feeds 6 channels, RGB then HHA. ``Preprocessing.normalize`` swaps the first
+# three to BGR and leaves the HHA channels in file order, so the HHA means are listed in
+# file order here (the reference subtracts (132.431, 94.076, 118.477) after reversing them).
+# Porting the reference's conv1_1hha therefore means reversing its input channels.
+CAFFE_NYUD_COLOR_HHA = Preprocessing(
+    "caffe-nyud-color-hha",
+    "BGR",
+    255.0,
+    (116.190, 97.203, 92.318, 118.477, 94.076, 132.431),
+    (1.0,) * 6,
+)
+
+
+def nyud_preprocessing(modality: str) -> Preprocessing:
+    """The preprocessing for a NYUD modality.
+
+    ``rgb`` and ``rgbd``: ``caffe-nyud-color`` (for ``rgbd`` the depth channel passes
+    through unchanged: feed log-depth minus 7.844, as the reference); ``hha``:
+    ``caffe-nyud-hha``; ``rgb+hha``: :data:`CAFFE_NYUD_COLOR_HHA`.
+    """
+    if modality == "rgb+hha":
+        return CAFFE_NYUD_COLOR_HHA
+    return get_preprocessing("caffe-nyud-hha" if modality == "hha" else "caffe-nyud-color")
+
+
+def _nyud(stride: int, num_classes: int, modality: str, learn_upsampling: bool) -> FCN:
+    if modality not in MODALITIES:
+        raise ValueError(f"modality must be one of {', '.join(MODALITIES)}, got {modality!r}")
+    model = FCN(
+        {"": num_classes},
+        stride,
+        trunks=("color", "hha") if modality == "rgb+hha" else ("",),
+        in_channels=4 if modality == "rgbd" else 3,
+        learn_upsampling=learn_upsampling,
+    )
+    model.modality = modality
+    model.preprocessing = nyud_preprocessing(modality)
+    return model
+
+
+_NYUD_DOC = dict(preprocessing="caffe-nyud-color", default_num_classes=40, paper="Sec. 5, Table 4")
+
+
+@register_model(
+    "fcn32s-nyud",
+    description="FCN-32s for NYUDv2, modality rgb | hha | rgbd (early) | rgb+hha (late fusion)",
+    tags=("paper", "vgg16", "nyud"),
+    **_NYUD_DOC,
+)
+def fcn32s_nyud(num_classes: int, *, modality: str = "rgb") -> FCN:
+    """``modality``: ``"rgb"``, ``"hha"``, ``"rgbd"`` (4-channel input, RGB then depth) or
+    ``"rgb+hha"`` (6-channel input, RGB then HHA; two trunks, scores summed 0.5/0.5)."""
+    return _nyud(32, num_classes, modality, True)
+
+
+@register_model(
+    "fcn16s-nyud",
+    description="FCN-16s for NYUDv2 (paper: rgb+hha), modality rgb | hha | rgbd | rgb+hha",
+    tags=("paper", "vgg16", "nyud"),
+    **_NYUD_DOC,
+)
+def fcn16s_nyud(num_classes: int, *, modality: str = "rgb", learn_upsampling: bool = True) -> FCN:
+    """As ``fcn32s-nyud``, with the pool4 skip (each trunk has its ``score_pool4``)."""
+    return _nyud(16, num_classes, modality, learn_upsampling)
+
+
+# ---------------------------------------------------------------------------------------
+# Weight helpers for the multi-modal nets
+
+
+def expand_input_filters(weight: Tensor, in_channels: int) -> Tensor:
+    """Widen a ``[out, 3, k, k]`` filter bank to ``in_channels`` inputs.
+
+    The new input filters are the mean of the RGB filters, as the reference initialises
+    the depth filter of early-fusion RGB-D ``conv1_1`` from a colour net.
+    """
+    extra = in_channels - weight.shape[1]
+    if extra < 0:
+        raise ValueError(f"cannot shrink {weight.shape[1]} input channels to {in_channels}")
+    mean = weight[:, :3].mean(dim=1, keepdim=True)
+    return torch.cat([weight, mean.expand(-1, extra, -1, -1)], dim=1)
+
+
+def load_rgb_weights(model: nn.Module, state_dict: Mapping[str, Tensor], strict: bool = True):
+    """Load 3-channel weights into a model whose ``conv1_1`` takes more channels (RGB-D).
+
+    ``conv1_1.weight`` is widened with :func:`expand_input_filters`; the rest loads as is.
+    Returns ``load_state_dict``'s result.
+    """
+    state = dict(state_dict)
+    target = model.conv1_1.weight
+    if "conv1_1.weight" in state and state["conv1_1.weight"].shape[1] < target.shape[1]:
+        state["conv1_1.weight"] = expand_input_filters(state["conv1_1.weight"], target.shape[1])
+    return model.load_state_dict(state, strict=strict)
+
+
+def late_fusion_state_dict(
+    color: Mapping[str, Tensor], hha: Mapping[str, Tensor]
+) -> dict[str, Tensor]:
+    """Two single-trunk state dicts -> one for the late-fusion ``rgb+hha`` net.
+
+    Trunk and score layers get the ``color``/``hha`` suffix (``conv1_1color.weight``,
+    ``score_frhha.weight``); the shared upsamplers (``upscore*``) come from ``color``.
+    """
+    fused: dict[str, Tensor] = {}
+    for suffix, state in (("color", color), ("hha", hha)):
+        for key, value in state.items():
+            layer, _, param = key.partition(".")
+            if layer.startswith("upscore"):
+                fused.setdefault(key, value)
+            else:
+                fused[f"{layer}{suffix}.{param}"] = value
+    return fused

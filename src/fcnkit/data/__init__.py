@@ -3,6 +3,7 @@
 ``create_dataset(name, root, split, **options)``; ``list_datasets()``.
 """
 
+from fcnkit.data.collate import collate_pad
 from fcnkit.data.registry import (
     DatasetEntry,
     create_dataset,
@@ -10,9 +11,12 @@ from fcnkit.data.registry import (
     list_datasets,
     register_dataset,
 )
+from fcnkit.data.transforms import build_transforms
 
 __all__ = [
     "DatasetEntry",
+    "build_transforms",
+    "collate_pad",
     "create_dataset",
     "get_dataset_entry",
     "list_datasets",

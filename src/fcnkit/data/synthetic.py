@@ -27,7 +27,7 @@ them in minutes on a CPU at 96-128 px.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -51,6 +51,16 @@ _SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
 _DEFAULT_NUM_SAMPLES = {"train": 2000, "val": 200, "test": 200}
 _TEXTURES = ("flat", "noise", "stripes", "checks", "gradient")
 _MIN_CONTRAST = 70.0  # minimum RGB distance between an object's mean colour and what it covers
+
+
+class Shape(NamedTuple):
+    """One object of a scene: class index, centre (pixels), radius (pixels), rotation."""
+
+    cls: int
+    cy: float
+    cx: float
+    r: float
+    theta: float
 
 
 class SyntheticShapes(Dataset):
@@ -121,49 +131,71 @@ class SyntheticShapes(Dataset):
             "id": f"synthetic-{self.split}-{index:06d}",
         }
 
-    def rng_for(self, index: int) -> np.random.Generator:
-        """The random stream of sample ``index`` of this split."""
+    def rng_for(self, index: int) -> tuple[np.random.Generator, ...]:
+        """Independent ``(layout, paint, clutter)`` random streams of sample ``index``.
+
+        Separate streams keep the layout (and so the label) of a sample the same whatever
+        the painting options (``clutter``) are.
+        """
         entropy = [self.seed & 0xFFFFFFFF, self.seed >> 32, _SPLIT_CODE[self.split], index]
-        return np.random.Generator(np.random.PCG64(np.random.SeedSequence(entropy)))
+        children = np.random.SeedSequence(entropy).spawn(3)
+        return tuple(np.random.Generator(np.random.PCG64(c)) for c in children)
+
+    def scene(self, index: int) -> list[Shape]:
+        """The objects of sample ``index``, back to front (before occlusion)."""
+        layout = self.rng_for(index)[0]
+        h, w = self.size
+        short = min(h, w)
+        shapes = []
+        for _ in range(int(layout.integers(1, self.max_objects + 1))):
+            cls = int(layout.integers(1, len(CLASSES)))
+            r = float(layout.uniform(*self.radius) * short)
+            cy, cx = float(layout.uniform(0.1, 0.9) * h), float(layout.uniform(0.1, 0.9) * w)
+            theta = float(layout.uniform(0.0, 2.0 * math.pi))
+            shapes.append(Shape(cls, cy, cx, r, theta))
+        return shapes
+
+    def shape_mask(self, shape: Shape) -> np.ndarray:
+        """Full (unoccluded) boolean ``H x W`` mask of ``shape``."""
+        return _shape_mask(
+            shape.cls, self._yy - shape.cy, self._xx - shape.cx, shape.r, shape.theta
+        )
 
     def generate(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Sample ``index`` as ``(image uint8 H x W x 3, label uint8 H x W)``."""
-        rng = self.rng_for(index)
+        _, paint, clutter = self.rng_for(index)
         h, w = self.size
-        short = min(h, w)
-        canvas = _texture(rng, self._yy, self._xx)
+        canvas = _texture(paint, self._yy, self._xx)
         label = np.zeros((h, w), np.uint8)
-        bg_mean = canvas.reshape(-1, 3).mean(0)
         if self.clutter:
-            _draw_clutter(rng, canvas, self._yy, self._xx, short)
+            _draw_clutter(clutter, canvas, self._yy, self._xx, min(h, w))
 
         # Mean colour of every painted region (0 = background) and which region owns a pixel:
         # an object must contrast with each region it is drawn over, so its outline shows.
-        region_means = [bg_mean]
+        region_means = [canvas.reshape(-1, 3).mean(0)]
         owner = np.zeros((h, w), np.int32)
-        for _ in range(int(rng.integers(1, self.max_objects + 1))):
-            cls = int(rng.integers(1, len(CLASSES)))
-            r = rng.uniform(*self.radius) * short
-            cy, cx = rng.uniform(0.1, 0.9) * h, rng.uniform(0.1, 0.9) * w
-            theta = rng.uniform(0.0, 2.0 * math.pi)
-            y0, y1 = max(0, int(cy - 1.5 * r) - 1), min(h, int(cy + 1.5 * r) + 2)
-            x0, x1 = max(0, int(cx - 1.5 * r) - 1), min(w, int(cx + 1.5 * r) + 2)
+        for shape in self.scene(index):
+            r = shape.r
+            y0, y1 = max(0, int(shape.cy - 1.5 * r) - 1), min(h, int(shape.cy + 1.5 * r) + 2)
+            x0, x1 = max(0, int(shape.cx - 1.5 * r) - 1), min(w, int(shape.cx + 1.5 * r) + 2)
             yy, xx = self._yy[y0:y1, x0:x1], self._xx[y0:y1, x0:x1]
-            mask = _shape_mask(cls, yy - cy, xx - cx, r, theta)
+            mask = _shape_mask(shape.cls, yy - shape.cy, xx - shape.cx, r, shape.theta)
+            texture = _texture(paint, yy, xx)  # drawn even when empty: streams stay aligned
             if not mask.any():
                 continue
             under = [region_means[i] for i in np.unique(owner[y0:y1, x0:x1][mask])]
+            mean = texture[mask].mean(0)
             for _attempt in range(20):
-                texture = _texture(rng, yy, xx)
-                mean = texture[mask].mean(0)
                 if all(np.linalg.norm(mean - m) >= _MIN_CONTRAST for m in under):
                     break
+                texture = _texture(paint, yy, xx)
+                mean = texture[mask].mean(0)
             canvas[y0:y1, x0:x1][mask] = texture[mask]
-            label[y0:y1, x0:x1][mask] = cls
+            label[y0:y1, x0:x1][mask] = shape.cls
             owner[y0:y1, x0:x1][mask] = len(region_means)
             region_means.append(mean)
 
-        canvas += rng.normal(0.0, 4.0, size=canvas.shape).astype(np.float32)  # sensor noise
+        canvas += paint.normal(0.0, 4.0, size=canvas.shape).astype(np.float32)  # sensor noise
         image = np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
         if self.ignore_boundary:
             label = _ignore_band(label, self.ignore_boundary)

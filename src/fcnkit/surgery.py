@@ -3,6 +3,9 @@
 - :func:`bilinear_kernel` / :func:`init_bilinear_`: the reference upsampling filter (Sec. 3.3).
 - :func:`linear_to_conv` / :func:`convolutionalize`: fully connected layers as convolutions,
   so that a classifier outputs a class heatmap (Sec. 3.1, Fig. 2).
+- :func:`transplant`: copy weights by name, reshaping fc <-> conv.
+- :func:`init_from` / :func:`stage`: staged training, FCN-16s from 32s, 8s from 16s (Sec. 4.2).
+- :func:`resize_score_layer`: change the class count, keeping shared classes' weights.
 """
 
 from __future__ import annotations
@@ -10,6 +13,9 @@ from __future__ import annotations
 import copy
 import math
 from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,6 +25,11 @@ __all__ = [
     "init_bilinear_",
     "linear_to_conv",
     "convolutionalize",
+    "TransplantReport",
+    "transplant",
+    "init_from",
+    "stage",
+    "resize_score_layer",
 ]
 
 
@@ -205,3 +216,288 @@ def convolutionalize(
         modules["pool"] = nn.AvgPool2d(pool_size, stride=1)
     modules["classifier"] = _convolutionalize_head(layers, in_shape)
     return nn.Sequential(modules)
+
+
+# ---------------------------------------------------------------------------------------
+# Transplanting parameters (fc <-> conv), staged training (Sec. 4.2), class-count changes
+
+
+@dataclass
+class TransplantReport:
+    """What :func:`transplant` did, key by key (destination names)."""
+
+    copied: list[str] = field(default_factory=list)
+    reshaped: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # key -> reason
+    missing: list[str] = field(default_factory=list)  # in the destination only: left as is
+    unused: list[str] = field(default_factory=list)  # in the source only
+
+    @property
+    def loaded(self) -> list[str]:
+        """Destination keys that received values (copied or reshaped)."""
+        return self.copied + list(self.reshaped)
+
+    def __str__(self) -> str:
+        lines = [
+            f"transplant: {len(self.copied)} copied, {len(self.reshaped)} reshaped, "
+            f"{len(self.skipped)} skipped, {len(self.missing)} missing, "
+            f"{len(self.unused)} unused"
+        ]
+        for key, (old, new) in self.reshaped.items():
+            lines.append(f"  reshaped {key}: {tuple(old)} -> {tuple(new)}")
+        for key, reason in self.skipped.items():
+            lines.append(f"  skipped {key}: {reason}")
+        if self.missing:
+            lines.append(f"  missing (left as initialised): {', '.join(self.missing)}")
+        if self.unused:
+            lines.append(f"  unused source keys: {', '.join(self.unused)}")
+        return "\n".join(lines)
+
+
+def _state_of(src: nn.Module | Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
+    return src.state_dict() if isinstance(src, nn.Module) else src
+
+
+@torch.no_grad()
+def transplant(
+    src: nn.Module | Mapping[str, torch.Tensor],
+    dst: nn.Module,
+    *,
+    rename: Mapping[str, str] | Callable[[str], str | None] | None = None,
+) -> TransplantReport:
+    """Copy parameters and buffers from ``src`` into ``dst`` by name (net surgery, Sec. 3.1).
+
+    A value whose shape differs but whose element count matches is reshaped in PyTorch's
+    flattening order, so fully connected and convolutional forms of a layer convert both
+    ways (``fc6.weight`` ``4096 x 25088`` <-> ``4096 x 512 x 7 x 7``, see
+    :func:`linear_to_conv`). Other mismatches are skipped with a reason. Values are copied
+    into ``dst``'s own tensors (``copy_``), never shared with ``src``.
+
+    Args:
+        src: a module or a state dict.
+        dst: the module to fill, in place.
+        rename: maps source keys to destination keys (a dict, or a function returning
+            ``None`` to drop a key); keys it does not name are used unchanged.
+    """
+    target = dst.state_dict()
+    report = TransplantReport()
+    seen: set[str] = set()
+    for src_key, value in _state_of(src).items():
+        key: str | None = src_key
+        if callable(rename):
+            key = rename(src_key)
+        elif rename is not None:
+            key = rename.get(src_key, src_key)
+        if key is None or key not in target:
+            report.unused.append(src_key)
+            continue
+        seen.add(key)
+        out = target[key]
+        if value.shape == out.shape:
+            out.copy_(value)
+            report.copied.append(key)
+        elif value.numel() == out.numel():
+            out.copy_(value.reshape(out.shape))
+            report.reshaped[key] = (tuple(value.shape), tuple(out.shape))
+        else:
+            report.skipped[key] = (
+                f"shape {tuple(value.shape)} does not fit {tuple(out.shape)} "
+                f"({value.numel()} vs {out.numel()} elements)"
+            )
+    report.missing = [k for k in target if k not in seen]
+    return report
+
+
+def _parent_and_attr(model: nn.Module, name: str) -> tuple[nn.Module, str]:
+    parent_name, _, attr = name.rpartition(".")
+    return (model.get_submodule(parent_name) if parent_name else model), attr
+
+
+@torch.no_grad()
+def init_from(parent: nn.Module, child: nn.Module) -> TransplantReport:
+    """Staged initialisation (Sec. 4.2): FCN-16s from FCN-32s, FCN-8s from FCN-16s.
+
+    Every layer the two nets share by name is copied from ``parent``; the child's new
+    layers are initialised as the paper prescribes: score layers (``score*``) to zero,
+    transposed convolutions (``upscore*``) to bilinear interpolation. ``child`` is changed
+    in place; the returned report lists what was copied and what is new (``missing``).
+
+    The staged child reproduces its parent only in part. With ``score_pool4`` zero, the
+    FCN-16s output is ``upscore16(upscore2(score_fr))``; two bilinear stages (x2 then
+    x16) equal one x32 stage only where the x2 samples on both sides of a pixel lie on the
+    same linear piece of the x32 interpolant. Each x32 piece has a kink at every score
+    cell's centre, between two x2 samples, so the two agree exactly on pixels farther than
+    8 px from every kink (in the paper nets' geometry: output rows/columns ``y`` with
+    ``y mod 32`` in ``0..4`` or ``21..31``) and differ by a multiple of the score map's
+    second difference elsewhere. No choice of 4x4 and 32x32 kernels can do better: their
+    composite 80-tap filter would have to equal the 64-tap x32 filter shifted by 8, and
+    that filter has no factor in ``z^16`` of degree 3. FCN-8s vs FCN-16s likewise agree
+    for ``y mod 16`` in ``{0}`` or ``9..15``. Everything else (trunk, ``score_fr``,
+    ``score_pool4``) carries over exactly.
+    """
+    report = transplant(parent, child)
+    new_modules = {k.rpartition(".")[0] for k in report.missing}
+    for name in sorted(new_modules):
+        if not name:
+            continue
+        module = child.get_submodule(name)
+        leaf = name.rpartition(".")[2]
+        if isinstance(module, nn.ConvTranspose2d):
+            init_bilinear_(module)
+        elif leaf.startswith("score") and isinstance(module, nn.Conv2d):
+            nn.init.zeros_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+    return report
+
+
+def stage(parent: nn.Module, child: str, **options: Any) -> nn.Module:
+    """Build the next stage of a registered FCN initialised from ``parent`` (Sec. 4.2).
+
+    ``stage(fcn32s_model, "fcn16s")`` creates ``fcn16s`` with the parent's class count and
+    preprocessing, then applies :func:`init_from`. ``options`` go to ``create_model``.
+    The report is kept on the result as ``stage_report``.
+    """
+    from fcnkit.models import create_model
+
+    num_classes = getattr(parent, "num_classes", None)
+    model = create_model(child, num_classes, **options)
+    if hasattr(parent, "preprocessing"):
+        model.preprocessing = parent.preprocessing
+    model.stage_report = init_from(parent, model)
+    return model
+
+
+def _score_layer_names(model: nn.Module, num_classes: int) -> list[str]:
+    """Score convolutions (``*score*``) and C->C upsamplers with ``num_classes`` channels."""
+    names = []
+    for name, module in model.named_modules():
+        leaf = name.rpartition(".")[2]
+        if isinstance(module, nn.ConvTranspose2d):
+            if module.in_channels == module.out_channels == num_classes:
+                names.append(name)
+        elif (
+            isinstance(module, nn.Conv2d) and "score" in leaf and module.out_channels == num_classes
+        ):
+            names.append(name)
+    return names
+
+
+def _class_map(keep: Mapping[int, int] | int | None, old: int, new: int) -> dict[int, int]:
+    if keep is None:
+        keep = min(old, new)
+    mapping = {i: i for i in range(keep)} if isinstance(keep, int) else dict(keep)
+    for n, o in mapping.items():
+        if not (0 <= n < new and 0 <= o < old):
+            raise ValueError(f"keep maps new class {n} to old class {o}: out of range")
+    return mapping
+
+
+@torch.no_grad()
+def resize_score_layer(
+    model: nn.Module,
+    num_classes: int,
+    *,
+    layers: str | Sequence[str] | None = None,
+    keep: Mapping[int, int] | int | None = None,
+) -> nn.Module:
+    """Change the class count of score layers in place, keeping shared classes' weights.
+
+    Args:
+        model: the network; its modules are replaced (same type, device, dtype and
+            ``requires_grad``).
+        num_classes: the new class count.
+        layers: module names to resize. ``None``: every score convolution (a ``Conv2d``
+            whose name contains ``score``) and every class-to-class transposed convolution
+            whose channel count is ``model.num_classes``; ``model.num_classes`` is updated.
+        keep: new class index -> old class index whose weights it keeps (e.g. VOC to
+            person-vs-background ``{0: 0, 1: 15}``), or ``n``: the first ``n`` classes;
+            default ``min(old, new)``.
+
+    New classes' score weights and biases are zero (Sec. 4.3); an upsampler keeps its
+    weights between kept classes and gets the bilinear kernel for new classes (Sec. 3.3).
+    """
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be positive, got {num_classes}")
+    if layers is None:
+        old_classes = getattr(model, "num_classes", None)
+        if not isinstance(old_classes, int):
+            raise ValueError("model has no integer num_classes: pass layers=[...]")
+        names = _score_layer_names(model, old_classes)
+        if not names:
+            raise ValueError(f"no score layer with {old_classes} classes found")
+    else:
+        names = [layers] if isinstance(layers, str) else list(layers)
+    for name in names:
+        module = model.get_submodule(name)
+        if isinstance(module, nn.ConvTranspose2d):
+            new_module = _resize_upsampler(module, num_classes, keep)
+        elif isinstance(module, nn.Conv2d):
+            new_module = _resize_score(module, num_classes, keep)
+        else:
+            raise TypeError(f"{name} is a {type(module).__name__}, not a Conv2d/ConvTranspose2d")
+        parent, attr = _parent_and_attr(model, name)
+        setattr(parent, attr, new_module)
+    if layers is None:
+        model.num_classes = num_classes
+    return model
+
+
+def _like(new: nn.Module, old: nn.Module) -> nn.Module:
+    new.to(device=old.weight.device, dtype=old.weight.dtype)
+    for p_new, p_old in zip(new.parameters(), old.parameters(), strict=True):
+        p_new.requires_grad_(p_old.requires_grad)
+    return new
+
+
+def _resize_score(conv: nn.Conv2d, num_classes: int, keep) -> nn.Conv2d:
+    if conv.groups != 1:
+        raise ValueError("grouped score convolutions are not supported")
+    mapping = _class_map(keep, conv.out_channels, num_classes)
+    new = nn.Conv2d(
+        conv.in_channels,
+        num_classes,
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        bias=conv.bias is not None,
+        padding_mode=conv.padding_mode,
+    )
+    _like(new, conv)
+    nn.init.zeros_(new.weight)
+    if new.bias is not None:
+        nn.init.zeros_(new.bias)
+    for n, o in mapping.items():
+        new.weight[n].copy_(conv.weight[o])
+        if new.bias is not None:
+            new.bias[n].copy_(conv.bias[o])
+    return new
+
+
+def _resize_upsampler(up: nn.ConvTranspose2d, num_classes: int, keep) -> nn.ConvTranspose2d:
+    if up.in_channels != up.out_channels or up.groups != 1:
+        raise ValueError("only ungrouped class-to-class transposed convolutions can be resized")
+    mapping = _class_map(keep, up.in_channels, num_classes)
+    new = nn.ConvTranspose2d(
+        num_classes,
+        num_classes,
+        up.kernel_size,
+        up.stride,
+        up.padding,
+        up.output_padding,
+        bias=up.bias is not None,
+        dilation=up.dilation,
+    )
+    _like(new, up)
+    if new.kernel_size[0] == new.kernel_size[1]:
+        init_bilinear_(new)
+    else:
+        nn.init.zeros_(new.weight)
+    new_idx = torch.tensor(list(mapping), dtype=torch.long)
+    old_idx = torch.tensor(list(mapping.values()), dtype=torch.long)
+    if len(mapping):
+        new.weight[new_idx[:, None], new_idx[None, :]] = up.weight[old_idx[:, None], old_idx]
+        if new.bias is not None:
+            new.bias[new_idx] = up.bias[old_idx]
+    return new

@@ -38,7 +38,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Union
 
 from torch import nn
 
@@ -108,7 +107,7 @@ def _axis(value: int | tuple[int, ...], axis: int) -> int:
     return value[axis] if isinstance(value, tuple) else value
 
 
-Layer = Union[nn.Module, CoordMap]
+Layer = nn.Module | CoordMap
 
 
 def layer_map(layer: Layer, axis: int = 0) -> CoordMap:

@@ -221,7 +221,9 @@ class FCN(nn.Module):
 
     def _fused_score(self, layer: str, h: str, features: list[Tensor]) -> Tensor:
         """Sum over trunks of ``layer{h}{t}`` applied to each trunk's features."""
-        scores = [getattr(self, f"{layer}{h}{t}")(f) for t, f in zip(self.trunks, features)]
+        scores = [
+            getattr(self, f"{layer}{h}{t}")(f) for t, f in zip(self.trunks, features, strict=True)
+        ]
         if len(scores) == 1:
             return scores[0]
         return sum(s * self.fusion_weight for s in scores)
@@ -230,7 +232,10 @@ class FCN(nn.Module):
         expected = self.in_channels * len(self.trunks)
         if x.dim() != 4 or x.shape[1] != expected:
             raise ValueError(f"expected input N x {expected} x H x W, got {tuple(x.shape)}")
-        feats = [self._run_trunk(xt, t) for t, xt in zip(self.trunks, x.split(self.in_channels, 1))]
+        feats = [
+            self._run_trunk(xt, t)
+            for t, xt in zip(self.trunks, x.split(self.in_channels, 1), strict=True)
+        ]
         pool3 = [f[0] for f in feats]
         pool4 = [f[1] for f in feats]
         fc7 = [f[2] for f in feats]

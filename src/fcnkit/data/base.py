@@ -1,0 +1,335 @@
+"""Common base for the segmentation datasets, plus readers for the file formats they share.
+
+A dataset builds an index of samples (``ids``) at construction and reads one sample per
+``__getitem__``: ``{"image": uint8 C x H x W (RGB, extra modalities appended), "label": int64
+H x W (``ignore_index`` = 255) or dict of such, "id": str}``. Loading never drops or alters a
+sample silently: a missing file, an undecodable file, mismatched sizes or a label value outside
+the classes raise :class:`DatasetError` naming the file(s) and what was expected.
+
+Problems that concern the whole index (files missing for listed ids, masks without images,
+0/255 binary masks) are collected in ``index_problems`` while the index is built. With
+``strict=True`` (the default) construction raises on them; ``fcnkit data check`` builds with
+``strict=False`` and reports them together with every per-sample problem.
+"""
+
+from __future__ import annotations
+
+import colorsys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+IGNORE_INDEX = 255
+Sample = dict[str, Any]
+
+
+class DatasetError(Exception):
+    """A sample or a dataset layout is not what the reader expects (message names the files)."""
+
+
+class SplitUnavailable(DatasetError):
+    """The split's list of samples cannot be found under the dataset root."""
+
+
+# ------------------------------------------------------------------------------------------
+# palettes
+
+
+def voc_palette(n: int = 256) -> list[tuple[int, int, int]]:
+    """The PASCAL VOC colour map (bit-interleaved class index), first ``n`` entries."""
+    palette = []
+    for i in range(n):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        palette.append((r, g, b))
+    return palette
+
+
+def distinct_palette(n: int) -> list[tuple[int, int, int]]:
+    """``n`` well-separated colours (golden-ratio hues, alternating lightness)."""
+    colours = []
+    for i in range(n):
+        h = (i * 0.618033988749895) % 1.0
+        light = 0.45 if i % 2 == 0 else 0.62
+        r, g, b = colorsys.hls_to_rgb(h, light, 0.75)
+        colours.append((round(r * 255), round(g * 255), round(b * 255)))
+    return colours
+
+
+# ------------------------------------------------------------------------------------------
+# file readers (all raise DatasetError naming the file)
+
+
+def require_file(path: Path, what: str) -> Path:
+    if not path.is_file():
+        raise DatasetError(f"{path}: missing (expected {what})")
+    return path
+
+
+def read_rgb(path: Path, what: str = "an RGB image") -> torch.Tensor:
+    """Read an image as a ``uint8`` 3 x H x W RGB tensor (greyscale is replicated)."""
+    require_file(path, what)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("I;16", "I;16B", "I", "F"):
+                raise DatasetError(f"{path}: {im.mode} image with high bit depth, expected {what}")
+            rgb = im.convert("RGB")
+    except DatasetError:
+        raise
+    except Exception as err:  # PIL raises several types for truncated or foreign files
+        raise DatasetError(f"{path}: cannot decode ({err}); expected {what}") from err
+    return torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1).contiguous()
+
+
+def read_png_array(path: Path, what: str) -> tuple[np.ndarray, str]:
+    """Read a PNG's stored values (palette indices for mode P) and its PIL mode."""
+    require_file(path, what)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode = im.mode
+            arr = np.array(im)
+    except Exception as err:
+        raise DatasetError(f"{path}: cannot decode ({err}); expected {what}") from err
+    return arr, mode
+
+
+def read_index_png(path: Path, what: str = "a single-channel index PNG") -> np.ndarray:
+    """Read a label PNG as its stored indices (mode P or L; never converted through colours)."""
+    arr, mode = read_png_array(path, what)
+    if mode not in ("P", "L", "I;16", "I;16B", "I") or arr.ndim != 2:
+        raise DatasetError(
+            f"{path}: PNG mode {mode} with shape {arr.shape}; expected {what} "
+            "(palette 'P' or greyscale 'L' holding class indices)"
+        )
+    return arr
+
+
+def load_mat(path: Path, what: str) -> dict[str, Any]:
+    """``scipy.io.loadmat`` with MATLAB structs as attribute objects; v7.3 files via h5py."""
+    import scipy.io
+
+    require_file(path, what)
+    try:
+        return scipy.io.loadmat(path, struct_as_record=False, squeeze_me=True)
+    except NotImplementedError:  # MATLAB v7.3 = HDF5
+        return _load_mat_v73(path, what)
+    except Exception as err:
+        raise DatasetError(f"{path}: cannot read MATLAB file ({err}); expected {what}") from err
+
+
+def _load_mat_v73(path: Path, what: str) -> dict[str, Any]:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            # HDF5 stores MATLAB arrays column-major: transpose back to rows x cols.
+            return {k: np.array(v).T for k, v in f.items() if isinstance(v, h5py.Dataset)}
+    except Exception as err:
+        raise DatasetError(
+            f"{path}: cannot read MATLAB v7.3 file ({err}); expected {what}"
+        ) from err
+
+
+def mat_array(mat: dict[str, Any], key: str, path: Path, what: str) -> np.ndarray:
+    """Variable ``key`` of a loaded ``.mat`` as a 2-D integer array."""
+    if key not in mat:
+        found = ", ".join(k for k in mat if not k.startswith("__")) or "none"
+        raise DatasetError(f"{path}: no variable {key!r} (found: {found}); expected {what}")
+    arr = np.asarray(mat[key])
+    if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number):
+        raise DatasetError(f"{path}: variable {key!r} is {arr.dtype} {arr.shape}; expected {what}")
+    if not np.issubdtype(arr.dtype, np.integer):
+        if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
+            raise DatasetError(
+                f"{path}: variable {key!r} holds non-integer values; expected {what}"
+            )
+        arr = arr.astype(np.int64)
+    return arr
+
+
+def remap(raw: np.ndarray, table: dict[int, int], path: Path, what: str) -> torch.Tensor:
+    """Map raw label values through ``table``; any value not in it raises (never guessed)."""
+    values = np.unique(raw)
+    unknown = [int(v) for v in values if int(v) not in table]
+    if unknown:
+        shown = ", ".join(map(str, unknown[:10])) + (" ..." if len(unknown) > 10 else "")
+        raise DatasetError(f"{path}: unexpected label value(s) {shown}; expected {what}")
+    out = np.full(raw.shape, IGNORE_INDEX, dtype=np.int64)
+    for v in values:
+        out[raw == v] = table[int(v)]
+    return torch.from_numpy(out)
+
+
+def as_label(raw: np.ndarray) -> torch.Tensor:
+    """Stored label values as an int64 tensor, unchanged (values are validated later)."""
+    return torch.from_numpy(np.asarray(raw).astype(np.int64))
+
+
+def offset_table(n_classes: int, first: int = 1, void: Sequence[int] = (0,)) -> dict[int, int]:
+    """``first..first+n-1 -> 0..n-1`` and every ``void`` value -> ignore."""
+    table = {first + k: k for k in range(n_classes)}
+    table.update({v: IGNORE_INDEX for v in void})
+    return table
+
+
+def read_list(path: Path) -> list[str]:
+    """A split file: one id per line (first whitespace-separated field), blanks skipped."""
+    return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+
+
+# ------------------------------------------------------------------------------------------
+# the base class
+
+
+class SegmentationDataset(Dataset):
+    """Base of fcnkit's datasets. Subclasses set the attributes and implement ``load``/``files``.
+
+    Attributes: ``classes``, ``palette``, ``ignore_index`` (255), ``eval_exclude`` (class names
+    left out of the means), ``targets`` (head name -> class names, multi-target datasets
+    only), ``ids`` (sample ids in order), ``index_problems``.
+    """
+
+    name: str = "dataset"
+    classes: list[str]
+    palette: list[tuple[int, int, int]]
+    ignore_index: int = IGNORE_INDEX
+    eval_exclude: list[str]
+    targets: dict[str, list[str]] | None = None
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str,
+        transform: Callable[[Sample], Sample] | None = None,
+        strict: bool = True,
+        validate: bool = True,
+    ) -> None:
+        self.root = Path(root).expanduser()
+        self.split = split
+        self.transform = transform
+        self.strict = strict
+        self.validate = validate
+        self.ids: list[str] = []
+        self.index_problems: list[str] = []
+        self.eval_exclude = []
+        if not self.root.is_dir():
+            raise DatasetError(f"{self.root}: dataset root is not a folder ({self.layout_hint()})")
+
+    # -- hooks for subclasses ------------------------------------------------------------
+    def load(self, index: int) -> Sample:
+        """Read sample ``index`` without transform (raises :class:`DatasetError`)."""
+        raise NotImplementedError
+
+    def files(self, index: int) -> dict[str, Path]:
+        """The files sample ``index`` is read from, by role (``image``, ``label``, ...)."""
+        raise NotImplementedError
+
+    def layout_hint(self) -> str:
+        """One line describing the expected layout under ``root`` (used in errors)."""
+        return "see the dataset's documentation"
+
+    # -- shared behaviour ------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> Sample:
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} samples")
+        sample = self.load_checked(index)
+        if self.transform is not None:
+            sample = self.transform(sample)
+        return sample
+
+    def load_checked(self, index: int) -> Sample:
+        """``load`` + ``check_sample``; any failure becomes a DatasetError naming the files."""
+        try:
+            sample = self.load(index)
+        except DatasetError:
+            raise
+        except Exception as err:
+            raise DatasetError(f"{self.describe_sample(index)}: {err}") from err
+        if self.validate:
+            self.check_sample(sample, index)
+        return sample
+
+    def describe_sample(self, index: int) -> str:
+        try:
+            files = self.files(index)
+        except Exception:
+            files = {}
+        where = ", ".join(f"{k}={v}" for k, v in files.items())
+        return f"sample {self.ids[index]!r} ({where})" if where else f"sample {self.ids[index]!r}"
+
+    def num_classes_of(self, target: str | None = None) -> int:
+        if target is None or self.targets is None:
+            return len(self.classes)
+        return len(self.targets[target])
+
+    def check_sample(self, sample: Sample, index: int) -> None:
+        """Raise DatasetError unless the sample honours the data contract."""
+        image, label = sample["image"], sample["label"]
+        where = self.describe_sample(index)
+        if not (
+            isinstance(image, torch.Tensor)
+            and image.dtype == torch.uint8
+            and image.ndim == 3
+            and image.shape[0] >= 3
+        ):
+            raise DatasetError(f"{where}: image is not a uint8 C x H x W tensor with C >= 3")
+        labels = label if isinstance(label, dict) else {None: label}
+        for key, lab in labels.items():
+            name = f"label {key!r}" if key is not None else "label"
+            if lab.dtype != torch.int64 or lab.ndim != 2:
+                raise DatasetError(f"{where}: {name} is not an int64 H x W tensor")
+            if tuple(lab.shape) != tuple(image.shape[1:]):
+                raise DatasetError(
+                    f"{where}: {name} is {lab.shape[0]}x{lab.shape[1]} (HxW) but the image is "
+                    f"{image.shape[1]}x{image.shape[2]}; expected the same size"
+                )
+            n = self.num_classes_of(key)
+            bad = ((lab < 0) | (lab >= n)) & (lab != self.ignore_index)
+            if bool(bad.any()):
+                values = sorted({int(v) for v in lab[bad].unique()})[:10]
+                raise DatasetError(
+                    f"{where}: {name} holds value(s) {values}; expected 0..{n - 1} "
+                    f"or {self.ignore_index} (ignore)"
+                )
+
+    def finish_index(self) -> None:
+        """Record files missing for listed samples; raise on index problems when strict."""
+        for i in range(len(self.ids)):
+            for role, path in self.files(i).items():
+                if not path.is_file():
+                    self.index_problems.append(
+                        f"{path}: missing ({role} of sample {self.ids[i]!r})"
+                    )
+        if self.index_problems and self.strict:
+            shown = self.index_problems[:20]
+            more = len(self.index_problems) - len(shown)
+            raise DatasetError(
+                f"{type(self).__name__} at {self.root} (split {self.split!r}) has "
+                f"{len(self.index_problems)} problem(s):\n  "
+                + "\n  ".join(shown)
+                + (f"\n  ... and {more} more" if more > 0 else "")
+                + "\nRun `fcnkit data check` to list them all."
+            )
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, "
+            f"samples={len(self)}, classes={len(self.classes)})"
+        )

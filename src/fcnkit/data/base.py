@@ -189,6 +189,51 @@ def read_list(path: Path) -> list[str]:
     return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
 
 
+def num_classes_of(dataset: Any, target: str | None = None) -> int:
+    """Classes of ``target`` (a key of ``dataset.targets``) or of the primary label."""
+    targets = getattr(dataset, "targets", None)
+    if target is None or not targets:
+        return len(dataset.classes)
+    return len(targets[target])
+
+
+def validate_sample(sample: Sample, dataset: Any, where: str) -> None:
+    """Raise DatasetError unless ``sample`` honours the data contract of ``dataset``.
+
+    Image: ``uint8`` C x H x W with C >= 3. Label (or each label of a dict): ``int64`` H x W of
+    the image's size, values in ``0..N-1`` (N classes of that target) or ``ignore_index``.
+    """
+    image, label = sample.get("image"), sample.get("label")
+    ignore = getattr(dataset, "ignore_index", IGNORE_INDEX)
+    if not (
+        isinstance(image, torch.Tensor)
+        and image.dtype == torch.uint8
+        and image.ndim == 3
+        and image.shape[0] >= 3
+    ):
+        got = f"{image.dtype} {tuple(image.shape)}" if isinstance(image, torch.Tensor) else image
+        raise DatasetError(f"{where}: image is {got}; expected a uint8 C x H x W tensor, C >= 3")
+    labels = label if isinstance(label, dict) else {None: label}
+    for key, lab in labels.items():
+        name = f"label {key!r}" if key is not None else "label"
+        if not isinstance(lab, torch.Tensor) or lab.dtype != torch.int64 or lab.ndim != 2:
+            raise DatasetError(f"{where}: {name} is not an int64 H x W tensor")
+        if tuple(lab.shape) != tuple(image.shape[1:]):
+            raise DatasetError(
+                f"{where}: {name} is {lab.shape[0]}x{lab.shape[1]} (HxW) but the image is "
+                f"{image.shape[1]}x{image.shape[2]}; expected the same size"
+            )
+        n = num_classes_of(dataset, key)
+        bad = ((lab < 0) | (lab >= n)) & (lab != ignore)
+        if bool(bad.any()):
+            values = sorted({int(v) for v in lab[bad].unique()})
+            shown = ", ".join(map(str, values[:10])) + (" ..." if len(values) > 10 else "")
+            raise DatasetError(
+                f"{where}: {name} holds value(s) {shown}; expected 0..{n - 1} "
+                f"(the {n} classes) or {ignore} (ignore)"
+            )
+
+
 # ------------------------------------------------------------------------------------------
 # the base class
 
@@ -274,40 +319,9 @@ class SegmentationDataset(Dataset):
         where = ", ".join(f"{k}={v}" for k, v in files.items())
         return f"sample {self.ids[index]!r} ({where})" if where else f"sample {self.ids[index]!r}"
 
-    def num_classes_of(self, target: str | None = None) -> int:
-        if target is None or self.targets is None:
-            return len(self.classes)
-        return len(self.targets[target])
-
     def check_sample(self, sample: Sample, index: int) -> None:
         """Raise DatasetError unless the sample honours the data contract."""
-        image, label = sample["image"], sample["label"]
-        where = self.describe_sample(index)
-        if not (
-            isinstance(image, torch.Tensor)
-            and image.dtype == torch.uint8
-            and image.ndim == 3
-            and image.shape[0] >= 3
-        ):
-            raise DatasetError(f"{where}: image is not a uint8 C x H x W tensor with C >= 3")
-        labels = label if isinstance(label, dict) else {None: label}
-        for key, lab in labels.items():
-            name = f"label {key!r}" if key is not None else "label"
-            if lab.dtype != torch.int64 or lab.ndim != 2:
-                raise DatasetError(f"{where}: {name} is not an int64 H x W tensor")
-            if tuple(lab.shape) != tuple(image.shape[1:]):
-                raise DatasetError(
-                    f"{where}: {name} is {lab.shape[0]}x{lab.shape[1]} (HxW) but the image is "
-                    f"{image.shape[1]}x{image.shape[2]}; expected the same size"
-                )
-            n = self.num_classes_of(key)
-            bad = ((lab < 0) | (lab >= n)) & (lab != self.ignore_index)
-            if bool(bad.any()):
-                values = sorted({int(v) for v in lab[bad].unique()})[:10]
-                raise DatasetError(
-                    f"{where}: {name} holds value(s) {values}; expected 0..{n - 1} "
-                    f"or {self.ignore_index} (ignore)"
-                )
+        validate_sample(sample, self, self.describe_sample(index))
 
     def finish_index(self) -> None:
         """Record files missing for listed samples; raise on index problems when strict."""

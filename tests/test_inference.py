@@ -1,0 +1,270 @@
+"""Segmenter, sliding window, shift-and-stitch (paper Sec. 3.2) and flip TTA."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from fcnkit.engine.checkpoint import save_checkpoint
+from fcnkit.inference import (
+    Segmenter,
+    SlidingWindow,
+    colorize,
+    default_palette,
+    dense_scores,
+    load_image,
+    overlay,
+    shift_and_stitch,
+    sliding_window_forward,
+)
+from fcnkit.models import create_model, register_model
+from fcnkit.preprocessing import get_preprocessing
+
+
+class TinyFCN(nn.Module):
+    """conv - pool/2 - conv - bilinear upsampling: any input size, input-sized output."""
+
+    def __init__(self, num_classes: int = 3, heads: tuple[str, ...] = ()) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.score = nn.Conv2d(8, num_classes, 3, padding=1)
+        self.geo = nn.Conv2d(8, 2, 1) if heads else None
+        self.heads = heads
+
+    def forward(self, x: torch.Tensor):
+        h, w = x.shape[-2:]
+        y = F.max_pool2d(torch.relu(self.conv1(x)), 2, ceil_mode=True)
+        sem = F.interpolate(self.score(y), size=(h, w), mode="bilinear", align_corners=False)
+        if not self.heads:
+            return sem
+        geo = F.interpolate(self.geo(y), size=(h, w), mode="bilinear", align_corners=False)
+        return {"sem": sem, "geo": geo}
+
+
+@register_model("test-inference-tiny", description="test model", default_num_classes=3)
+def _tiny(num_classes: int, heads: tuple[str, ...] = ()) -> nn.Module:
+    return TinyFCN(num_classes, tuple(heads))
+
+
+class Recorder(nn.Module):
+    """Wraps a model and records the input shapes it sees."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.shapes = model, []
+
+    def forward(self, x: torch.Tensor):
+        self.shapes.append(tuple(x.shape))
+        return self.model(x)
+
+
+def rand_image(h: int, w: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def reference_label(model: nn.Module, image: np.ndarray, preprocessing: str) -> np.ndarray:
+    x = get_preprocessing(preprocessing).normalize(torch.from_numpy(image).permute(2, 0, 1)[None])
+    with torch.no_grad():
+        return model(x)[0].argmax(0).numpy()
+
+
+# --------------------------------------------------------------------------- images
+def test_load_image_accepts_paths_pil_numpy_tensors(tmp_path) -> None:
+    array = rand_image(5, 7)
+    Image.fromarray(array).save(tmp_path / "a.png")
+    Image.fromarray(array[..., 0]).save(tmp_path / "grey.png")
+    expected = torch.from_numpy(array).permute(2, 0, 1)
+    assert torch.equal(load_image(tmp_path / "a.png"), expected)
+    assert torch.equal(load_image(str(tmp_path / "a.png")), expected)
+    assert torch.equal(load_image(Image.fromarray(array)), expected)
+    assert torch.equal(load_image(array), expected)
+    assert torch.equal(load_image(expected), expected)
+    assert load_image(tmp_path / "grey.png").shape == (3, 5, 7)
+    assert load_image(np.zeros((4, 6, 4), np.uint8)).shape == (4, 4, 6)  # extra modality kept
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="broken.png"):
+        load_image(tmp_path / "broken.png")
+    with pytest.raises(ValueError, match="missing.jpg"):
+        load_image(tmp_path / "missing.jpg")
+
+
+def test_palette_colorize_overlay() -> None:
+    assert default_palette(5) == [(0, 0, 0), (128, 0, 0), (0, 128, 0), (128, 128, 0), (0, 0, 128)]
+    label = np.array([[0, 1], [2, 1]], np.uint8)
+    png = colorize(label, [(10, 20, 30), (40, 50, 60)])
+    assert png.mode == "P" and np.array_equal(np.asarray(png), label)
+    assert png.getpalette()[:9] == [10, 20, 30, 40, 50, 60, 0, 128, 0]
+    blended = overlay(np.full((2, 2, 3), 100, np.uint8), label, [(0, 0, 0), (200, 0, 0)])
+    assert blended[0, 1].tolist() == [150, 50, 50] and blended[0, 0].tolist() == [50, 50, 50]
+
+
+# --------------------------------------------------------------------------- Segmenter
+def test_segmenter_from_checkpoint_uses_its_preprocessing(tmp_path) -> None:
+    model = create_model("test-inference-tiny", preprocessing="torchvision-imagenet").eval()
+    palette = [(1, 2, 3), (4, 5, 6), (7, 8, 9)]
+    save_checkpoint(
+        tmp_path / "run/checkpoints/best.pt", model, classes=list("abc"), palette=palette
+    )
+    seg = Segmenter(tmp_path / "run")  # a run directory
+    assert seg.preprocessing.name == "torchvision-imagenet"
+    assert seg.classes == ["a", "b", "c"] and seg.palette == palette
+    image = rand_image(13, 21)
+    label = seg.predict(image)
+    assert label.dtype == np.uint8 and label.shape == (13, 21)
+    assert np.array_equal(label, reference_label(model, image, "torchvision-imagenet"))
+    # With the wrong preprocessing the labels differ: the checkpoint's is really used.
+    assert not np.array_equal(label, reference_label(model, image, "caffe-voc"))
+    tensor_label = seg.predict(torch.from_numpy(image).permute(2, 0, 1))
+    assert tensor_label.dtype == torch.int64 and np.array_equal(tensor_label.numpy(), label)
+    scores = seg.scores(image)
+    assert scores.shape == (3, 13, 21) and scores.dtype == torch.float32
+
+
+def test_predict_batch_any_sizes_equals_one_by_one() -> None:
+    model = Recorder(create_model("test-inference-tiny").eval())
+    seg = Segmenter(model, preprocessing="caffe-voc", batch_size=2)
+    images = [
+        rand_image(9, 11, 0),
+        rand_image(16, 8, 1),
+        rand_image(9, 11, 2),
+        rand_image(9, 11, 3),
+    ]
+    batched = seg.predict_batch(images)
+    # Grouped by size: the 3 images of 9x11 in batches of 2 and 1, the 16x8 one alone.
+    assert sorted(model.shapes) == sorted([(2, 3, 9, 11), (1, 3, 9, 11), (1, 3, 16, 8)])
+    for image, label in zip(images, batched, strict=True):
+        assert np.array_equal(label, seg.predict(image))
+        assert np.array_equal(label, reference_label(model.model, image, "caffe-voc"))
+
+
+def test_multi_head_models_default_to_the_primary_head() -> None:
+    model = create_model("test-inference-tiny", heads=("sem", "geo")).eval()
+    seg = Segmenter(model, preprocessing="caffe-voc")
+    image = rand_image(10, 10)
+    assert seg.scores(image).shape[0] == 3
+    assert seg.scores(image, head="geo").shape[0] == 2
+    assert seg.predict(image, head="geo").max() <= 1
+    with pytest.raises(ValueError, match="unknown head"):
+        seg.predict(image, head="depth")
+
+
+def test_model_without_preprocessing_needs_one() -> None:
+    with pytest.raises(ValueError, match="preprocessing"):
+        Segmenter(nn.Conv2d(3, 2, 1))
+
+
+# --------------------------------------------------------------------------- sliding window
+def test_windows_cover_the_image_with_overlap() -> None:
+    window = SlidingWindow(tile=8, overlap=0.5)
+    boxes = window.windows(20, 8)
+    assert [b[0] for b in boxes] == [0, 4, 8, 12]
+    assert all(b[2] - b[0] == 8 and b[3] - b[1] == 8 for b in boxes)
+    covered = np.zeros((20, 8), int)
+    for t, l, b, r in boxes:
+        covered[t:b, l:r] += 1
+    assert covered.min() >= 1 and covered.max() == 2
+    assert SlidingWindow(tile=32).windows(10, 12) == [(0, 0, 10, 12)]
+    assert SlidingWindow.for_budget(1000).tile == 31
+
+
+def test_sliding_window_equals_whole_image_for_a_pointwise_net() -> None:
+    net = nn.Conv2d(3, 4, 1)
+    x = torch.randn(2, 3, 23, 17)
+    with torch.no_grad():
+        tiled = sliding_window_forward(net, x, SlidingWindow(tile=(8, 6), overlap=0.25))
+        torch.testing.assert_close(tiled, net(x))
+        tiled2 = sliding_window_forward(net, x, SlidingWindow(tile=8, overlap=0.5, batch_size=3))
+        torch.testing.assert_close(tiled2, net(x))
+
+
+def test_memory_budget_tiles_large_images_only() -> None:
+    model = Recorder(create_model("test-inference-tiny").eval())
+    seg = Segmenter(model, preprocessing="caffe-voc", max_pixels=16 * 16)
+    assert seg.predict(rand_image(40, 30)).shape == (40, 30)
+    assert len(model.shapes) > 1 and all(s[2] * s[3] <= 256 for s in model.shapes)
+    model.shapes.clear()
+    seg.predict(rand_image(12, 12))
+    assert model.shapes == [(1, 3, 12, 12)]
+
+
+# --------------------------------------------------------------------------- shift-and-stitch
+@pytest.mark.parametrize("f", [2, 3, 4])
+def test_shift_and_stitch_of_a_pooling_net_is_the_stride_one_pooling(f: int) -> None:
+    # Shifted input (dy, dx) through f x f max pooling, stride f: coarse output (i, j) is the
+    # max over rows f*i+dy .. f*i+dy+f-1; interleaved, that is stride-1 pooling of the input
+    # zero-padded by f-1 at the bottom/right.
+    x = torch.rand(2, 3, 4 * f, 5 * f) + 0.1
+    dense = shift_and_stitch(nn.MaxPool2d(f, f), x, f)
+    expected = F.max_pool2d(F.pad(x, (0, f - 1, 0, f - 1)), f, stride=1)
+    assert dense.shape == x.shape
+    torch.testing.assert_close(dense, expected, rtol=0, atol=0)
+    # Sizes that are not multiples of f are cropped to the input size.
+    odd = torch.rand(1, 1, 4 * f + 1, 3 * f + f - 1) + 0.1
+    assert shift_and_stitch(nn.MaxPool2d(f, f, ceil_mode=True), odd, f).shape == odd.shape
+
+
+def test_shift_and_stitch_equals_filter_rarefaction_in_the_interior() -> None:
+    # Paper Sec. 3.2: stitching a stride-2 net equals the net with the pooling stride set to 1
+    # and the following filter dilated by 2 ("a trous"), away from the padded border.
+    torch.manual_seed(0)
+    c1, c2 = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 5, 3, padding=1)
+
+    def coarse(x: torch.Tensor) -> torch.Tensor:
+        return c2(F.max_pool2d(torch.relu(c1(x)), 2))
+
+    def rarefied(x: torch.Tensor) -> torch.Tensor:
+        y = F.max_pool2d(F.pad(torch.relu(c1(x)), (0, 1, 0, 1)), 2, stride=1)
+        return F.conv2d(y, c2.weight, c2.bias, padding=2, dilation=2)
+
+    x = torch.randn(1, 3, 16, 12)
+    with torch.no_grad():
+        stitched, dense = shift_and_stitch(coarse, x, 2, batch_size=3), rarefied(x)
+    assert stitched.shape == dense.shape == (1, 5, 16, 12)
+    interior = (..., slice(4, -4), slice(4, -4))
+    torch.testing.assert_close(stitched[interior], dense[interior])
+    assert not torch.allclose(stitched[interior], coarse_upsampled(coarse, x)[interior])
+
+
+def coarse_upsampled(net, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return F.interpolate(net(x), size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def test_segmenter_stitches_a_coarse_net_and_upsamples_without_stitching() -> None:
+    pool = nn.Sequential(nn.MaxPool2d(2, 2), nn.Conv2d(3, 3, 1))
+    x = torch.rand(1, 3, 8, 8)
+    with torch.no_grad():
+        stitched = dense_scores(pool, x, shift_and_stitch_stride=2)
+        torch.testing.assert_close(stitched, shift_and_stitch(pool, x, 2))
+        upsampled = dense_scores(pool, x)
+        expected = F.interpolate(pool(x), size=(8, 8), mode="bilinear", align_corners=False)
+        torch.testing.assert_close(upsampled, expected)
+    seg = Segmenter(pool, preprocessing="caffe-voc", shift_and_stitch=2)
+    assert seg.predict(rand_image(6, 10)).shape == (6, 10)
+
+
+def test_shift_and_stitch_handles_multi_head_outputs() -> None:
+    def two_heads(x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"a": F.max_pool2d(x, 2), "b": F.avg_pool2d(x, 2)}
+
+    x = torch.rand(1, 2, 6, 6)
+    out = shift_and_stitch(two_heads, x, 2)
+    torch.testing.assert_close(out["a"], shift_and_stitch(nn.MaxPool2d(2), x, 2))
+    torch.testing.assert_close(out["b"], shift_and_stitch(nn.AvgPool2d(2), x, 2))
+
+
+# --------------------------------------------------------------------------- flip TTA
+def test_flip_tta_averages_with_the_mirrored_prediction() -> None:
+    model = create_model("test-inference-tiny").eval()
+    seg = Segmenter(model, preprocessing="caffe-voc", tta=True)
+    image = rand_image(9, 14)
+    x = get_preprocessing("caffe-voc").normalize(torch.from_numpy(image).permute(2, 0, 1)[None])
+    with torch.no_grad():
+        expected = (model(x) + model(x.flip(-1)).flip(-1))[0] / 2
+        plain = model(x)[0]
+    torch.testing.assert_close(seg.scores(image), expected)
+    assert not torch.allclose(seg.scores(image), plain)

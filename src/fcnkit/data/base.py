@@ -117,12 +117,12 @@ def read_index_png(path: Path, what: str = "a single-channel index PNG") -> np.n
 
 
 def load_mat(path: Path, what: str) -> dict[str, Any]:
-    """``scipy.io.loadmat`` with MATLAB structs as attribute objects; v7.3 files via h5py."""
+    """``scipy.io.loadmat`` (structs as attribute objects, arrays kept 2-D); v7.3 via h5py."""
     import scipy.io
 
     require_file(path, what)
     try:
-        return scipy.io.loadmat(path, struct_as_record=False, squeeze_me=True)
+        return scipy.io.loadmat(path, struct_as_record=False, squeeze_me=False)
     except NotImplementedError:  # MATLAB v7.3 = HDF5
         return _load_mat_v73(path, what)
     except Exception as err:

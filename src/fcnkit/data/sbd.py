@@ -36,10 +36,9 @@ def read_gtcls_segmentation(path: Path) -> np.ndarray:
     if gt is None:
         found = ", ".join(k for k in mat if not k.startswith("__")) or "none"
         raise DatasetError(f"{path}: no variable 'GTcls' (found: {found}); expected {_WHAT}")
-    if isinstance(gt, np.ndarray) and gt.dtype.names:  # a record array (struct_as_record)
-        seg = gt["Segmentation"].item() if "Segmentation" in gt.dtype.names else None
-    else:
-        seg = getattr(gt, "Segmentation", None)
+    if isinstance(gt, np.ndarray) and gt.dtype == object and gt.size == 1:
+        gt = gt.flat[0]  # the 1x1 struct array
+    seg = getattr(gt, "Segmentation", None)
     if seg is None:
         raise DatasetError(f"{path}: GTcls has no field 'Segmentation'; expected {_WHAT}")
     seg = np.asarray(seg)

@@ -1,0 +1,103 @@
+"""NYUDv2 (FCN layout): 40 classes from segmentation .mat, modalities rgb/hha/rgbd/rgb+hha."""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io
+import torch
+from PIL import Image
+
+from fcnkit.data import create_dataset
+from fcnkit.data.base import DatasetError
+from fcnkit.data.nyud import (
+    DEPTH_CODE_MEAN,
+    DEPTH_CODE_STD,
+    depth_code_to_log_depth,
+    depth_to_code,
+)
+
+H, W = 5, 6
+
+
+def write_nyud(root: Path, n: int, seg: np.ndarray, depth: np.ndarray) -> None:
+    for d in ("data/images", "data/hha", "data/depth", "segmentation"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    rgb = np.zeros((H, W, 3), np.uint8)
+    rgb[..., 0], rgb[..., 1], rgb[..., 2] = 10, 20, 30
+    Image.fromarray(rgb).save(root / "data/images" / f"img_{n}.png")
+    hha = np.zeros((H, W, 3), np.uint8)
+    hha[..., 0], hha[..., 1], hha[..., 2] = 101, 102, 103
+    Image.fromarray(hha).save(root / "data/hha" / f"img_{n}.png")
+    Image.fromarray(depth.astype(np.uint16)).save(root / "data/depth" / f"img_{n}.png")
+    scipy.io.savemat(root / "segmentation" / f"img_{n}.mat", {"segmentation": seg.astype(np.uint8)})
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    seg = np.zeros((H, W), np.uint8)
+    seg[0, 1], seg[0, 2], seg[1, :] = 1, 40, 22
+    depth = np.full((H, W), 2551, np.uint16)
+    depth[0, 0], depth[0, 1], depth[0, 2] = 0, 256, 16384
+    write_nyud(tmp_path, 5003, seg, depth)
+    write_nyud(tmp_path, 5004, seg, depth)
+    (tmp_path / "train.txt").write_text("5003\n")
+    (tmp_path / "test.txt").write_text("5004\n")
+    return tmp_path
+
+
+def test_labels_0_void_1_to_40(root: Path) -> None:
+    ds = create_dataset("nyud", root, "train")
+    assert len(ds) == 1 and len(ds.classes) == 40 and ds.classes[0] == "wall"
+    s = ds[0]
+    assert s["id"] == "5003"
+    lab = s["label"]
+    assert lab.dtype == torch.int64 and lab.shape == (H, W)
+    assert lab[0, 0] == 255 and lab[0, 1] == 0 and lab[0, 2] == 39 and lab[1, 0] == 21
+    assert len(create_dataset("nyud", root, "test")) == 1
+
+
+@pytest.mark.parametrize(
+    ("modality", "channels", "firsts"),
+    [
+        ("rgb", 3, [10, 20, 30]),
+        ("hha", 3, [101, 102, 103]),
+        ("rgbd", 4, [10, 20, 30]),
+        ("rgb+hha", 6, [10, 20, 30, 101, 102, 103]),
+    ],
+)
+def test_modalities_concatenate_in_name_order(root: Path, modality, channels, firsts) -> None:
+    image = create_dataset("nyud", root, "train", modality=modality)[0]["image"]
+    assert image.dtype == torch.uint8 and image.shape == (channels, H, W)
+    assert image[: len(firsts), 2, 2].tolist() == firsts
+
+
+def test_rgbd_depth_code_reproduces_reference_log_depth(root: Path) -> None:
+    code = create_dataset("nyud", root, "train", modality="rgbd")[0]["image"][3]
+    assert code[0, 0] == 0  # missing depth
+    assert code[0, 1] == 0 and code[0, 2] == 255  # 256 mm and 16.384 m: the code's range
+    # the reference input ln(d) - 7.844, recovered within half a quantisation step
+    recovered = depth_code_to_log_depth(code[2, 2])
+    assert abs(float(recovered) - (math.log(2551) - 7.844)) < 0.5 / DEPTH_CODE_STD + 1e-6
+    assert DEPTH_CODE_MEAN / DEPTH_CODE_STD + 8 * math.log(2) == pytest.approx(7.844)
+    assert abs(DEPTH_CODE_MEAN - 140.95) < 0.01
+    d = np.array([400, 1000, 3000, 9000])
+    back = np.exp(depth_code_to_log_depth(torch.from_numpy(depth_to_code(d))).numpy() + 7.844)
+    assert np.allclose(back, d, rtol=0.02)
+
+
+def test_label_out_of_range_and_size_mismatch(root: Path) -> None:
+    scipy.io.savemat(
+        root / "segmentation/img_5003.mat", {"segmentation": np.full((H, W), 41, np.uint8)}
+    )
+    with pytest.raises(DatasetError, match=r"img_5003\.mat.*41.*1\.\.40"):
+        create_dataset("nyud", root, "train")[0]
+    Image.fromarray(np.zeros((H + 1, W, 3), np.uint8)).save(root / "data/hha/img_5004.png")
+    with pytest.raises(DatasetError, match=r"differ in size.*img_5004"):
+        create_dataset("nyud", root, "test", modality="rgb+hha")[0]
+
+
+def test_unknown_modality(root: Path) -> None:
+    with pytest.raises(ValueError, match="rgb\\+hha"):
+        create_dataset("nyud", root, "train", modality="depth")

@@ -32,6 +32,8 @@ from fcnkit.surgery import init_bilinear_
 
 __all__ = ["CONV1_PADDING", "FCNGoogLeNet"]
 
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
 CONV1_PADDING = 10  # smallest padding giving input-sized output for every size >= 1
 
 _TRUNK = (
@@ -99,9 +101,11 @@ class FCNGoogLeNet(nn.Module):
 
     def _transform_input(self, x: Tensor) -> Tensor:
         # torchvision's GoogLeNet: ImageNet (mean, std) normalisation -> (x - 0.5) / 0.5.
-        mean = torch.tensor([0.485, 0.456, 0.406], dtype=x.dtype, device=x.device)
-        std = torch.tensor([0.229, 0.224, 0.225], dtype=x.dtype, device=x.device)
-        return (x * (std / 0.5).view(1, 3, 1, 1)) + ((mean - 0.5) / 0.5).view(1, 3, 1, 1)
+        channels = [
+            x[:, c : c + 1] * (std / 0.5) + (mean - 0.5) / 0.5
+            for c, (mean, std) in enumerate(zip(_IMAGENET_MEAN, _IMAGENET_STD, strict=True))
+        ]
+        return torch.cat(channels + [x[:, 3:]], dim=1)
 
     def forward(self, x: Tensor) -> Tensor:
         image = x

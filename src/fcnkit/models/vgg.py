@@ -183,6 +183,11 @@ class FCN(nn.Module):
 
         self.crop_offsets = self._derive_crop_offsets()
 
+    @property
+    def input_channels(self) -> int:
+        """Channels of the input tensor (all trunks' inputs concatenated)."""
+        return self.in_channels * len(self.trunks)
+
     def _layers(self, names: Sequence[str]) -> list[nn.Module]:
         return [getattr(self, n) for n in names]
 
@@ -229,7 +234,7 @@ class FCN(nn.Module):
         return sum(s * self.fusion_weight for s in scores)
 
     def forward(self, x: Tensor) -> Tensor | dict[str, Tensor]:
-        expected = self.in_channels * len(self.trunks)
+        expected = self.input_channels
         if x.dim() != 4 or x.shape[1] != expected:
             raise ValueError(f"expected input N x {expected} x H x W, got {tuple(x.shape)}")
         feats = [
@@ -308,8 +313,8 @@ def fcn8s(num_classes: int, *, learn_upsampling: bool = True) -> FCN:
     paper="PAMI 2016 (reference voc-fcn8s-atonce)",
     tags=("paper", "vgg16"),
 )
-def fcn8s_atonce(num_classes: int, *, learn_upsampling: bool = False) -> FCN:
-    """All-at-once FCN-8s; the reference keeps every upsampler fixed (the default here)."""
+def fcn8s_atonce(num_classes: int, *, learn_upsampling: bool = True) -> FCN:
+    """All-at-once FCN-8s; ``learn_upsampling=False`` is the reference (all fixed)."""
     return _fcn(num_classes, 8, learn_upsampling, skip_scales=(0.01, 0.0001))
 
 

@@ -429,7 +429,10 @@ def resize_score_layer(
     else:
         names = [layers] if isinstance(layers, str) else list(layers)
     for name in names:
-        module = model.get_submodule(name)
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            raise ValueError(f"{type(model).__name__} has no layer named {name!r}") from None
         if isinstance(module, nn.ConvTranspose2d):
             new_module = _resize_upsampler(module, num_classes, keep)
         elif isinstance(module, nn.Conv2d):

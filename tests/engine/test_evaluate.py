@@ -1,0 +1,204 @@
+"""evaluate(): metrics over a DataLoader, multi-head pairing, and exact 2-rank evaluation."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from fcnkit.data import build_transforms, collate_pad, create_dataset
+from fcnkit.engine.evaluate import ShardSampler, evaluate, evaluate_confusion, make_eval_loader
+from fcnkit.metrics import ConfusionMatrix
+from fcnkit.preprocessing import get_preprocessing
+
+
+class TinyNet(nn.Module):
+    """A small FCN (conv, pool, conv, upsample); optionally a second ("geo") head."""
+
+    def __init__(self, num_classes: int = 7, two_heads: bool = False) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.score = nn.Conv2d(8, num_classes, 3, padding=1)
+        self.geo = nn.Conv2d(8, 3, 1) if two_heads else None
+        self.preprocessing = get_preprocessing("caffe-voc")
+
+    def forward(self, x: torch.Tensor):
+        y = F.max_pool2d(torch.relu(self.bn(self.conv(x))), 2, ceil_mode=True)
+        up = lambda s: F.interpolate(s, size=x.shape[-2:], mode="bilinear", align_corners=False)  # noqa: E731
+        sem = up(self.score(y))
+        return {"sem": sem, "geo": up(self.geo(y))} if self.geo is not None else sem
+
+
+class Samples(Dataset):
+    """Random uint8 images with labels (some 255); optionally dict labels."""
+
+    def __init__(self, n: int = 5, size: tuple[int, int] = (12, 10), two_heads: bool = False):
+        g = torch.Generator().manual_seed(1)
+        self.images = torch.randint(0, 256, (n, 3, *size), generator=g, dtype=torch.uint8)
+        self.labels = torch.randint(0, 7, (n, *size), generator=g)
+        self.labels[:, 0, :3] = 255
+        self.geo = torch.randint(0, 3, (n, *size), generator=g)
+        self.two_heads = two_heads
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict:
+        label = {"sem": self.labels[i], "geo": self.geo[i]} if self.two_heads else self.labels[i]
+        return {"image": self.images[i], "label": label, "id": str(i)}
+
+
+def manual_confusion(model: nn.Module, data: Samples, n: int = 7, head: str = "sem"):
+    cm = ConfusionMatrix(n)
+    model.eval()
+    with torch.no_grad():
+        for i in range(len(data)):
+            out = model(model.preprocessing.normalize(data.images[i : i + 1]))
+            out = out[head] if isinstance(out, dict) else out
+            cm.update(out, (data.geo if head == "geo" else data.labels)[i : i + 1])
+    return cm
+
+
+def test_matches_a_manual_loop_and_normalises_uint8_images() -> None:
+    model, data = TinyNet(), Samples()
+    loader = DataLoader(data, batch_size=2, collate_fn=collate_pad)
+    result = evaluate(model, loader, "cpu", num_classes=7, class_names=list("abcdefg"))
+    expected = manual_confusion(model, data).compute()
+    for key in ("pixel_acc", "mean_acc", "mean_iu", "fw_iu"):
+        assert result[key] == expected[key]
+    assert result["num_images"] == 5 and result["classes"] == list("abcdefg")
+    assert result["num_pixels"] == 5 * 12 * 10 - 5 * 3  # ignore pixels left out
+    assert "heads" not in result
+
+
+def test_restores_training_mode_and_checks_num_classes() -> None:
+    model = TinyNet().train()
+    loader = DataLoader(Samples(2), batch_size=1, collate_fn=collate_pad)
+    evaluate(model, loader)
+    assert model.training
+    with pytest.raises(ValueError, match="outputs 7 classes, expected 21"):
+        evaluate(model, loader, num_classes=21)
+
+
+def test_multi_head_outputs_pair_with_dict_labels_by_key() -> None:
+    model = TinyNet(two_heads=True)
+    data = Samples(two_heads=True)
+    loader = DataLoader(data, batch_size=2, collate_fn=collate_pad)
+    names = list("abcdefg")
+    result = evaluate(model, loader, exclude={"sem": ["g"]}, class_names={"sem": names})
+    assert result["head"] == "sem" and list(result["heads"]) == ["sem", "geo"]
+    sem, geo = manual_confusion(model, data), manual_confusion(model, data, 3, "geo")
+    sem.class_names = names
+    assert result["heads"]["sem"]["mean_iu"] == sem.compute(["g"])["mean_iu"]
+    assert result["mean_iu"] == result["heads"]["sem"]["mean_iu"]
+    assert result["heads"]["geo"]["pixel_acc"] == geo.compute()["pixel_acc"]
+    # A plain label pairs with the primary head only.
+    plain = evaluate(model, DataLoader(Samples(), batch_size=2, collate_fn=collate_pad))
+    assert list(plain["heads"]) == ["sem"] and plain["mean_iu"] == sem.compute()["mean_iu"]
+    only_geo = evaluate(model, loader, heads=["geo"])
+    assert only_geo["head"] == "geo" and only_geo["pixel_acc"] == geo.compute()["pixel_acc"]
+
+
+def test_sliding_window_and_flip_options() -> None:
+    pointwise = nn.Conv2d(3, 4, 1)
+    pointwise.preprocessing = get_preprocessing("caffe-voc")
+    data = [
+        {"image": torch.randint(0, 256, (3, 20, 18), dtype=torch.uint8), "label": lab}
+        for lab in torch.randint(0, 4, (3, 20, 18))
+    ]
+    loader = DataLoader(data, batch_size=1, collate_fn=collate_pad)
+    whole, _ = evaluate_confusion(pointwise, loader)
+    tiled, _ = evaluate_confusion(pointwise, loader, sliding_window=8)
+    assert torch.equal(whole["main"].matrix, tiled["main"].matrix)
+    model = TinyNet()
+    a, _ = evaluate_confusion(model, DataLoader(Samples(), collate_fn=collate_pad), flip=True)
+    b, _ = evaluate_confusion(model, DataLoader(Samples(), collate_fn=collate_pad))
+    assert not torch.equal(a["main"].matrix, b["main"].matrix)
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_distributed_sampler_padding_is_not_counted_twice(shuffle: bool) -> None:
+    # 5 samples over 2 replicas: DistributedSampler pads to 6 (one sample twice).
+    model, data = TinyNet(), Samples(5)
+    whole = manual_confusion(model, data)
+    merged = ConfusionMatrix(7)
+    total = 0
+    for rank in range(2):
+        sampler = DistributedSampler(data, num_replicas=2, rank=rank, shuffle=shuffle)
+        loader = DataLoader(data, batch_size=2, sampler=sampler, collate_fn=collate_pad)
+        matrices, count = evaluate_confusion(model, loader)
+        merged.merge(matrices["main"])
+        total += count
+    assert total == 5
+    assert torch.equal(merged.matrix, whole.matrix)
+    sampler = DistributedSampler(data, num_replicas=2, rank=0, drop_last=True)
+    with pytest.raises(ValueError, match="drop_last"):
+        evaluate(model, DataLoader(data, sampler=sampler, collate_fn=collate_pad))
+
+
+def test_shard_sampler_covers_every_sample_once() -> None:
+    shards = [list(ShardSampler(range(7), num_replicas=3, rank=r)) for r in range(3)]
+    assert sorted(sum(shards, [])) == list(range(7))
+    assert [len(ShardSampler(range(7), 3, r)) for r in range(3)] == [3, 2, 2]
+    assert list(make_eval_loader(Samples(3)).sampler) == [0, 1, 2]  # no process group
+
+
+# --------------------------------------------------------------------------- 2 processes
+def _synthetic():
+    dataset = create_dataset("synthetic", split="val", num_samples=5, size=32)
+    transform = build_transforms(False, "caffe-voc")
+    return [transform(dataset[i]) for i in range(len(dataset))]
+
+
+def _worker(rank: int, init_file: str, out_dir: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        torch.manual_seed(0)
+        model = nn.parallel.DistributedDataParallel(TinyNet())
+        data = _synthetic()
+        results = {}
+        for name, sampler in {
+            "padded": DistributedSampler(data, shuffle=True, seed=3),
+            "shard": ShardSampler(data),
+        }.items():
+            loader = DataLoader(data, batch_size=2, sampler=sampler, collate_fn=collate_pad)
+            matrices, count = evaluate_confusion(model, loader)
+            metrics = evaluate(model, loader)
+            results[name] = {
+                "matrix": matrices["main"].matrix.tolist(),
+                "count": count,
+                "mean_iu": metrics["mean_iu"],
+                "pixel_acc": metrics["pixel_acc"],
+            }
+        with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
+            json.dump(results, f)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
+@pytest.mark.skipif(sys.platform == "win32", reason="gloo file init on POSIX only")
+def test_two_ranks_give_exactly_the_one_process_metrics(tmp_path) -> None:
+    mp.spawn(_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    torch.manual_seed(0)
+    model = TinyNet()
+    loader = DataLoader(_synthetic(), batch_size=2, collate_fn=collate_pad)
+    single, count = evaluate_confusion(model, loader)
+    metrics = evaluate(model, loader)
+    for rank in range(2):
+        results = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        for name in ("padded", "shard"):
+            r = results[name]
+            assert r["matrix"] == single["main"].matrix.tolist(), (rank, name)
+            assert r["count"] == count == 5
+            assert r["mean_iu"] == metrics["mean_iu"] and r["pixel_acc"] == metrics["pixel_acc"]

@@ -1,0 +1,154 @@
+"""ONNX export with dynamic height and width, checked with onnxruntime.
+
+An FCN takes inputs of any size (paper Sec. 3), so the exported graph keeps ``batch``,
+``height`` and ``width`` symbolic. :func:`export_onnx` writes the file and (by default) runs
+it with onnxruntime on two different input sizes, comparing with PyTorch.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+DEFAULT_CHECK_SIZES: tuple[tuple[int, int], ...] = ((64, 80), (97, 71))
+
+
+class _Exportable(nn.Module):
+    """Outputs as a tuple (ONNX graphs have positional outputs), head names kept in order."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.model(x)
+        return tuple(out.values()) if isinstance(out, dict) else (out,)
+
+
+def output_names(model: nn.Module, example: torch.Tensor) -> list[str]:
+    """``["scores"]`` for single-output models, ``["scores_<head>", ...]`` otherwise."""
+    with torch.no_grad():
+        out = model(example)
+    return [f"scores_{k}" for k in out] if isinstance(out, dict) else ["scores"]
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    example_size: tuple[int, int] = (64, 64),
+    in_channels: int | None = None,
+    opset: int = 18,
+    check: bool = True,
+    check_sizes: Sequence[tuple[int, int]] = DEFAULT_CHECK_SIZES,
+    atol: float = 1e-4,
+    rtol: float = 1e-4,
+) -> dict[str, Any]:
+    """Export ``model`` (eval mode, CPU) to ONNX with dynamic batch, height and width.
+
+    The input (``input``, ``N x C x H x W``) is the *normalised* image, as for the PyTorch
+    model (``model.preprocessing`` is stored in the file's metadata). Outputs are the scores,
+    one per head (``scores`` or ``scores_<head>``). Uses the TorchScript-based exporter
+    (``dynamo=False``), which handles the models' crops and transposed convolutions with
+    symbolic sizes. With ``check`` the file is run with onnxruntime at ``check_sizes``;
+    a max abs difference above ``atol + rtol * max|scores|`` raises.
+    Returns ``{"path", "max_abs_diff", "outputs", "opset"}``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.cpu().eval()
+    channels = in_channels or _in_channels(model)
+    example = torch.zeros(1, channels, *example_size)
+    names = output_names(model, example)
+    dynamic = {"input": {0: "batch", 2: "height", 3: "width"}}
+    dynamic.update({n: {0: "batch", 2: "height", 3: "width"} for n in names})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TracerWarnings about shape-dependent Python ints
+        torch.onnx.export(
+            _Exportable(model),
+            (example,),
+            str(path),
+            input_names=["input"],
+            output_names=names,
+            dynamic_axes=dynamic,
+            opset_version=opset,
+            dynamo=False,
+        )
+    _add_metadata(path, model)
+    result: dict[str, Any] = {"path": str(path), "outputs": names, "opset": opset}
+    if check:
+        result["max_abs_diff"] = check_onnx(
+            path, model, check_sizes, channels, atol=atol, rtol=rtol
+        )
+    return result
+
+
+def _in_channels(model: nn.Module) -> int:
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            return module.in_channels
+    return 3
+
+
+def _add_metadata(path: Path, model: nn.Module) -> None:
+    import onnx
+
+    proto = onnx.load(str(path))
+    meta = {"producer": "fcnkit", "model_name": str(getattr(model, "model_name", ""))}
+    preprocessing = getattr(model, "preprocessing", None)
+    if preprocessing is not None:
+        import json
+
+        meta["preprocessing"] = json.dumps(preprocessing.to_dict())
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(path))
+
+
+def check_onnx(
+    path: str | os.PathLike,
+    model: nn.Module,
+    sizes: Sequence[tuple[int, int]] = DEFAULT_CHECK_SIZES,
+    in_channels: int | None = None,
+    *,
+    atol: float = 1e-4,
+    rtol: float = 1e-4,
+    seed: int = 0,
+) -> float:
+    """Max abs difference between onnxruntime and PyTorch over random inputs of ``sizes``.
+
+    Raises ``AssertionError`` naming the size if a shape differs or the difference exceeds
+    ``atol + rtol * max|scores|``.
+    """
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    channels = in_channels or _in_channels(model)
+    g = torch.Generator().manual_seed(seed)
+    worst = 0.0
+    model = model.cpu().eval()
+    for h, w in sizes:
+        x = torch.randn(1, channels, h, w, generator=g) * 50  # roughly Caffe-normalised range
+        with torch.no_grad():
+            expected = _Exportable(model)(x)
+        got = session.run(None, {"input": x.numpy()})
+        for e, o in zip(expected, got, strict=True):
+            if tuple(o.shape) != tuple(e.shape):
+                raise AssertionError(f"ONNX output shape {o.shape} != {tuple(e.shape)} at {h}x{w}")
+            e = e.numpy()
+            diff = float(np.abs(o - e).max()) if o.size else 0.0
+            bound = atol + rtol * (float(np.abs(e).max()) if e.size else 0.0)
+            if not diff <= bound:
+                raise AssertionError(
+                    f"ONNX differs from PyTorch by {diff} (allowed {bound:.3g}) at {h}x{w}"
+                )
+            worst = max(worst, diff)
+    return worst

@@ -1,0 +1,91 @@
+"""ONNX export with dynamic H, W, checked against PyTorch with onnxruntime."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from fcnkit.export import check_onnx, export_onnx
+from fcnkit.models import create_model
+from fcnkit.preprocessing import get_preprocessing
+
+
+def crop(x: torch.Tensor, offset: int, like: torch.Tensor) -> torch.Tensor:
+    h, w = like.shape[-2:]
+    return x[:, :, offset : offset + h, offset : offset + w]
+
+
+class TinyCaffeFCN(nn.Module):
+    """The paper's pattern at toy scale: big padding, pooling, a transposed-conv upsampler
+    and a crop back to the input (offset 5 here: conv pad 6, pool /2, deconv k4 s2)."""
+
+    def __init__(self, num_classes: int = 3, two_heads: bool = False) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, padding=6)
+        self.score = nn.Conv2d(6, num_classes, 1)
+        self.up = nn.ConvTranspose2d(num_classes, num_classes, 4, stride=2, bias=False)
+        self.geo = nn.Conv2d(6, 2, 1) if two_heads else None
+        self.up_geo = nn.ConvTranspose2d(2, 2, 4, stride=2, bias=False) if two_heads else None
+        self.preprocessing = get_preprocessing("caffe-voc")
+        self.model_name = "tiny-caffe-fcn"
+
+    def forward(self, x: torch.Tensor):
+        y = nn.functional.max_pool2d(torch.relu(self.conv(x)), 2, ceil_mode=True)
+        sem = crop(self.up(self.score(y)), 5, x)
+        if self.geo is None:
+            return sem
+        return {"sem": sem, "geo": crop(self.up_geo(self.geo(y)), 5, x)}
+
+
+def test_transposed_conv_and_crop_export_with_dynamic_sizes(tmp_path) -> None:
+    model = TinyCaffeFCN()
+    info = export_onnx(model, tmp_path / "tiny.onnx", example_size=(32, 32))
+    assert info["outputs"] == ["scores"] and info["max_abs_diff"] < 1e-4
+    # Sizes other than the example's (odd, non-square) run and match.
+    session = ort.InferenceSession(str(tmp_path / "tiny.onnx"))
+    for h, w in [(17, 45), (50, 9)]:
+        x = torch.randn(2, 3, h, w)
+        (out,) = session.run(None, {"input": x.numpy()})
+        with torch.no_grad():
+            np.testing.assert_allclose(out, model(x).numpy(), atol=1e-5)
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "tiny.onnx")).metadata_props}
+    assert json.loads(meta["preprocessing"])["name"] == "caffe-voc"
+    assert meta["model_name"] == "tiny-caffe-fcn"
+
+
+def test_multi_head_models_export_one_output_per_head(tmp_path) -> None:
+    model = TinyCaffeFCN(two_heads=True)
+    info = export_onnx(model, tmp_path / "two.onnx", example_size=(24, 24))
+    assert info["outputs"] == ["scores_sem", "scores_geo"]
+    outs = ort.InferenceSession(str(tmp_path / "two.onnx")).run(
+        None, {"input": np.zeros((1, 3, 11, 13), np.float32)}
+    )
+    assert [o.shape for o in outs] == [(1, 3, 11, 13), (1, 2, 11, 13)]
+
+
+def test_check_detects_a_mismatch(tmp_path) -> None:
+    model = TinyCaffeFCN()
+    export_onnx(model, tmp_path / "tiny.onnx", example_size=(32, 32), check=False)
+    with torch.no_grad():
+        model.score.bias.add_(1.0)  # the file no longer matches the model
+    with pytest.raises(AssertionError, match="differs"):
+        check_onnx(tmp_path / "tiny.onnx", model, [(20, 20)])
+
+
+def test_registered_model_exports(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = create_model("fcn8s-mobilenet_v3_large", 4)
+    with torch.no_grad():  # score layers start at zero: randomise so the check means something
+        for p in model.parameters():
+            if p.dim() > 1 and not p.abs().sum():
+                p.normal_(0, 0.01)
+    info = export_onnx(
+        model, tmp_path / "m.onnx", example_size=(64, 64), check_sizes=[(64, 80), (97, 71)]
+    )
+    assert info["max_abs_diff"] < 1e-3

@@ -43,7 +43,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from fcnkit import __version__
 from fcnkit.engine import distributed
-from fcnkit.engine.checkpoint import atomic_save, load_checkpoint, save_checkpoint
+from fcnkit.engine.checkpoint import load_checkpoint, save_checkpoint
 from fcnkit.engine.config import Config, from_dict
 from fcnkit.engine.distributed import DistInfo, ResumableSampler, ShardSampler
 from fcnkit.engine.loss import SegmentationLoss
@@ -872,3 +872,45 @@ def _stop_nonfinite(
     )
     log.event("error", step=state.step, message=message)
     raise NonFiniteLossError(message) from None
+
+
+# ------------------------------------------------------------------------------- plotting
+
+
+def read_log(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """The events of a run's ``log.jsonl``."""
+    path = Path(run_dir) / "log.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"no training log at {path} (is {run_dir} a run directory?)")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_curves(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """PNG with the training loss and the validation mean IU against the step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    events = read_log(run_dir)
+    train_ev = [e for e in events if e["event"] == "train"]
+    eval_ev = [e for e in events if e["event"] == "eval"]
+    fig, (ax_loss, ax_iu) = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax_loss.plot([e["step"] for e in train_ev], [e["loss"] for e in train_ev], color="C0")
+    ax_loss.set_xlabel("step")
+    ax_loss.set_ylabel("training loss")
+    ax_loss.set_title("loss")
+    ax_loss.grid(alpha=0.3)
+    ax_iu.plot(
+        [e["step"] for e in eval_ev], [100 * e["mean_iu"] for e in eval_ev], "o-", color="C1"
+    )
+    ax_iu.set_xlabel("step")
+    ax_iu.set_ylabel("mean IU (%)")
+    ax_iu.set_title("validation mean IU")
+    ax_iu.grid(alpha=0.3)
+    fig.suptitle(Path(run_dir).name)
+    fig.tight_layout()
+    out = Path(out)
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out

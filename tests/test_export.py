@@ -69,6 +69,11 @@ def test_multi_head_models_export_one_output_per_head(tmp_path) -> None:
     assert [o.shape for o in outs] == [(1, 3, 11, 13), (1, 2, 11, 13)]
 
 
+def test_dynamo_exporter_also_works(tmp_path) -> None:
+    info = export_onnx(TinyCaffeFCN(), tmp_path / "d.onnx", example_size=(32, 32), dynamo=True)
+    assert info["max_abs_diff"] < 1e-4
+
+
 def test_check_detects_a_mismatch(tmp_path) -> None:
     model = TinyCaffeFCN()
     export_onnx(model, tmp_path / "tiny.onnx", example_size=(32, 32), check=False)

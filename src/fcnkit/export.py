@@ -50,15 +50,17 @@ def export_onnx(
     check_sizes: Sequence[tuple[int, int]] = DEFAULT_CHECK_SIZES,
     atol: float = 1e-4,
     rtol: float = 1e-4,
+    dynamo: bool = False,
 ) -> dict[str, Any]:
     """Export ``model`` (eval mode, CPU) to ONNX with dynamic batch, height and width.
 
     The input (``input``, ``N x C x H x W``) is the *normalised* image, as for the PyTorch
     model (``model.preprocessing`` is stored in the file's metadata). Outputs are the scores,
-    one per head (``scores`` or ``scores_<head>``). Uses the TorchScript-based exporter
-    (``dynamo=False``), which handles the models' crops and transposed convolutions with
-    symbolic sizes. With ``check`` the file is run with onnxruntime at ``check_sizes``;
-    a max abs difference above ``atol + rtol * max|scores|`` raises.
+    one per head (``scores`` or ``scores_<head>``). By default uses the TorchScript-based
+    exporter, which handles every fcnkit model's crops and transposed convolutions with
+    symbolic sizes and is fast; ``dynamo=True`` uses ``torch.export`` instead. With
+    ``check`` the file is run with onnxruntime at ``check_sizes``; a max abs difference
+    above ``atol + rtol * max|scores|`` raises.
     Returns ``{"path", "max_abs_diff", "outputs", "opset"}``.
     """
     path = Path(path)
@@ -71,16 +73,31 @@ def export_onnx(
     dynamic.update({n: {0: "batch", 2: "height", 3: "width"} for n in names})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings about shape-dependent Python ints
-        torch.onnx.export(
-            _Exportable(model),
-            (example,),
-            str(path),
-            input_names=["input"],
-            output_names=names,
-            dynamic_axes=dynamic,
-            opset_version=opset,
-            dynamo=False,
-        )
+        if dynamo:
+            from torch.export import Dim
+
+            shapes = {"x": {0: Dim("batch"), 2: Dim("height"), 3: Dim("width")}}
+            torch.onnx.export(
+                _Exportable(model),
+                (example,),
+                str(path),
+                input_names=["input"],
+                output_names=names,
+                dynamic_shapes=shapes,
+                opset_version=opset,
+                dynamo=True,
+            )
+        else:
+            torch.onnx.export(
+                _Exportable(model),
+                (example,),
+                str(path),
+                input_names=["input"],
+                output_names=names,
+                dynamic_axes=dynamic,
+                opset_version=opset,
+                dynamo=False,
+            )
     _add_metadata(path, model)
     result: dict[str, Any] = {"path": str(path), "outputs": names, "opset": opset}
     if check:

@@ -99,10 +99,21 @@ def test_resize_label_is_nearest_exact(h: int, w: int, oh: int, ow: int, values:
     g = _gen(h * 100 + w)
     label = torch.tensor(values)[torch.randint(0, len(values), (h, w), generator=g)]
     out = resize_label(label, (oh, ow))
-    ref = F.interpolate(label[None, None].float(), size=(oh, ow), mode="nearest-exact")
-    assert out.dtype == label.dtype
-    assert torch.equal(out, ref[0, 0].long())
+    assert out.dtype == label.dtype and out.shape == (oh, ow)
     assert set(out.unique().tolist()) <= set(values)
+    # Output pixel centre (o + 0.5) * h / oh lies inside source pixel iy (exact integers).
+    oy, ox = torch.arange(oh), torch.arange(ow)
+    iy, ix = (2 * oy + 1) * h // (2 * oh), (2 * ox + 1) * w // (2 * ow)
+    assert ((2 * oy + 1) * h >= iy * 2 * oh).all() and ((2 * oy + 1) * h < (iy + 1) * 2 * oh).all()
+    assert torch.equal(out, label[iy[:, None], ix[None, :]])
+
+
+def test_resize_label_matches_torch_nearest_exact() -> None:
+    """Same pixel-centre convention as the bilinear image resize (away from float ties)."""
+    label = torch.randint(0, 9, (7, 11))
+    for size in ((10, 13), (3, 5), (14, 22)):
+        ref = F.interpolate(label[None, None].float(), size=size, mode="nearest-exact")
+        assert torch.equal(resize_label(label, size), ref[0, 0].long())
 
 
 def test_eval_only_normalises() -> None:
@@ -264,3 +275,21 @@ def test_bad_arguments() -> None:
     bad["label"] = bad["label"][:5]
     with pytest.raises(ValueError, match="differ"):
         build_transforms(True, CAFFE_VOC)(bad)
+
+
+def test_scaled_crop_resamples_only_the_window(monkeypatch) -> None:
+    import fcnkit.data.transforms as T
+
+    seen: list[tuple[int, ...]] = []
+    real = T.resize_image
+
+    def spy(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        seen.append(tuple(image.shape))
+        return real(image, size)
+
+    monkeypatch.setattr(T, "resize_image", spy)
+    big = _sample(400, 600)
+    t = build_transforms(True, CAFFE_VOC, crop_size=32, scale_range=(2.0, 2.0), flip=False)
+    out = t(big, generator=_gen(0))
+    assert out["image"].shape == (3, 32, 32) and 255 not in out["label"].unique()
+    assert seen and all(s[1] <= 17 and s[2] <= 17 for s in seen)  # 32 / 2 + 1 source pixels

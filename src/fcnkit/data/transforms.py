@@ -5,11 +5,14 @@
 returns the sample with ``image`` a normalised float32 tensor (``preprocessing.normalize``,
 i.e. the model's own :class:`~fcnkit.preprocessing.Preprocessing`: pass ``model.preprocessing``).
 
-Training augmentation, in this order: random scale (log-uniform in ``scale_range``), colour
-jitter (first three = RGB channels only; extra modalities such as HHA or depth are left
-untouched), horizontal flip, random crop to ``crop_size`` padding the image and the labels
-where the image is smaller. Geometry is applied identically to the image and to every label
-map. Labels are only ever resampled **nearest-neighbour** (by index gathering, so no
+Training augmentation, in this order: random scale (log-uniform in ``scale_range``), random
+crop to ``crop_size`` (padding the image and the labels where the scaled image is smaller),
+colour jitter (first three = RGB channels, on the image content, not the padding; extra
+modalities such as HHA or depth are left untouched), horizontal flip. With a crop, only the
+source box under the crop window is resampled, so large images at large scales stay cheap
+(the box is whole source pixels, so the effective scale may differ from the drawn one by
+under a pixel over the window). Geometry is applied identically to the image and to every
+label map. Labels are only ever resampled **nearest-neighbour** (by index gathering, so no
 transform can create a label value that was not in its input; padding adds only the ignore
 value). The image is resampled bilinearly (antialiased when shrinking).
 
@@ -69,8 +72,8 @@ def _pair(size: int | tuple[int, int] | None) -> tuple[int, int] | None:
 
 def _nearest_indices(n_in: int, n_out: int) -> torch.Tensor:
     """Source index of each output position, nearest-neighbour with pixel-centre alignment."""
-    idx = torch.floor((torch.arange(n_out, dtype=torch.float64) + 0.5) * (n_in / n_out))
-    return idx.to(torch.long).clamp_(0, n_in - 1)
+    # The source pixel holding output centre (o + 0.5) * n_in / n_out, in exact integers.
+    return (2 * torch.arange(n_out) + 1) * n_in // (2 * n_out)
 
 
 def resize_label(label: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -129,25 +132,26 @@ def _jitter_rgb(image: torch.Tensor, strength: float, g: torch.Generator | None)
     return torch.cat([rgb.clamp(0.0, 255.0), image[3:]], dim=0)
 
 
-def _crop_or_pad(
-    x: torch.Tensor, top: int, left: int, crop: tuple[int, int], fill: float | torch.Tensor
-) -> torch.Tensor:
-    """Window ``crop`` of ``x [..., H, W]``.
+def _source_span(start: int, length: int, scaled: int, original: int) -> tuple[int, int]:
+    """Source pixels ``(first, count)`` under scaled pixels ``start .. start + length``."""
+    ratio = original / scaled
+    first = min(original - 1, math.floor(start * ratio))
+    last = max(first + 1, min(original, math.ceil((start + length) * ratio)))
+    return first, last - first
 
-    ``top``/``left`` >= 0 select the window inside ``x``; < 0 place ``x`` at ``-top``/``-left``
-    inside a ``fill``-ed canvas (per axis, so one axis may crop while the other pads).
-    """
-    h, w = x.shape[-2:]
-    ch, cw = crop
-    out = torch.empty((*x.shape[:-2], ch, cw), dtype=x.dtype)
+
+def _place(
+    x: torch.Tensor, size: tuple[int, int], top: int, left: int, fill: float | torch.Tensor
+) -> torch.Tensor:
+    """``x [..., h, w]`` at ``(top, left)`` in a ``fill``-ed canvas of ``size``."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    out = torch.empty((*x.shape[:-2], *size), dtype=x.dtype)
     if isinstance(fill, torch.Tensor):
         out[:] = fill.to(x.dtype)
     else:
         out.fill_(fill)
-    sy, dy = (top, 0) if top >= 0 else (0, -top)
-    sx, dx = (left, 0) if left >= 0 else (0, -left)
-    ny, nx = min(h - sy, ch - dy), min(w - sx, cw - dx)
-    out[..., dy : dy + ny, dx : dx + nx] = x[..., sy : sy + ny, sx : sx + nx]
+    out[..., top : top + x.shape[-2], left : left + x.shape[-1]] = x
     return out
 
 
@@ -207,31 +211,46 @@ class JointTransform:
         self, image: torch.Tensor, label: Any, g: torch.Generator | None
     ) -> tuple[torch.Tensor, Any]:
         h, w = image.shape[-2:]
+        size = (h, w)
         if self.scale_range is not None:
             lo, hi = self.scale_range
             s = math.exp(_uniform(g, math.log(lo), math.log(hi)))
             size = (max(1, round(h * s)), max(1, round(w * s)))
-            image = resize_image(image, size)
-            if label is not None:
-                label = _map_labels(label, lambda t: resize_label(t, size))
+        out_size = size
+        dy, dx, ny, nx = 0, 0, *size  # where the resampled content goes in the output
+        sy, sx, sny, snx = 0, 0, h, w  # the source box it comes from
+        if self.crop_size is not None:
+            # The crop window in scaled coordinates: inside a larger scaled image, or placing
+            # a smaller one at a random offset. Only the source box under the window is
+            # resampled (cheap for large images at large scales).
+            out_size = self.crop_size
+            (ch, cw), (sh, sw) = self.crop_size, size
+            top = _randint(g, sh - ch) if sh >= ch else -_randint(g, ch - sh)
+            left = _randint(g, sw - cw) if sw >= cw else -_randint(g, cw - sw)
+            y0, x0 = max(top, 0), max(left, 0)
+            ny, nx = min(sh, top + ch) - y0, min(sw, left + cw) - x0
+            dy, dx = y0 - top, x0 - left
+            sy, sny = _source_span(y0, ny, sh, h)
+            sx, snx = _source_span(x0, nx, sw, w)
+        content = resize_image(image[:, sy : sy + sny, sx : sx + snx], (ny, nx))
         if self.color_jitter > 0:
-            image = _jitter_rgb(image, self.color_jitter, g)
+            content = _jitter_rgb(content, self.color_jitter, g)
+        image = _place(content, out_size, dy, dx, self._image_fill(image))
+        if label is not None:
+            label = _map_labels(
+                label,
+                lambda t: _place(
+                    resize_label(t[..., sy : sy + sny, sx : sx + snx], (ny, nx)),
+                    out_size,
+                    dy,
+                    dx,
+                    self.ignore_index,
+                ),
+            )
         if self.flip and _uniform(g, 0.0, 1.0) < 0.5:
             image = image.flip(-1)
             if label is not None:
                 label = _map_labels(label, lambda t: t.flip(-1))
-        if self.crop_size is not None:
-            h, w = image.shape[-2:]
-            ch, cw = self.crop_size
-            # Crop inside a larger image, or place a smaller image at a random offset.
-            top = _randint(g, h - ch) if h >= ch else -_randint(g, ch - h)
-            left = _randint(g, w - cw) if w >= cw else -_randint(g, cw - w)
-            image = _crop_or_pad(image, top, left, self.crop_size, self._image_fill(image))
-            if label is not None:
-                label = _map_labels(
-                    label,
-                    lambda t: _crop_or_pad(t, top, left, self.crop_size, self.ignore_index),
-                )
         return image, label
 
     def _image_fill(self, image: torch.Tensor) -> torch.Tensor:

@@ -62,12 +62,12 @@ def class_statistics(dataset: Any, limit: int | None = None) -> DatasetStats:
         for key, lab in _labels(sample).items():
             s = stats.targets[key]
             n = num_classes_of(dataset, key if targets else None)
-            flat = lab.reshape(-1)
-            valid = (flat >= 0) & (flat < n)
-            counts = torch.bincount(flat[valid], minlength=n).numpy()
+            flat = lab.reshape(-1).numpy()
+            valid = flat[(flat >= 0) & (flat < n)]
+            counts = np.bincount(valid, minlength=n)
             s.pixels += counts
             s.images += counts > 0
-            s.ignore_pixels += int((flat == ignore).sum())
+            s.ignore_pixels += int(np.count_nonzero(flat == ignore))
             s.n_images += 1
     return stats
 

@@ -3,6 +3,7 @@
 ``create_dataset(name, root, split, **options)``; ``list_datasets()``.
 """
 
+from fcnkit.data.base import DatasetError, SegmentationDataset, SplitUnavailable
 from fcnkit.data.collate import collate_pad
 from fcnkit.data.registry import (
     DatasetEntry,
@@ -15,6 +16,9 @@ from fcnkit.data.transforms import build_transforms
 
 __all__ = [
     "DatasetEntry",
+    "DatasetError",
+    "SegmentationDataset",
+    "SplitUnavailable",
     "build_transforms",
     "collate_pad",
     "create_dataset",

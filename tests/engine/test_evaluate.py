@@ -167,11 +167,15 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
         model = nn.parallel.DistributedDataParallel(TinyNet())
         data = _synthetic()
         results = {}
-        for name, sampler in {
-            "padded": DistributedSampler(data, shuffle=True, seed=3),
-            "shard": ShardSampler(data),
-        }.items():
-            loader = DataLoader(data, batch_size=2, sampler=sampler, collate_fn=collate_pad)
+        from fcnkit.engine.distributed import ShardSampler as EngineShardSampler
+
+        for name, subset, sampler in [
+            ("padded", data, DistributedSampler(data, shuffle=True, seed=3)),
+            ("shard", data, ShardSampler(data)),
+            ("engine", data, EngineShardSampler(len(data), 2, rank)),
+            ("empty-shard", data[:1], ShardSampler(data[:1])),  # rank 1 sees nothing
+        ]:
+            loader = DataLoader(subset, batch_size=2, sampler=sampler, collate_fn=collate_pad)
             matrices, count = evaluate_confusion(model, loader)
             metrics = evaluate(model, loader)
             results[name] = {
@@ -195,10 +199,13 @@ def test_two_ranks_give_exactly_the_one_process_metrics(tmp_path) -> None:
     loader = DataLoader(_synthetic(), batch_size=2, collate_fn=collate_pad)
     single, count = evaluate_confusion(model, loader)
     metrics = evaluate(model, loader)
+    first, _ = evaluate_confusion(model, DataLoader(_synthetic()[:1], collate_fn=collate_pad))
     for rank in range(2):
         results = json.loads((tmp_path / f"rank{rank}.json").read_text())
-        for name in ("padded", "shard"):
+        for name in ("padded", "shard", "engine"):
             r = results[name]
             assert r["matrix"] == single["main"].matrix.tolist(), (rank, name)
             assert r["count"] == count == 5
             assert r["mean_iu"] == metrics["mean_iu"] and r["pixel_acc"] == metrics["pixel_acc"]
+        assert results["empty-shard"]["matrix"] == first["main"].matrix.tolist()
+        assert results["empty-shard"]["count"] == 1

@@ -82,6 +82,18 @@ def make_eval_loader(
     )
 
 
+def _unpadded_shard_samplers() -> tuple[type, ...]:
+    """Samplers known to hand each rank a disjoint shard with no repeated sample."""
+    kinds: list[type] = [ShardSampler]
+    try:  # the training engine's own evaluation sharder
+        from fcnkit.engine.distributed import ShardSampler as EngineShardSampler
+
+        kinds.append(EngineShardSampler)
+    except ImportError:
+        pass
+    return tuple(kinds)
+
+
 def _shard_plan(loader: Iterable) -> tuple[bool, int | None]:
     """``(sharded, real_samples)``: whether the loader holds one rank's shard, and how many of
     its samples are real (``None`` = all) when a ``DistributedSampler`` padded the shard."""
@@ -89,7 +101,7 @@ def _shard_plan(loader: Iterable) -> tuple[bool, int | None]:
     batch_sampler = getattr(loader, "batch_sampler", None)
     inner = getattr(batch_sampler, "sampler", None)
     for s in (sampler, inner):
-        if isinstance(s, ShardSampler):
+        if isinstance(s, _unpadded_shard_samplers()):
             return True, None
         if isinstance(s, DistributedSampler):
             if s.drop_last and len(s.dataset) % s.num_replicas:
@@ -212,12 +224,19 @@ def evaluate_confusion(
             counted += n
     finally:
         module.train(was_training)
-    rank, world = _dist_info()
+    _, world = _dist_info()
     if reduce is None:
         reduce = sharded and world > 1
     if reduce:
+        # A rank with an empty shard has no matrices yet: agree on the heads first.
+        specs: list[Any] = [None] * world
+        local = [(h, m.num_classes, m.class_names) for h, m in matrices.items()]
+        dist.all_gather_object(specs, local)
+        for head, n, names in next((s for s in specs if s), []):
+            if head not in matrices:
+                matrices[head] = ConfusionMatrix(n, ignore_index, device, class_names=names)
         if not matrices:
-            raise RuntimeError(f"rank {rank} saw no batch: cannot all-reduce unknown heads")
+            raise ValueError("nothing to evaluate: every rank's loader was empty")
         for m in matrices.values():
             m.all_reduce()
         count = torch.tensor(

@@ -370,6 +370,19 @@ def test_transplant_conv_to_fc_roundtrip_and_skip_reasons() -> None:
     assert "skipped score.bias: shape (3,) does not fit (7,)" in str(report)
 
 
+def test_transplant_reshapes_only_fc_conv_pairs() -> None:
+    src = {"w": torch.randn(4, 3, 2, 2), "v": torch.randn(6, 8), "u": torch.randn(6, 8)}
+    dst = nn.Module()
+    dst.register_buffer("w", torch.zeros(4, 2, 3, 2))  # same count, a different conv
+    dst.register_buffer("v", torch.zeros(6, 2, 2, 2))  # Linear -> 2x2 conv: reshaped
+    dst.register_buffer("u", torch.zeros(8, 6))  # transposed, not a reshape
+    report = transplant(src, dst)
+    assert list(report.reshaped) == ["v"]
+    assert set(report.skipped) == {"w", "u"}
+    assert "not the fully connected / convolutional form" in report.skipped["w"]
+    assert not dst.w.any() and not dst.u.any()
+
+
 def test_transplant_never_aliases() -> None:
     src, dst = FcNet(), ConvNet()
     transplant(src, dst, rename=lambda k: None if k.startswith("head") else k)

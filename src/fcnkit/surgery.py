@@ -258,6 +258,13 @@ def _state_of(src: nn.Module | Mapping[str, torch.Tensor]) -> Mapping[str, torch
     return src.state_dict() if isinstance(src, nn.Module) else src
 
 
+def _fc_conv_pair(a: torch.Size, b: torch.Size) -> bool:
+    """``out x in`` (Linear) vs ``out x C x kh x kw`` (conv) with ``in == C kh kw``."""
+    if sorted((len(a), len(b))) != [2, 4] or a[0] != b[0]:
+        return False
+    return math.prod(a) == math.prod(b)
+
+
 @torch.no_grad()
 def transplant(
     src: nn.Module | Mapping[str, torch.Tensor],
@@ -267,11 +274,12 @@ def transplant(
 ) -> TransplantReport:
     """Copy parameters and buffers from ``src`` into ``dst`` by name (net surgery, Sec. 3.1).
 
-    A value whose shape differs but whose element count matches is reshaped in PyTorch's
-    flattening order, so fully connected and convolutional forms of a layer convert both
-    ways (``fc6.weight`` ``4096 x 25088`` <-> ``4096 x 512 x 7 x 7``, see
-    :func:`linear_to_conv`). Other mismatches are skipped with a reason. Values are copied
-    into ``dst``'s own tensors (``copy_``), never shared with ``src``.
+    A Linear weight ``out x in`` and a conv weight ``out x C x kh x kw`` with
+    ``in == C kh kw`` are reshaped into each other in PyTorch's flattening order, so the
+    fully connected and convolutional forms of a layer convert both ways (``fc6.weight``
+    ``4096 x 25088`` <-> ``4096 x 512 x 7 x 7``, see :func:`linear_to_conv`). Other
+    mismatches are skipped with a reason. Values are copied into ``dst``'s own tensors
+    (``copy_``), never shared with ``src``.
 
     Args:
         src: a module or a state dict.
@@ -296,9 +304,14 @@ def transplant(
         if value.shape == out.shape:
             out.copy_(value)
             report.copied.append(key)
-        elif value.numel() == out.numel():
+        elif _fc_conv_pair(value.shape, out.shape):
             out.copy_(value.reshape(out.shape))
             report.reshaped[key] = (tuple(value.shape), tuple(out.shape))
+        elif value.numel() == out.numel():
+            report.skipped[key] = (
+                f"shape {tuple(value.shape)} has as many elements as {tuple(out.shape)} "
+                "but is not the fully connected / convolutional form of it"
+            )
         else:
             report.skipped[key] = (
                 f"shape {tuple(value.shape)} does not fit {tuple(out.shape)} "

@@ -61,18 +61,25 @@ class FeatureTaps(nn.Module):
         return out
 
 
-# backbone name -> (torchvision builder, trunk of the classifier, {tap layer: stride},
-# channels at strides 8, 16, 32)
-BACKBONES: dict[str, tuple[Callable[..., nn.Module], Callable[[nn.Module], nn.Module], dict]] = {
+# backbone name -> (torchvision builder, the classifier's trunk, {tapped layer: stride},
+# {stride: channels})
+BACKBONES: dict[
+    str,
+    tuple[
+        Callable[..., nn.Module], Callable[[nn.Module], nn.Module], dict[str, int], dict[int, int]
+    ],
+] = {
     "resnet50": (
         tvm.resnet50,
         lambda net: net,
         {"layer2": 8, "layer3": 16, "layer4": 32},
+        {8: 512, 16: 1024, 32: 2048},
     ),
     "mobilenet_v3_large": (
         tvm.mobilenet_v3_large,
         lambda net: net.features,
         {"6": 8, "12": 16, "16": 32},
+        {8: 40, 16: 112, 32: 960},
     ),
 }
 
@@ -121,7 +128,7 @@ def load_backbone_weights(classifier: nn.Module, backbone: str, weights: str | o
 def build_backbone(name: str, weights: str | os.PathLike | None = None) -> FeatureTaps:
     """A torchvision classifier's trunk that returns ``{8: ..., 16: ..., 32: ...}`` features."""
     try:
-        builder, trunk, taps = BACKBONES[name]
+        builder, trunk, taps, _ = BACKBONES[name]
     except KeyError:
         raise ValueError(f"unknown backbone {name!r}; known: {', '.join(BACKBONES)}") from None
     classifier = builder(weights=None)
@@ -215,12 +222,6 @@ class ModernFCN(nn.Module):
         return score[..., :h, :w]
 
 
-_CHANNELS = {
-    "resnet50": {8: 512, 16: 1024, 32: 2048},
-    "mobilenet_v3_large": {8: 40, 16: 112, 32: 960},
-}
-
-
 def _builder(backbone: str, stride: int) -> Callable[..., ModernFCN]:
     def build(
         num_classes: int,
@@ -231,7 +232,7 @@ def _builder(backbone: str, stride: int) -> Callable[..., ModernFCN]:
     ) -> ModernFCN:
         return ModernFCN(
             build_backbone(backbone, backbone_weights),
-            _CHANNELS[backbone],
+            BACKBONES[backbone][3],
             num_classes,
             stride,
             fusion=fusion,

@@ -74,8 +74,9 @@ def test_semantic_only_without_geolabels_warns_once(root: Path) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ds = create_dataset("siftflow", root, "trainval")
-        create_dataset("siftflow", root, "test")
+        test = create_dataset("siftflow", root, "test")
     assert len([w for w in caught if "GeoLabels" in str(w.message)]) == 1
+    assert "no GeoLabels" in ds.notes[0] and "no GeoLabels" in test.notes[0]  # for the CLI
     assert ds.targets is None
     label = ds[0]["label"]
     assert isinstance(label, torch.Tensor) and label.tolist()[0] == [255, 0, 1, 8]

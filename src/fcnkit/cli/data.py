@@ -114,8 +114,9 @@ def run_check(args: argparse.Namespace) -> int:
             reports = check(args.name, root, args.split, parse_options(args.option), args.limit)
     except (TypeError, ValueError) as err:
         raise CLIError(f"{args.name}: {err}") from None
-    for w in {str(w.message) for w in caught}:
-        print(f"note: {w}")
+    notes = [str(w.message) for w in caught] + [n for r in reports for n in r.notes]
+    for note in dict.fromkeys(notes):
+        print(f"note: {note}")
     n_problems = 0
     for r in reports:
         if r.skipped:
@@ -152,8 +153,8 @@ def run_stats(args: argparse.Namespace) -> int:
             dataset = create_dataset(args.name, root, split, **parse_options(args.option))
     except (DatasetError, TypeError, ValueError) as err:
         raise CLIError(f"{args.name} ({split}): {err}") from None
-    for w in {str(w.message) for w in caught}:
-        print(f"note: {w}")
+    for note in dict.fromkeys([str(w.message) for w in caught] + getattr(dataset, "notes", [])):
+        print(f"note: {note}")
     out = Path(args.out) if args.out else Path("data-stats") / f"{args.name}-{split}"
     stats = write_stats(dataset, out, f"{args.name} {split}", args.limit, args.samples)
     print(format_table(stats, getattr(dataset, "eval_exclude", None)))

@@ -248,7 +248,8 @@ class SegmentationDataset(Dataset):
 
     Attributes: ``classes``, ``palette``, ``ignore_index`` (255), ``eval_exclude`` (class names
     left out of the means), ``targets`` (head name -> class names, multi-target datasets
-    only), ``ids`` (sample ids in order), ``index_problems``.
+    only), ``ids`` (sample ids in order), ``index_problems``,
+    ``notes`` (facts worth telling the user, printed by ``fcnkit data``).
     """
 
     name: str = "dataset"
@@ -273,6 +274,7 @@ class SegmentationDataset(Dataset):
         self.validate = validate
         self.ids: list[str] = []
         self.index_problems: list[str] = []
+        self.notes: list[str] = []  # facts a user should know (printed by `fcnkit data`)
         self.eval_exclude = []
         if not self.root.is_dir():
             raise DatasetError(f"{self.root}: dataset root is not a folder ({self.layout_hint()})")

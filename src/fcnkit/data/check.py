@@ -28,6 +28,7 @@ class CheckReport:
     checked: int = 0
     problems: list[str] = field(default_factory=list)
     skipped: str | None = None  # why the split could not be checked (split list absent)
+    notes: list[str] = field(default_factory=list)  # the dataset's notes (not problems)
 
     @property
     def ok(self) -> bool:
@@ -53,6 +54,7 @@ def check_dataset(
     """Check every sample (or ``limit`` evenly spread samples) of a built dataset."""
     report = CheckReport(name, split, total=len(dataset))  # type: ignore[arg-type]
     report.problems.extend(getattr(dataset, "index_problems", []))
+    report.notes.extend(getattr(dataset, "notes", []))
     indices = sample_indices(report.total, limit)
     for k, i in enumerate(indices):
         if progress is not None:

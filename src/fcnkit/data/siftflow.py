@@ -110,13 +110,15 @@ class SIFTFlow(SegmentationDataset):
                 f"{self.root / 'GeoLabels' / SUBDIR}: missing (geo=True asks for it)"
             )
         self.use_geo = has_geo if geo is None else bool(geo)
-        if geo is None and not has_geo and str(self.root) not in _warned_no_geo:
-            _warned_no_geo.add(str(self.root))
-            warnings.warn(
+        if geo is None and not has_geo:
+            note = (
                 f"SIFT Flow at {self.root} has no GeoLabels/{SUBDIR}: labels are the semantic "
-                "map only (a plain tensor); the geometric head cannot be trained or scored",
-                stacklevel=4,
+                "map only (a plain tensor); the geometric head cannot be trained or scored"
             )
+            self.notes.append(note)
+            if str(self.root) not in _warned_no_geo:  # warn once per root and process
+                _warned_no_geo.add(str(self.root))
+                warnings.warn(note, stacklevel=4)
         self.classes = sem
         self.palette = list(SEMANTIC_PALETTE)
         self.eval_exclude = list(EVAL_EXCLUDE)

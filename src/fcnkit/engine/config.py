@@ -189,13 +189,15 @@ def load_config(source: str | Path | dict, overrides: list[str] | None = None) -
     if not isinstance(data, dict):
         raise ConfigError(f"{origin}: expected a mapping of sections, got {type(data).__name__}")
     data = _deep_copy(data)
+    key_origins = {}
     for item in overrides or []:
-        apply_override(data, item)
-    return from_dict(data, origin)
+        key = apply_override(data, item)
+        key_origins[key] = f"--set {item}"
+    return from_dict(data, origin, key_origins)
 
 
-def apply_override(data: dict, item: str) -> None:
-    """Apply one ``a.b.c=value`` override to a nested dict, checking the key exists."""
+def apply_override(data: dict, item: str) -> str:
+    """Apply one ``a.b.c=value`` override to a nested dict (key checked); returns the key."""
     if "=" not in item:
         raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. optim.lr=1e-4")
     key, _, text = item.partition("=")
@@ -214,6 +216,7 @@ def apply_override(data: dict, item: str) -> None:
             node[part] = child
         node = child
     node[parts[-1]] = value
+    return key
 
 
 def _check_key(parts: list[str], origin: str) -> None:
@@ -233,7 +236,7 @@ def _check_key(parts: list[str], origin: str) -> None:
             hint = f" (did you mean {'.'.join([*parts[:i], close[0]])!r}?)" if close else ""
             where = f"in {prefix!r}" if prefix else "at the top level"
             raise ConfigError(
-                f"{origin}: unknown config key {'.'.join(parts)!r}{hint}; "
+                f"{origin}: unknown config key {'.'.join(parts[: i + 1])!r}{hint}; "
                 f"valid keys {where}: {', '.join(valid)}"
             )
         cls = hints[part]
@@ -249,14 +252,21 @@ def _union_args(tp: Any) -> tuple:
     return (tp,)
 
 
-def from_dict(data: dict, origin: str = "<dict>") -> Config:
-    """Build and validate a :class:`Config`; unknown keys and wrong types raise ConfigError."""
-    config = _build(Config, data, origin, "")
-    validate(config, origin)
+def from_dict(
+    data: dict, origin: str = "<dict>", key_origins: dict[str, str] | None = None
+) -> Config:
+    """Build and validate a :class:`Config`; unknown keys and wrong types raise ConfigError.
+
+    ``key_origins`` maps dotted keys to where their value came from (``--set ...``), for
+    error messages.
+    """
+    key_origins = key_origins or {}
+    config = _build(Config, data, origin, "", key_origins)
+    validate(config, origin, key_origins)
     return config
 
 
-def _build(cls: Any, data: Any, origin: str, prefix: str) -> Any:
+def _build(cls: Any, data: Any, origin: str, prefix: str, key_origins: dict[str, str]) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(
             f"{origin}: {prefix.rstrip('.') or 'config'}: expected a mapping, "
@@ -278,9 +288,10 @@ def _build(cls: Any, data: Any, origin: str, prefix: str) -> Any:
         if name not in data:
             continue
         if dataclasses.is_dataclass(tp):
-            kwargs[name] = _build(tp, data[name] or {}, origin, f"{prefix}{name}.")
+            kwargs[name] = _build(tp, data[name] or {}, origin, f"{prefix}{name}.", key_origins)
         else:
-            kwargs[name] = _coerce(data[name], tp, origin, prefix + name)
+            key = prefix + name
+            kwargs[name] = _coerce(data[name], tp, key_origins.get(key, origin), key)
     return cls(**kwargs)
 
 
@@ -354,11 +365,14 @@ def _try(value: Any, tp: Any) -> tuple[bool, Any]:
     return (True, value) if isinstance(value, tp) else (False, None)
 
 
-def validate(config: Config, origin: str = "<config>") -> None:
+def validate(
+    config: Config, origin: str = "<config>", key_origins: dict[str, str] | None = None
+) -> None:
     """Range and choice checks beyond types."""
 
     def fail(key: str, expected: str, value: Any) -> None:
-        raise ConfigError(f"{origin}: {key}: expected {expected}, got {value!r}")
+        where = (key_origins or {}).get(key, origin)
+        raise ConfigError(f"{where}: {key}: expected {expected}, got {value!r}")
 
     for key, choices in _CHOICES.items():
         section, name = key.split(".")

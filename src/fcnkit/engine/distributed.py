@@ -103,6 +103,17 @@ def broadcast_object(obj: Any, info: DistInfo) -> Any:
     return box[0]
 
 
+def broadcast_buffers(model: torch.nn.Module, info: DistInfo) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics).
+
+    Each rank's last forward pass updated its own statistics; evaluating (and checkpointing)
+    with rank 0's makes the reduced metrics those of the one saved model.
+    """
+    if info.distributed:
+        for buf in model.buffers():
+            dist.broadcast(buf, src=0)
+
+
 class ResumableSampler(DistributedSampler):
     """``DistributedSampler`` (order a function of ``(seed, epoch)``) that can skip a prefix.
 

@@ -792,6 +792,7 @@ def evaluate_and_log(
     info: DistInfo,
 ) -> dict[str, Any]:
     """Evaluate, log, keep ``best.pt`` and ``metrics.json`` up to date; returns the metrics."""
+    distributed.broadcast_buffers(model, info)
     metrics = validate(model, val_loader, num_classes, data, info)
     state.last_metrics = metrics
     scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}

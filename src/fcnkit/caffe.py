@@ -44,6 +44,11 @@ V1_LAYER_TYPES: dict[int, str] = {
 # a classifier's weights initialise an FCN trunk.
 CLASSIFIER_LAYERS = ("fc8", "loss3/classifier", "loss1/classifier", "loss2/classifier")
 
+# Parameters whose input channels fcnkit orders differently from the reference: the late-fusion
+# NYUD net feeds HHA in file order where the reference reversed it (its BGR swap of every
+# PNG), see ``fcnkit.models.vgg.CAFFE_NYUD_COLOR_HHA``.
+REVERSED_INPUTS = {"conv1_1hha.weight": "late-fusion HHA trunk reads HHA in file order"}
+
 # Fixed ``Scale`` layers of FCN-8s at-once (reference ``voc-fcn8s-atonce/net.py``).
 FIXED_SCALES = {"scale_pool4": 0.01, "scale_pool3": 0.0001}
 
@@ -211,7 +216,11 @@ def _parse_blob(msg: _Message, layer: str, index: int) -> np.ndarray:
         # diff (6), double_diff (9) and anything else: not needed for weights.
     if floats and doubles:
         raise msg.error(msg.start, f"layer {layer!r} blob {index} has both float and double data")
-    data = np.concatenate(floats or doubles) if (floats or doubles) else np.zeros(0, "<f4")
+    chunks = floats or doubles
+    if len(chunks) == 1:
+        data = chunks[0]  # a view into the file's bytes: no copy
+    else:
+        data = np.concatenate(chunks) if chunks else np.zeros(0, "<f4")
     dims = tuple(shape) if shape is not None else tuple(legacy)
     count = int(np.prod(dims)) if dims else 0
     if count != data.size:
@@ -220,7 +229,7 @@ def _parse_blob(msg: _Message, layer: str, index: int) -> np.ndarray:
             f"layer {layer!r} blob {index}: shape {dims} holds {count} values but the blob has "
             f"{data.size}",
         )
-    return data.astype(np.float32).reshape(dims)
+    return data.astype(np.float32, copy=False).reshape(dims)
 
 
 def _parse_layer(msg: _Message, version: str) -> CaffeLayer:
@@ -289,6 +298,7 @@ class CaffeReport:
     skipped: list[str] = field(default_factory=list)  # caffe layers left out, with the reason
     checked: list[str] = field(default_factory=list)  # fixed constants verified
     missing: list[str] = field(default_factory=list)  # model parameters left as initialised
+    notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         return (
@@ -376,6 +386,9 @@ def caffe_state_dict(
                 )
             for blob, key in zip(layer.blobs, slots[: len(layer.blobs)], strict=True):
                 tensor, reshaped = fit_blob(blob, own[key].shape, f"{name}: {key}")
+                if key in REVERSED_INPUTS:
+                    tensor = tensor.flip(1)
+                    report.notes.append(f"{key}: input channels reversed ({REVERSED_INPUTS[key]})")
                 out[key] = tensor.to(own[key].dtype)
                 report.copied.append(key)
                 if reshaped:
@@ -408,7 +421,7 @@ def _check_scale(layer: CaffeLayer, model: nn.Module, name: str, report: CaffeRe
     blob = layer.blobs[0]
     if len(layer.blobs) != 1 or not np.allclose(blob, expected, rtol=1e-6, atol=0):
         raise ValueError(
-            f"{name}: fixed layer {layer.name!r} holds values in [{blob.min()}, {blob.max()}], "
+            f"{name}: fixed layer {layer.name!r} holds values in [{blob.min():g}, {blob.max():g}], "
             f"the model applies the constant {expected}"
         )
     report.checked.append(f"{layer.name} = {expected} ({blob.size} values)")

@@ -699,7 +699,9 @@ def _load_caffemodel(model: nn.Module, path: Path, entry: WeightEntry | None) ->
 
     caffe_report = load_caffemodel(model, path)
     report = LoadReport(str(path), loaded=caffe_report.copied, untouched=caffe_report.missing)
-    report.notes += caffe_report.skipped + caffe_report.checked + caffe_report.reshaped
+    report.notes += (
+        caffe_report.skipped + caffe_report.checked + caffe_report.notes + caffe_report.reshaped
+    )
     old = getattr(model, "preprocessing", None)
     if entry is None and (old is None or old.channel_order != "BGR"):
         model.preprocessing = get_preprocessing("caffe-voc")

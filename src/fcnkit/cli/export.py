@@ -1,0 +1,58 @@
+"""``fcnkit export``: a trained model as ONNX with dynamic batch, height and width.
+
+    fcnkit export WEIGHTS --out model.onnx [--opset 18] [--no-check] [--dynamo]
+
+The file takes the *normalised* image (the checkpoint's preprocessing, stored in the file's
+metadata under ``preprocessing``) and returns the scores. Unless ``--no-check``, the file is
+run with onnxruntime at two input sizes and compared with PyTorch.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from fcnkit.cli import CLIError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("export", help="export a trained model to ONNX (dynamic H, W)")
+    p.add_argument("weights", help="run directory or checkpoint file")
+    p.add_argument("--out", required=True, help="the .onnx file to write")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    p.add_argument(
+        "--example-size", type=int, nargs=2, default=(64, 64), metavar=("H", "W"),
+        help="input size used for tracing (the exported sizes stay dynamic)",
+    )  # fmt: skip
+    p.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
+    p.add_argument("--dynamo", action="store_true", help="use the torch.export-based exporter")
+    p.set_defaults(func=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from fcnkit.engine.checkpoint import load_model
+    from fcnkit.export import export_onnx
+
+    try:
+        model, meta = load_model(args.weights)
+    except (FileNotFoundError, ValueError) as err:
+        raise CLIError(str(err)) from None
+    out = Path(args.out)
+    if out.resolve() == Path(meta["path"]).resolve():
+        raise CLIError(f"--out {out} is the checkpoint itself")
+    try:
+        info = export_onnx(
+            model,
+            out,
+            example_size=tuple(args.example_size),
+            opset=args.opset,
+            check=not args.no_check,
+            dynamo=args.dynamo,
+        )
+    except AssertionError as err:
+        raise CLIError(f"the exported file does not match PyTorch: {err}") from None
+    outputs = ", ".join(info["outputs"])
+    print(f"wrote {out} ({meta['model_name']}, outputs: {outputs}, opset {info['opset']})")
+    if "max_abs_diff" in info:
+        print(f"onnxruntime vs PyTorch at 2 sizes: max abs diff {info['max_abs_diff']:.2e}")
+    return 0

@@ -1,0 +1,145 @@
+"""``fcnkit predict``: segment images of any size with a trained model.
+
+    fcnkit predict WEIGHTS INPUTS... --out DIR [--batch-size N] [--device D] [--tta]
+                   [--sliding-window TILE] [--max-pixels N] [--head NAME] [--alpha A]
+
+INPUTS are image files or folders (searched recursively). For each image it writes
+``DIR/labels/<name>.png`` (class indices, palette PNG with the dataset's colours from the
+checkpoint) and ``DIR/overlays/<name>.png`` (colours blended over the image). Inputs are never
+overwritten. Unreadable images are reported by name; the others are still written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from fcnkit.cli import CLIError
+from fcnkit.cli.eval import _resolve_device
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("predict", help="segment images or folders of images")
+    p.add_argument("weights", help="run directory or checkpoint file")
+    p.add_argument("inputs", nargs="+", help="image files or folders")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--batch-size", type=int, default=4, help="same-size images run together")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: auto)")
+    p.add_argument("--tta", action="store_true", help="average with horizontally flipped input")
+    p.add_argument(
+        "--sliding-window", type=int, default=None, metavar="TILE", help="tile every image"
+    )
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        help="memory budget: images above this many pixels are processed in tiles",
+    )
+    p.add_argument("--head", default=None, help="head of a multi-head model (default: primary)")
+    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default 0.5)")
+    p.set_defaults(func=run_predict)
+
+
+def collect_inputs(inputs: list[str]) -> list[tuple[Path, str]]:
+    """``(image path, output name)`` pairs: files by stem, folders by relative path."""
+    from fcnkit.inference import IMAGE_EXTENSIONS
+
+    found: list[tuple[Path, str]] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            images = sorted(
+                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+            )
+            if not images:
+                raise CLIError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {path}")
+            found += [(p, p.relative_to(path).with_suffix("").as_posix()) for p in images]
+        elif path.is_file():
+            found.append((path, path.stem))
+        else:
+            raise CLIError(f"input {path} does not exist")
+    names: set[str] = set()
+    unique: list[tuple[Path, str]] = []
+    for path, name in found:
+        candidate, k = name, 2
+        while candidate in names:  # same stem from different places: name-2, name-3, ...
+            candidate, k = f"{name}-{k}", k + 1
+        names.add(candidate)
+        unique.append((path, candidate))
+    return unique
+
+
+def save_label(label: Any, path: Path, palette: list | None) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from fcnkit.inference import colorize
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if label.max(initial=0) <= 255:
+        colorize(label, palette).save(path)
+    else:  # more than 256 classes: 16-bit greyscale indices
+        Image.fromarray(label.astype(np.uint16)).save(path)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+    from PIL import Image
+
+    from fcnkit.inference import Segmenter, load_image, overlay
+
+    items = collect_inputs(args.inputs)
+    out = Path(args.out)
+    inputs = {p.resolve() for p, _ in items}
+    plan = [
+        (path, out / "labels" / f"{name}.png", out / "overlays" / f"{name}.png")
+        for path, name in items
+    ]
+    for path, label_path, overlay_path in plan:
+        for target in (label_path, overlay_path):
+            if target.resolve() in inputs:
+                raise CLIError(f"writing {target} would overwrite the input {path}; change --out")
+    try:
+        segmenter = Segmenter(
+            args.weights,
+            _resolve_device(args.device),
+            batch_size=args.batch_size,
+            tta=args.tta,
+            sliding_window=args.sliding_window,
+            max_pixels=args.max_pixels,
+        )
+    except (FileNotFoundError, ValueError) as err:
+        raise CLIError(str(err)) from None
+    palette = segmenter.palette
+    failed: list[str] = []
+    written = 0
+    chunk = max(1, args.batch_size) * 4
+    for start in range(0, len(plan), chunk):
+        part = plan[start : start + chunk]
+        loaded = []
+        for path, label_path, overlay_path in part:
+            try:
+                loaded.append((load_image(path), label_path, overlay_path))
+            except ValueError as err:
+                print(f"fcnkit predict: {err}", file=sys.stderr)
+                failed.append(str(path))
+        if not loaded:
+            continue
+        try:
+            labels = segmenter.predict_batch([image for image, _, _ in loaded], head=args.head)
+        except ValueError as err:
+            raise CLIError(str(err)) from None
+        for (image, label_path, overlay_path), label in zip(loaded, labels, strict=True):
+            label = label.cpu().numpy()
+            save_label(label, label_path, palette)
+            rgb = image[:3].permute(1, 2, 0).numpy().clip(0, 255).astype(np.uint8)
+            blended = overlay(rgb, np.clip(label, 0, 255), palette, args.alpha)
+            overlay_path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(blended).save(overlay_path)
+            written += 1
+    print(f"wrote {written} label maps to {out / 'labels'} and overlays to {out / 'overlays'}")
+    if failed:
+        raise CLIError(f"{len(failed)} image(s) could not be read: {', '.join(failed)}")
+    return 0

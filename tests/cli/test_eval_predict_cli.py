@@ -1,0 +1,149 @@
+"""``fcnkit eval``, ``fcnkit predict`` and ``fcnkit export`` end to end on a tiny model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from fcnkit.cli import main
+from fcnkit.data import build_transforms, create_dataset
+from fcnkit.engine.checkpoint import save_checkpoint
+from fcnkit.inference import Segmenter
+from fcnkit.metrics import ConfusionMatrix
+from fcnkit.models import create_model, register_model
+
+PALETTE = [(10 * i, 255 - 10 * i, 3 * i) for i in range(7)]
+
+
+class Tiny(nn.Module):
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.score = nn.Conv2d(8, num_classes, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.score(F.max_pool2d(torch.relu(self.conv(x)), 2, ceil_mode=True))
+        return F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+@register_model("test-cli-tiny", description="test model", default_num_classes=7)
+def _tiny(num_classes: int) -> nn.Module:
+    return Tiny(num_classes)
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("test-cli-tiny")
+    classes = create_dataset("synthetic", split="val", num_samples=1, size=32).classes
+    save_checkpoint(tmp_path / "run/checkpoints/best.pt", model, classes=classes, palette=PALETTE)
+    return tmp_path / "run"
+
+
+def test_eval_prints_table_and_writes_metrics_and_png(run_dir, capsys) -> None:
+    argv = ["eval", str(run_dir), "--dataset", "synthetic", "--split", "val"]
+    argv += ["--option", "num_samples=3", "--option", "size=32", "--batch-size", "2"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    out = run_dir / "eval-synthetic-val"
+    record = json.loads((out / "metrics.json").read_text())
+    # Independent computation: the checkpoint's model, image by image.
+    model = create_model("test-cli-tiny")
+    model.load_state_dict(torch.load(run_dir / "checkpoints/best.pt")["model"])
+    model.eval()
+    data = create_dataset("synthetic", split="val", num_samples=3, size=32)
+    transform = build_transforms(False, model.preprocessing)
+    cm = ConfusionMatrix(7)
+    with torch.no_grad():
+        for i in range(3):
+            sample = transform(data[i])
+            cm.update(model(sample["image"][None]), sample["label"][None])
+    expected = cm.compute()
+    m = record["metrics"]
+    for key in ("pixel_acc", "mean_iu", "fw_iu"):
+        assert m[key] == pytest.approx(expected[key])
+    assert m["num_images"] == 3 and record["confusion"]["main"] == cm.matrix.tolist()
+    assert m["classes"] == data.classes and record["dataset"] == "synthetic"
+    assert "disc" in printed and "mean IU" in printed and f"{100 * m['mean_iu']:.2f}" in printed
+    png = Image.open(out / "confusion.png")
+    assert png.size[0] > 200 and png.size[1] > 200
+    # --out elsewhere, a checkpoint file instead of the run directory.
+    other = run_dir.parent / "elsewhere"
+    assert (
+        main([*argv[:1], str(run_dir / "checkpoints/best.pt"), *argv[2:], "--out", str(other)]) == 0
+    )
+    assert json.loads((other / "metrics.json").read_text())["metrics"]["mean_iu"] == m["mean_iu"]
+
+
+def test_eval_reports_user_errors(run_dir, tmp_path, capsys) -> None:
+    assert main(["eval", str(tmp_path / "nope"), "--dataset", "synthetic", "--split", "val"]) == 2
+    assert "nope" in capsys.readouterr().err
+    assert main(["eval", str(run_dir), "--dataset", "synthetic", "--split", "bogus"]) == 2
+    assert "bogus" in capsys.readouterr().err
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "five.pt", create_model("test-cli-tiny", 5))
+    argv = ["eval", str(tmp_path / "five.pt"), "--dataset", "synthetic", "--split", "val"]
+    assert main([*argv, "--option", "num_samples=1"]) == 2
+    assert "5 classes" in capsys.readouterr().err
+
+
+def write_images(folder, sizes, seed=0):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i, (h, w) in enumerate(sizes):
+        path = folder / f"img{i}.jpg"
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
+def test_predict_writes_palette_labels_and_overlays(run_dir, tmp_path, capsys) -> None:
+    folder_images = write_images(tmp_path / "in/sub", [(20, 30), (33, 17), (20, 30)])
+    single = write_images(tmp_path / "single", [(9, 40)], seed=1)[0]
+    broken = tmp_path / "single/broken.png"
+    broken.write_bytes(b"\x89PNG garbage")
+    before = {p: p.read_bytes() for p in [*folder_images, single]}
+    out = tmp_path / "out"
+    argv = ["predict", str(run_dir), str(tmp_path / "in"), str(single), str(broken)]
+    assert main([*argv, "--out", str(out), "--batch-size", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "broken.png" in err and "could not be read" in err
+    segmenter = Segmenter(run_dir)
+    expected = {"sub/img0": folder_images[0], "sub/img1": folder_images[1]}
+    expected |= {"sub/img2": folder_images[2], "img0": single}
+    for name, source in expected.items():
+        label = Image.open(out / "labels" / f"{name}.png")
+        assert label.mode == "P" and label.getpalette()[:6] == [*PALETTE[0], *PALETTE[1]]
+        assert np.array_equal(np.asarray(label), segmenter.predict(source))
+        over = Image.open(out / "overlays" / f"{name}.png")
+        assert over.size == Image.open(source).size and over.mode == "RGB"
+    assert {p: p.read_bytes() for p in before} == before  # inputs untouched
+
+
+def test_predict_never_overwrites_inputs(run_dir, tmp_path, capsys) -> None:
+    (source,) = write_images(tmp_path / "d/labels", [(8, 8)])
+    png = source.with_suffix(".png")
+    Image.open(source).save(png)
+    assert main(["predict", str(run_dir), str(png), "--out", str(tmp_path / "d")]) == 2
+    assert "overwrite" in capsys.readouterr().err
+    assert main(["predict", str(run_dir), str(tmp_path / "missing.jpg"), "--out", "x"]) == 2
+    assert "missing.jpg" in capsys.readouterr().err
+
+
+def test_export_cli_writes_a_checked_onnx_file(run_dir, tmp_path, capsys) -> None:
+    path = tmp_path / "model.onnx"
+    assert main(["export", str(run_dir), "--out", str(path), "--example-size", "32", "32"]) == 0
+    assert "max abs diff" in capsys.readouterr().out
+    session = ort.InferenceSession(str(path))
+    (scores,) = session.run(None, {"input": np.zeros((1, 3, 21, 35), np.float32)})
+    assert scores.shape == (1, 7, 21, 35)
+    assert main(["export", str(run_dir), "--out", str(run_dir / "checkpoints/best.pt")]) == 2
+    assert "checkpoint itself" in capsys.readouterr().err

@@ -112,7 +112,7 @@ def test_explicit_split_files(tmp_path: Path) -> None:
     (tmp_path / "splits" / "train.txt").write_text("c\na\n")
     (tmp_path / "splits" / "test.txt").write_text("d\nzz\n")
     assert create_dataset("folder", tmp_path, "train", classes="x,y,z").ids == ["c", "a"]
-    with pytest.raises(DatasetError, match=r"images/zz\.\*: missing \(listed in .*test\.txt\)"):
+    with pytest.raises(DatasetError, match=r"images/zz\.\*: missing \(image of sample 'zz'\)"):
         create_dataset("folder", tmp_path, "test", classes="x,y,z")
 
 

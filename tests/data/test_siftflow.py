@@ -122,3 +122,20 @@ def test_missing_variable_s(root: Path) -> None:
     scipy.io.savemat(root / "SemanticLabels" / SUBDIR / "coast_a1.mat", {"T": SEM})
     with pytest.raises(DatasetError, match=r"coast_a1\.mat: no variable 'S'"):
         create_dataset("siftflow", root, "trainval")[0]
+
+
+def test_stats_and_check_with_two_targets(root: Path, tmp_path: Path) -> None:
+    from fcnkit.data.check import check
+    from fcnkit.data.stats import write_stats
+
+    ds = create_dataset("siftflow", root, "trainval")
+    stats = write_stats(ds, tmp_path / "stats", "siftflow", samples=1)
+    assert list(stats.targets) == ["sem", "geo"]
+    assert stats.targets["geo"].pixels.tolist() == [2, 2, 2]  # sky, horizontal, vertical
+    assert stats.targets["geo"].ignore_pixels == 2
+    assert stats.targets["sem"].pixels.sum() == 7 and stats.targets["sem"].ignore_pixels == 1
+    assert (tmp_path / "stats" / "class_frequency.png").is_file()
+    write_sample(root, "street_b2", SEM, np.array([[9, 1, 1, 1], [1, 1, 1, 1]]))
+    reports = check("siftflow", root)
+    assert [r.ok for r in reports] == [True, False]
+    assert "GeoLabels" in reports[1].problems[0] and "street_b2.mat" in reports[1].problems[0]

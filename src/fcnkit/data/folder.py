@@ -168,12 +168,7 @@ class FolderDataset(SegmentationDataset):
         self._images, self._masks = images, masks
         split_file = self.root / "splits" / f"{split}.txt"
         if split_file.is_file():
-            self.ids = read_list(split_file)
-            for stem in self.ids:
-                if stem not in images:
-                    self.index_problems.append(
-                        f"{self.image_dir / stem}.*: missing (listed in {split_file})"
-                    )
+            self.ids = read_list(split_file)  # listed stems without files: finish_index
         else:
             if split == "test":
                 raise SplitUnavailable(f"{split_file}: missing (split 'test' needs a list)")
@@ -218,7 +213,7 @@ class FolderDataset(SegmentationDataset):
 
     def files(self, index: int) -> dict[str, Path]:
         stem = self.ids[index]
-        image = self._images.get(stem, self.image_dir / f"{stem}.png")
+        image = self._images.get(stem, self.image_dir / f"{stem}.*")  # ".*": none found
         mask = self._masks.get(stem, self.mask_dir / f"{stem}.png")
         return {"image": image, "label": mask}
 

@@ -268,3 +268,29 @@ def test_flip_tta_averages_with_the_mirrored_prediction() -> None:
         plain = model(x)[0]
     torch.testing.assert_close(seg.scores(image), expected)
     assert not torch.allclose(seg.scores(image), plain)
+
+
+def test_sliding_window_handles_multi_head_outputs() -> None:
+    a, b = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 2, 1)
+
+    def two_heads(x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"sem": a(x), "geo": b(x)}
+
+    x = torch.randn(1, 3, 19, 26)
+    with torch.no_grad():
+        out = dense_scores(two_heads, x, sliding_window=SlidingWindow(tile=8, overlap=0.5))
+        torch.testing.assert_close(out["sem"], a(x))
+        torch.testing.assert_close(out["geo"], b(x))
+
+
+# --------------------------------------------------------------------------- real models
+@pytest.mark.parametrize("name", ["fcn8s-mobilenet_v3_large", "fcn8s-efficientnet_lite0"])
+def test_registered_models_predict_any_size(name: str) -> None:
+    model = create_model(name, 4).eval()
+    seg = Segmenter(model, batch_size=2)
+    images = [rand_image(45, 67, 0), rand_image(45, 67, 1), rand_image(33, 20, 2)]
+    labels = seg.predict_batch(images)
+    assert [lab.shape for lab in labels] == [(45, 67), (45, 67), (33, 20)]
+    assert np.array_equal(labels[2], seg.predict(images[2]))
+    tiled = Segmenter(model, sliding_window=SlidingWindow(tile=32, overlap=0.5))
+    assert tiled.predict(images[0]).shape == (45, 67)

@@ -8,6 +8,7 @@ channels); :meth:`Preprocessing.normalize` turns them into the network's input.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -92,13 +93,32 @@ CAFFE_NYUD_COLOR = Preprocessing(
 CAFFE_NYUD_HHA = Preprocessing(
     "caffe-nyud-hha", "BGR", 255.0, (132.431, 94.076, 118.477), (1.0, 1.0, 1.0)
 )
+# Early-fusion RGB-D: colour as above plus the NYUD reader's uint8 log-depth code
+# v = 255 (log2(d_mm) - 8) / 6 on the 4th channel; this mean/std turn v back into the
+# reference's ``ln(d) - 7.844`` (see fcnkit.data.nyud).
+_DEPTH_CODE_STD = 255.0 / (6.0 * math.log(2.0))
+_DEPTH_CODE_MEAN = (7.844 - 8.0 * math.log(2.0)) * _DEPTH_CODE_STD
+CAFFE_NYUD_RGBD = Preprocessing(
+    "caffe-nyud-rgbd",
+    "BGR",
+    255.0,
+    (116.190, 97.203, 92.318, _DEPTH_CODE_MEAN),
+    (1.0, 1.0, 1.0, _DEPTH_CODE_STD),
+)
 TORCHVISION_IMAGENET = Preprocessing(
     "torchvision-imagenet", "RGB", 1.0, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 )
 
 PRESETS: dict[str, Preprocessing] = {
     p.name: p
-    for p in (CAFFE_VOC, CAFFE_SIFTFLOW, CAFFE_NYUD_COLOR, CAFFE_NYUD_HHA, TORCHVISION_IMAGENET)
+    for p in (
+        CAFFE_VOC,
+        CAFFE_SIFTFLOW,
+        CAFFE_NYUD_COLOR,
+        CAFFE_NYUD_HHA,
+        CAFFE_NYUD_RGBD,
+        TORCHVISION_IMAGENET,
+    )
 }
 
 

@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fcnkit.metrics import ConfusionMatrix, format_metrics
+from fcnkit.metrics import ConfusionMatrix, format_metrics, scores_to_labels
 
 
 # --------------------------------------------------------------------------- reference
@@ -195,3 +195,9 @@ def test_table_lists_classes_and_metrics() -> None:
     assert lines[3].split()[1:3] == ["n/a", "n/a"] and "(excluded)" in lines[3]
     assert "mean IU" in text and format_metrics(cm.compute(["cow"])) in text
     np.testing.assert_allclose(cm.normalized().sum(1).numpy(), [1, 1, 0])
+
+
+def test_scores_to_labels_matches_argmax_including_ties() -> None:
+    scores = torch.randint(0, 3, (2, 9, 7, 5)).float()  # many ties
+    assert torch.equal(scores_to_labels(scores), scores.argmax(1))
+    assert torch.equal(scores_to_labels(torch.zeros(4, 3, 3), dim=0), torch.zeros(3, 3).long())

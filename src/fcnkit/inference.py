@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fcnkit.metrics import scores_to_labels
 from fcnkit.preprocessing import Preprocessing, get_preprocessing
 
 Outputs = Union[torch.Tensor, dict[str, torch.Tensor]]  # noqa: UP007 (runtime alias, py3.10)
@@ -427,7 +428,7 @@ class Segmenter:
         scores = self._scores([load_image(im) for im in images], head)
         results: list[np.ndarray | torch.Tensor] = []
         for source, s in zip(images, scores, strict=True):
-            label = s.argmax(dim=0)
+            label = scores_to_labels(s, dim=0)
             if isinstance(source, torch.Tensor):
                 results.append(label.to(source.device))
             else:

@@ -17,6 +17,7 @@ The weights decide ``model.preprocessing``.
 from __future__ import annotations
 
 import fnmatch
+import importlib
 import importlib.util
 import os
 from collections.abc import Callable, Mapping
@@ -49,6 +50,18 @@ EXTRA_PRESETS: dict[str, Preprocessing] = {
     # The VGG ILSVRC-2014 Caffe models: BGR 0..255 minus the ImageNet mean.
     "caffe-ilsvrc": Preprocessing("caffe-ilsvrc", "BGR", 255.0, (103.939, 116.779, 123.68)),
 }
+
+
+# Presets defined next to the models that need them, resolved on first use.
+_MODEL_PRESETS = {"caffe-nyud-color-hha": ("fcnkit.models.vgg", "CAFFE_NYUD_COLOR_HHA")}
+
+
+def resolve_preprocessing(name: str) -> Preprocessing:
+    """A preset by name: :data:`PRESETS` (with :data:`EXTRA_PRESETS`) or a model's own."""
+    if name in _MODEL_PRESETS and name not in PRESETS:
+        module, attr = _MODEL_PRESETS[name]
+        return getattr(importlib.import_module(module), attr)
+    return get_preprocessing(name)
 
 
 def register_presets() -> None:
@@ -205,12 +218,19 @@ def _tv(name: str, enum: str, models: tuple[str, ...], description: str, prep: s
 
 
 def _fcn_caffe(
-    name: str, models: tuple[str, ...], classes: str, n: int, prep: str, miou: float | None = None
+    name: str,
+    models: tuple[str, ...],
+    classes: str,
+    n: int,
+    prep: str,
+    miou: float | None = None,
+    usage: str = "",
 ) -> WeightEntry:
     file_name = f"{name}.caffemodel"
     return WeightEntry(
         name=name,
-        description=f"the authors' {name} Caffe model (reference fcn.berkeleyvision.org)",
+        description=f"the authors' {name} Caffe model (fcn.berkeleyvision.org) for "
+        f"{usage or models[0]}",
         kind="caffemodel",
         models=models,
         source=_FCN_BASE + file_name,
@@ -331,12 +351,24 @@ def _build_entries() -> dict[str, WeightEntry]:
         _fcn_caffe("fcn8s-heavy-pascal", ("fcn8s",), "voc", 21, "caffe-voc", 65.5),
         _fcn_caffe("fcn8s-atonce-pascal", ("fcn8s-atonce",), "voc", 21, "caffe-voc", 65.4),
         _fcn_caffe("fcn-alexnet-pascal", ("fcn32s-alexnet",), "voc", 21, "caffe-voc", 48.0),
-        _fcn_caffe("siftflow-fcn32s-heavy", ("*32s*siftflow*",), "siftflow", 33, "caffe-siftflow"),
-        _fcn_caffe("siftflow-fcn16s-heavy", ("*16s*siftflow*",), "siftflow", 33, "caffe-siftflow"),
-        _fcn_caffe("siftflow-fcn8s-heavy", ("*8s*siftflow*",), "siftflow", 33, "caffe-siftflow"),
-        _fcn_caffe("nyud-fcn32s-color-heavy", ("*nyud*",), "nyud40", 40, "caffe-nyud-color"),
-        _fcn_caffe("nyud-fcn32s-hha-heavy", ("*nyud*",), "nyud40", 40, "caffe-nyud-hha"),
-        _fcn_caffe("nyud-fcn32s-color-hha-heavy", ("*nyud*",), "nyud40", 40, "caffe-nyud-color"),
+        _fcn_caffe("siftflow-fcn32s-heavy", ("fcn32s-siftflow",), "siftflow", 33, "caffe-siftflow"),
+        _fcn_caffe("siftflow-fcn16s-heavy", ("fcn16s-siftflow",), "siftflow", 33, "caffe-siftflow"),
+        _fcn_caffe("siftflow-fcn8s-heavy", ("fcn8s-siftflow",), "siftflow", 33, "caffe-siftflow"),
+        *(
+            _fcn_caffe(
+                f"nyud-fcn32s-{m}-heavy",
+                ("fcn32s-nyud",),
+                "nyud40",
+                40,
+                prep,
+                usage=f"fcn32s-nyud with modality={modality}",
+            )
+            for m, modality, prep in (
+                ("color", "rgb", "caffe-nyud-color"),
+                ("hha", "hha", "caffe-nyud-hha"),
+                ("color-hha", "rgb+hha", "caffe-nyud-color-hha"),
+            )
+        ),
     ]
     return {e.name: e for e in entries}
 
@@ -424,7 +456,7 @@ def _set_preprocessing(model: nn.Module, name: str, *, trunk: bool) -> None:
     """Use the weights' preprocessing, except that Caffe-convention *trunk* weights (no score
     layer of their own) keep a Caffe-convention model's dataset mean: the reference subtracts
     the dataset's own mean (VOC, SIFT Flow, NYUD) when fine-tuning from ImageNet VGG16."""
-    new = get_preprocessing(name)
+    new = resolve_preprocessing(name)
     old = getattr(model, "preprocessing", None)
     if trunk and _is_caffe_convention(new) and old is not None and _is_caffe_convention(old):
         return

@@ -1,0 +1,300 @@
+"""``fcnkit weights`` (list pretrained weights), ``fcnkit convert`` (Caffe -> fcnkit) and
+``fcnkit heatmap`` (paper Fig. 2: a classifier's class heatmap over a photo)."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fcnkit.cli import CLIError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "weights", help="list the known pretrained weights and which are on this machine"
+    )
+    p.add_argument("name", nargs="?", help="show every detail of one entry")
+    p.set_defaults(func=run_weights)
+
+    c = subparsers.add_parser(
+        "convert", help="convert an authors' Caffe .caffemodel into an fcnkit checkpoint"
+    )
+    c.add_argument("caffemodel", type=Path, help="the .caffemodel file (read without Caffe)")
+    c.add_argument("--model", required=True, help="fcnkit model name, e.g. fcn8s")
+    c.add_argument("--out", required=True, type=Path, help="checkpoint to write (.pt)")
+    c.add_argument("--num-classes", type=int, default=None, help="classes (default: from score_fr)")
+    c.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="model option, e.g. --option modality=rgb+hha (repeatable)",
+    )
+    c.set_defaults(func=run_convert)
+
+    h = subparsers.add_parser(
+        "heatmap",
+        help="paper Fig. 2: class heatmap of the convolutionalized EfficientNet-Lite0 "
+        "ImageNet classifier over a photo",
+    )
+    h.add_argument("image", type=Path, help="an RGB photo (PNG/JPEG)")
+    h.add_argument(
+        "--class",
+        dest="class_name",
+        default=None,
+        help='ImageNet class name or index, e.g. "tabby cat" (default: the top-1 class)',
+    )
+    h.add_argument("--out", type=Path, default=Path("heatmap.png"), help="PNG to write")
+    h.add_argument(
+        "--size", type=int, default=448, help="shorter image side fed to the net (default 448)"
+    )
+    h.set_defaults(func=run_heatmap)
+
+
+# --------------------------------------------------------------------------- weights
+
+
+def run_weights(args: argparse.Namespace) -> int:
+    from fcnkit.weights import get_weight_entry, list_weights
+
+    if args.name:
+        try:
+            entry = get_weight_entry(args.name)
+        except ValueError as err:
+            raise CLIError(str(err)) from None
+        found = entry.locate()
+        rows = [
+            ("name", entry.name),
+            ("description", entry.description),
+            ("models", ", ".join(entry.models)),
+            ("available", f"yes: {found}" if found else f"no: {entry.where_to_get()}"),
+            ("file", entry.file_name),
+            ("source", entry.source),
+            ("license", entry.license),
+            ("preprocessing", entry.preprocessing),
+            ("classes", f"{entry.classes or '-'} ({entry.num_classes or 'trunk only'})"),
+            ("metrics", ", ".join(f"{k}={v:g}" for k, v in entry.metrics.items()) or "-"),
+            ("metrics note", entry.metrics_note or "-"),
+            ("sha256", entry.sha256 or "-"),
+            ("size", f"{entry.size:,} bytes" if entry.size else "-"),
+        ]
+        for key, value in rows:
+            print(f"{key:>13}: {value}")
+        return 0
+    entries = list_weights()
+    width = max(len(e.name) for e in entries)
+    print(f"{'weights':<{width}}  here  {'preprocessing':<26}  license / where to get it")
+    for e in entries:
+        here = "yes" if e.available else "no"
+        hint = e.license if e.available else e.where_to_get()
+        print(f"{e.name:<{width}}  {here:<4}  {e.preprocessing:<26}  {hint}")
+    n = sum(e.available for e in entries)
+    print(f"\n{n} of {len(entries)} available on this machine; details: fcnkit weights NAME")
+    return 0
+
+
+# --------------------------------------------------------------------------- convert
+
+
+def _parse_options(items: list[str]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CLIError(f"--option expects KEY=VALUE, got {item!r}")
+        for cast in (int, float):
+            try:
+                options[key] = cast(value)
+                break
+            except ValueError:
+                continue
+        else:
+            options[key] = {"true": True, "false": False}.get(value.lower(), value)
+    return options
+
+
+def _classes_in_file(net: Any) -> int | None:
+    """The class count of the first ``score_fr*`` layer (its output channels)."""
+    for layer in net.weighted_layers:
+        if layer.name.startswith("score_fr") and layer.blobs:
+            shape = [d for d in layer.blobs[0].shape]
+            while len(shape) > 2 and shape[0] == 1:  # legacy 1 x 1 x out x in
+                shape.pop(0)
+            return int(shape[0])
+    return None
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    from fcnkit.caffe import CaffeFormatError, caffe_state_dict, read_caffemodel
+    from fcnkit.engine.checkpoint import save_checkpoint
+    from fcnkit.models import create_model
+    from fcnkit.weights import list_weights
+
+    try:
+        net = read_caffemodel(args.caffemodel)
+    except (FileNotFoundError, CaffeFormatError) as err:
+        raise CLIError(str(err)) from None
+    num_classes = args.num_classes or _classes_in_file(net)
+    options = _parse_options(args.option)
+    try:
+        model = create_model(args.model, num_classes, **options)
+        state, report = caffe_state_dict(net, model, name=str(args.caffemodel))
+    except (ValueError, TypeError) as err:
+        raise CLIError(str(err)) from None
+    model.load_state_dict(state, strict=False)
+    model.weights = str(args.caffemodel)
+    entry = next((e for e in list_weights() if e.file_name == args.caffemodel.name), None)
+    classes = entry.class_names() if entry else None
+    if entry is not None:
+        from fcnkit.weights import resolve_preprocessing
+
+        model.preprocessing = resolve_preprocessing(entry.preprocessing)
+    if classes is not None and len(classes) != model.num_classes:
+        classes = None
+    save_checkpoint(args.out, model, classes=classes, source=str(args.caffemodel))
+    print(f"{args.caffemodel} ({net.format}, {len(net.weighted_layers)} layers with blobs)")
+    print(f"  -> {args.model}, {model.num_classes} classes: {report.summary()}")
+    for line in report.skipped + report.checked + report.notes:
+        print(f"  {line}")
+    if report.missing:
+        print(f"  left as initialised: {', '.join(report.missing)}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+# --------------------------------------------------------------------------- heatmap
+
+
+def resolve_class(query: str, classes: list[str]) -> int:
+    """An ImageNet class index from a name (case-insensitive), a name inside the query
+    (``"tabby cat"`` -> ``tabby``) or an index."""
+    if query.strip().isdigit():
+        index = int(query)
+        if not 0 <= index < len(classes):
+            raise CLIError(f"class index {index} is out of range 0..{len(classes) - 1}")
+        return index
+    q = query.strip().lower()
+    lowered = [c.lower() for c in classes]
+    if q in lowered:
+        return lowered.index(q)
+    words = q.split()
+    candidates = [i for i, c in enumerate(lowered) if set(c.split()) <= set(words)]
+    candidates = candidates or [i for i, c in enumerate(lowered) if q in c]
+    if len(candidates) == 1:
+        return candidates[0]
+    if candidates:
+        names = ", ".join(repr(classes[i]) for i in candidates[:8])
+        raise CLIError(f"class {query!r} is ambiguous: {names}")
+    close = difflib.get_close_matches(q, lowered, n=5, cutoff=0.6)
+    hint = f"; did you mean {', '.join(repr(classes[lowered.index(c)]) for c in close)}?"
+    raise CLIError(f"no ImageNet class named {query!r}" + (hint if close else ""))
+
+
+@dataclass
+class Heatmap:
+    """A class-probability map over an image (Fig. 2)."""
+
+    image: np.ndarray  # H x W x 3 uint8, as fed to the net
+    prob: np.ndarray  # h x w (stride 32) softmax probability of the class per cell
+    class_index: int
+    top5: list[tuple[str, float]]  # the classifier's prediction for the whole image
+
+
+def class_heatmap(image: np.ndarray, class_index: int | None = None, size: int = 448) -> Heatmap:
+    """The convolutionalized EfficientNet-Lite0 (packaged ImageNet weights) on ``image``.
+
+    The image's shorter side is resized to ``size``; the net's ``_fc`` applied as a 1x1
+    convolution at every stride-32 cell gives class scores, softmaxed per cell. The mean of
+    the score map equals the classifier's logits: ``top5`` is the whole-image prediction.
+    """
+    from fcnkit.models.efficientnet import ClassScoreMap, efficientnet_lite0
+    from fcnkit.preprocessing import get_preprocessing
+    from fcnkit.weights import imagenet_classes, register_presets
+
+    register_presets()
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    x = torch.from_numpy(np.array(image[..., :3])).permute(2, 0, 1)[None].float()
+    h, w = x.shape[-2:]
+    scale = size / min(h, w)
+    x = F.interpolate(
+        x, size=(max(1, round(h * scale)), max(1, round(w * scale))), mode="bilinear",
+        antialias=True, align_corners=False,
+    )  # fmt: skip
+    resized = x[0].permute(1, 2, 0).clamp(0, 255).round().to(torch.uint8).numpy()
+    net = ClassScoreMap(efficientnet_lite0(pretrained=True)).eval()
+    with torch.no_grad():
+        scores = net(get_preprocessing("tf-efficientnet-lite").normalize(x))[0]
+    probs = scores.mean((1, 2)).softmax(0)
+    classes = imagenet_classes()
+    top = probs.topk(5)
+    if class_index is None:
+        class_index = int(top.indices[0])
+    return Heatmap(
+        image=resized,
+        prob=scores.softmax(0)[class_index].numpy(),
+        class_index=class_index,
+        top5=[(classes[i], float(p)) for p, i in zip(top.values, top.indices, strict=True)],
+    )
+
+
+def draw_heatmap(result: Heatmap, out: Path, title: str) -> Path:
+    """The image with the class probability map (bilinearly upsampled) drawn over it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    h, w = result.image.shape[:2]
+    prob = torch.from_numpy(result.prob)[None, None]
+    big = F.interpolate(prob, size=(h, w), mode="bilinear", align_corners=False)[0, 0].numpy()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 5 * h / w + 0.8))
+    axes[0].imshow(result.image)
+    axes[0].set_title("image")
+    axes[1].imshow(result.image)
+    shown = axes[1].imshow(big, cmap="jet", alpha=0.5, vmin=0.0, vmax=max(1e-6, float(big.max())))
+    axes[1].set_title(title)
+    for ax in axes:
+        ax.axis("off")
+    fig.colorbar(shown, ax=axes[1], fraction=0.046, pad=0.04, label="class probability")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return out
+
+
+def run_heatmap(args: argparse.Namespace) -> int:
+    from PIL import Image, UnidentifiedImageError
+
+    from fcnkit.weights import imagenet_classes
+
+    if args.size < 32:
+        raise CLIError(f"--size must be at least 32 (one stride-32 cell), got {args.size}")
+    try:
+        image = np.asarray(Image.open(args.image).convert("RGB"))
+    except FileNotFoundError:
+        raise CLIError(f"no image at {args.image}") from None
+    except UnidentifiedImageError:
+        raise CLIError(f"{args.image} is not an image PIL can read") from None
+    classes = imagenet_classes()
+    index = resolve_class(args.class_name, classes) if args.class_name else None
+    try:
+        result = class_heatmap(image, index, args.size)
+    except FileNotFoundError as err:  # the weights package is missing
+        raise CLIError(str(err)) from None
+    name = classes[result.class_index]
+    title = f"{name}: max p = {result.prob.max():.2f}"
+    draw_heatmap(result, args.out, title)
+    print("whole-image prediction (EfficientNet-Lite0, ImageNet-1k):")
+    for cls, p in result.top5:
+        print(f"  {p:6.1%}  {cls}")
+    print(f"heatmap of {name!r} (class {result.class_index}), {result.prob.shape[0]}x"
+          f"{result.prob.shape[1]} cells -> {args.out}")  # fmt: skip
+    return 0

@@ -50,7 +50,7 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 _SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
 _DEFAULT_NUM_SAMPLES = {"train": 2000, "val": 200, "test": 200}
 _TEXTURES = ("flat", "noise", "stripes", "checks", "gradient")
-_MIN_CONTRAST = 70.0  # minimum RGB distance between an object's mean colour and what it covers
+_MIN_CONTRAST = 100.0  # minimum RGB distance between an object's mean colour and what it covers
 
 
 class Shape(NamedTuple):
@@ -235,7 +235,7 @@ def _shape_mask(cls: int, dy: np.ndarray, dx: np.ndarray, r: float, theta: float
 def _texture(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
     """An RGB float32 texture over the pixel grid ``yy, xx``; independent of any class."""
     c1 = rng.uniform(0.0, 255.0, 3).astype(np.float32)
-    c2 = np.clip(c1 + rng.normal(0.0, 60.0, 3), 0.0, 255.0).astype(np.float32)
+    c2 = np.clip(c1 + rng.normal(0.0, 30.0, 3), 0.0, 255.0).astype(np.float32)
     kind = _TEXTURES[int(rng.integers(len(_TEXTURES)))]
     a = rng.uniform(0.0, math.pi)
     proj = xx * math.cos(a) + yy * math.sin(a)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -207,13 +209,16 @@ def test_derived_crop_offsets_match_the_reference(name, offsets):
 
 
 def test_offsets_are_derived_from_the_layers_not_typed_in():
-    model = FCN({"": 2}, 8)
+    with torch.device("meta"):
+        model = FCN({"": 2}, 8)
     model.conv1_1.padding = (98, 98)  # every blob moves by 2 image pixels
     assert model._derive_crop_offsets() == {"score_pool4c": 5, "score_pool3c": 9, "score": 29}
-    model = FCN({"": 2}, 32)
+    with torch.device("meta"):
+        model = FCN({"": 2}, 32)
     model.pool5.kernel_size = 3  # shift +1 instead of +0.5 at stride 16: 8 image pixels
     assert model._derive_crop_offsets() == {"score": 11}
-    model = FCN({"": 2}, 16)
+    with torch.device("meta"):
+        model = FCN({"": 2}, 16)
     model.pool5.kernel_size = 3  # now pool4 (stride 16) and upscore2 disagree by half a pixel
     with pytest.raises(ValueError, match="fraction"):
         model._derive_crop_offsets()
@@ -322,14 +327,20 @@ def test_nyud_early_fusion_rgbd():
 
 
 def test_rgbd_extra_filter_is_the_mean_of_the_rgb_filters():
-    rgb = create_model("fcn32s-nyud", 3, modality="rgb")
-    rgbd = create_model("fcn32s-nyud", 3, modality="rgbd")
+    rgb = nn.Sequential()
+    rgb.conv1_1, rgb.fc6 = nn.Conv2d(3, 8, 3), nn.Conv2d(8, 4, 1)
+    rgbd = nn.Sequential()
+    rgbd.conv1_1, rgbd.fc6 = nn.Conv2d(4, 8, 3), nn.Conv2d(8, 4, 1)
     load_rgb_weights(rgbd, rgb.state_dict())
     w = rgbd.conv1_1.weight
     torch.testing.assert_close(w[:, :3], rgb.conv1_1.weight)
     torch.testing.assert_close(w[:, 3], rgb.conv1_1.weight.mean(dim=1))
     torch.testing.assert_close(rgbd.fc6.weight, rgb.fc6.weight)
     assert expand_input_filters(torch.ones(2, 3, 1, 1), 5).shape == (2, 5, 1, 1)
+    # and the real net accepts a 3-channel state dict this way
+    real = meta_model("fcn32s-nyud", 3, modality="rgbd")
+    state = meta_model("fcn32s-nyud", 3).state_dict()
+    load_rgb_weights(real, state)  # strict: every name and (widened) shape fits
 
 
 def test_nyud_late_fusion_sums_scores_half_and_half():
@@ -418,3 +429,14 @@ def test_googlenet_transform_input_matches_torchvision():
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     torch.testing.assert_close(model._transform_input(x), ((x * std + mean) - 0.5) / 0.5)
+
+
+@pytest.mark.parametrize("name", ["fcn32s-alexnet", "fcn32s-googlenet"])
+def test_traced_crop_follows_the_input_size(name):
+    model = create_model(name, 2).eval()
+    randomize_scores(model)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(model, torch.randn(1, 3, 13, 7), check_trace=False)
+        x = torch.randn(1, 3, 21, 18)
+        torch.testing.assert_close(traced(x), model(x))

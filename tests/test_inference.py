@@ -152,6 +152,12 @@ def test_multi_head_models_default_to_the_primary_head() -> None:
         seg.predict(image, head="depth")
 
 
+def test_segmenter_is_exported_lazily_from_the_package() -> None:
+    import fcnkit
+
+    assert fcnkit.Segmenter is Segmenter
+
+
 def test_model_without_preprocessing_needs_one() -> None:
     with pytest.raises(ValueError, match="preprocessing"):
         Segmenter(nn.Conv2d(3, 2, 1))

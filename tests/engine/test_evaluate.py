@@ -80,6 +80,13 @@ def test_matches_a_manual_loop_and_normalises_uint8_images() -> None:
     assert "heads" not in result
 
 
+def test_amp_is_off_on_cpu() -> None:
+    model, loader = TinyNet(), DataLoader(Samples(3), batch_size=1, collate_fn=collate_pad)
+    a, _ = evaluate_confusion(model, loader, "cpu", amp=True)
+    b, _ = evaluate_confusion(model, loader, "cpu")
+    assert torch.equal(a["main"].matrix, b["main"].matrix)
+
+
 def test_restores_training_mode_and_checks_num_classes() -> None:
     model = TinyNet().train()
     loader = DataLoader(Samples(2), batch_size=1, collate_fn=collate_pad)

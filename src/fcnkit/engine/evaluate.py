@@ -181,7 +181,7 @@ def evaluate_confusion(
     """
     module = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     if device is None:
-        device = next(module.parameters()).device
+        device = next(module.parameters(), torch.empty(0)).device
     device = torch.device(device)
     if isinstance(sliding_window, int):
         sliding_window = SlidingWindow(sliding_window)
@@ -204,6 +204,11 @@ def evaluate_confusion(
                 images, labels = images[:n], _slice_batch(labels, n)
             x = images.to(device, non_blocking=True)
             if not x.is_floating_point():  # raw uint8 images: normalise as the model expects
+                if getattr(module, "preprocessing", None) is None:
+                    raise ValueError(
+                        "the loader yields raw uint8 images but the model records no "
+                        "preprocessing: normalise them in the dataset's transform"
+                    )
                 x = module.preprocessing.normalize(x)
             out = dense_scores(module, x, sliding_window=sliding_window, flip=flip, amp=amp)
             for head, (scores, label) in _pairs(out, labels, heads).items():

@@ -130,7 +130,9 @@ def test_wrong_type_names_file_field_and_expected(tmp_path) -> None:
 def test_unknown_key_in_file_and_unknown_recipe(tmp_path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("train:\n  stepz: 3\n")
-    with pytest.raises(ConfigError, match=r"c.yaml: unknown config key 'train.stepz'.*'train.steps'"):
+    with pytest.raises(
+        ConfigError, match=r"c.yaml: unknown config key 'train.stepz'.*'train.steps'"
+    ):
         load_config(path)
     with pytest.raises(ConfigError, match="unknown recipe 'voc-fcn32'.*Did you mean"):
         load_config("voc-fcn32")

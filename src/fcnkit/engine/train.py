@@ -723,6 +723,7 @@ def _train(
     try:
         while state.step < tc.steps:
             rng_before = rng_state(info.device)
+            buffers_before = [b.detach().clone() for b in model.buffers()]  # BN statistics
             batches = []
             for _ in range(acc):
                 epoch, batch = next(stream)
@@ -732,6 +733,9 @@ def _train(
                     ddp_model, batches, criterion, optimizer, scheduler, scaler, config, info
                 )
             except NonFiniteLossError as err:
+                with torch.no_grad():  # the failing forward pass updated them
+                    for buf, saved in zip(model.buffers(), buffers_before, strict=True):
+                        buf.copy_(saved)
                 _stop_nonfinite(err, model, optimizer, scheduler, scaler, state, config, data,
                                 rng_before, epoch, run_dir, log, info)  # fmt: skip
             state.step += 1
@@ -851,7 +855,9 @@ def _stop_nonfinite(
 ) -> None:
     """Save the last good state (before the failing step) and raise a clear error."""
     last = run_dir / "checkpoints" / "last.pt"
-    finite = all(bool(torch.isfinite(p).all()) for p in model.parameters())
+    finite = all(
+        bool(torch.isfinite(t).all()) for t in model.state_dict().values() if t.is_floating_point()
+    )
     rngs = distributed.all_gather_object(rng_before, info)
     if info.is_main and finite:
         save_training_state(

@@ -1,0 +1,176 @@
+"""Training loop: run directory, exact resume, staged init, NaN stop, zero-score warning."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from fcnkit.engine.checkpoint import load_checkpoint
+from fcnkit.engine.train import (
+    NonFiniteLossError,
+    RunDirExistsError,
+    init_from_run,
+    plot_curves,
+    train,
+)
+
+# A tiny but complete setup: real model (random init), synthetic data with every kind of
+# randomness on: dropout, augmentation (scale, jitter, flip, crop), loss sampling; gradient
+# accumulation; warm-up + poly. 10 images in batches of 2 x 2 cross epoch boundaries mid-step.
+TINY = {
+    "name": "tiny",
+    "model": {
+        "name": "fcn8s-efficientnet_lite0",
+        "num_classes": 7,
+        "options": {"backbone_weights": None, "dropout": 0.2},
+    },
+    "data": {
+        "dataset": "synthetic",
+        "options": {"size": 32, "num_samples": 10},
+        "val_options": {"size": 32, "num_samples": 4},
+        "batch_size": 2,
+        "val_batch_size": 2,
+        "augment": {"crop_size": 28, "scale_range": [0.75, 1.25], "color_jitter": 0.2},
+    },
+    "loss": {"sample_prob": 0.7},
+    "optim": {"name": "sgd", "lr": 0.05, "accumulate": 2},
+    "schedule": {"name": "poly", "warmup_steps": 2},
+    "train": {
+        "steps": 6,
+        "log_every": 2,
+        "eval_every": 3,
+        "checkpoint_every": 100,
+        "zero_check_step": 1000,
+        "num_sample_images": 2,
+        "device": "cpu",
+    },
+}
+
+
+def tiny(**changes: dict) -> dict:
+    config = copy.deepcopy(TINY)
+    for section, values in changes.items():
+        config[section].update(values)
+    return config
+
+
+def test_run_directory_contents(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    metrics = train(tiny(), run, progress=False)
+    for key in ("pixel_acc", "mean_acc", "mean_iu", "fw_iu"):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert (run / "config.yaml").is_file()
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["fcnkit_version"] and "git_hash" in meta and meta["torch_version"]
+    events = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    train_events = [e for e in events if e["event"] == "train"]
+    assert [e["step"] for e in train_events] == [2, 4, 6]
+    assert all({"loss", "lr", "images_per_s", "epoch"} <= set(e) for e in train_events)
+    assert [e["step"] for e in events if e["event"] == "eval"] == [3, 6]
+    last = torch.load(run / "checkpoints" / "last.pt", weights_only=True)  # safe format
+    assert last["step"] == 6 and {"optimizer", "scheduler", "rng", "config"} <= set(last)
+    assert last["model_name"] == "fcn8s-efficientnet_lite0" and last["classes"][0] == "background"
+    best = load_checkpoint(run)  # a run dir resolves to best.pt
+    assert best["path"].endswith("best.pt")
+    saved = json.loads((run / "metrics.json").read_text())
+    assert saved["step"] == 6 and saved["mean_iu"] == pytest.approx(metrics["mean_iu"])
+    assert len(saved["confusion"]) == 7
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    assert plot_curves(run, run / "curves.png").stat().st_size > 1000
+    assert not list(run.rglob("*.tmp"))  # atomic writes leave no temporaries
+
+
+@pytest.mark.parametrize("stop", [3, 4])
+def test_resume_is_exact(tmp_path: Path, stop: int) -> None:
+    """N steps straight == N/2 steps, interruption, resume (model, optimiser, RNG, data)."""
+    config = tiny()
+    straight = tmp_path / "straight"
+    resumed = tmp_path / "resumed"
+    train(config, straight, progress=False)
+    train(config, resumed, progress=False, stop_at_step=stop)
+    assert load_checkpoint(resumed / "checkpoints" / "last.pt")["step"] == stop
+    train(config, resumed, progress=False, resume=True)
+    a = load_checkpoint(straight / "checkpoints" / "last.pt")
+    b = load_checkpoint(resumed / "checkpoints" / "last.pt")
+    assert a["step"] == b["step"] == 6
+    assert a["model"].keys() == b["model"].keys()
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for pa, pb in zip(
+        a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True
+    ):
+        assert torch.equal(pa["momentum_buffer"], pb["momentum_buffer"])
+    assert torch.equal(a["rng"][0]["torch"], b["rng"][0]["torch"])
+    # and training really moved the weights (the comparison is not vacuous)
+    assert not torch.equal(
+        a["model"]["score_fr.weight"], torch.zeros_like(a["model"]["score_fr.weight"])
+    )
+
+
+def test_existing_run_dir_is_never_reused_silently(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    config = tiny(train={"steps": 1, "eval_every": 1})
+    train(config, run, progress=False)
+    with pytest.raises(RunDirExistsError, match="--resume"):
+        train(config, run, progress=False)
+    train(config, run, progress=False, overwrite=True)
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        train(config, tmp_path / "fresh", progress=False, resume=True)
+
+
+def test_staged_init_copies_by_name_new_score_layers_stay_zero(tmp_path: Path) -> None:
+    """Sec. 4.2: FCN-16s starts from FCN-32s; score_pool4 is new and zero."""
+    from fcnkit import create_model
+
+    run32 = tmp_path / "32s"
+    cfg32 = tiny(train={"steps": 2, "eval_every": 2})
+    cfg32["model"]["name"] = "fcn32s-efficientnet_lite0"
+    train(cfg32, run32, progress=False)
+    src = load_checkpoint(run32)["model"]
+    model16 = create_model("fcn16s-efficientnet_lite0", 7, backbone_weights=None)
+    report = init_from_run(model16, run32)
+    assert report["copied"] > 0 and report["source_model"] == "fcn32s-efficientnet_lite0"
+    state = model16.state_dict()
+    assert torch.equal(state["score_fr.weight"], src["score_fr.weight"])
+    assert torch.equal(state["backbone._conv_stem.weight"], src["backbone._conv_stem.weight"])
+    assert not state["score_pool4.weight"].any()
+    # and through train(): the init_from event is logged; a missing stage is a clear error
+    cfg16 = tiny(train={"steps": 1, "eval_every": 1})
+    cfg16["model"]["name"] = "fcn16s-efficientnet_lite0"
+    train(cfg16, tmp_path / "16s", progress=False, init_from=run32)
+    events = (tmp_path / "16s" / "log.jsonl").read_text()
+    assert '"event": "init_from"' in events
+    with pytest.raises(FileNotFoundError, match="fcnkit train voc-fcn32s"):
+        train(cfg16, tmp_path / "x", progress=False, init_from=tmp_path / "nope")
+
+
+def test_non_finite_loss_stops_with_message_and_last_good_checkpoint(tmp_path: Path) -> None:
+    run = tmp_path / "nan"
+    config = tiny(optim={"lr": 1e30, "momentum": 0.0}, loss={"normalize": False})
+    config["train"].update(steps=5, eval_every=100)
+    with pytest.raises(NonFiniteLossError) as err:
+        train(config, run, progress=False)
+    message = str(err.value)
+    assert "normalize" in message and "lr" in message and "--resume" in message
+    events = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert events[-1]["event"] == "error"
+    assert "the last good state (step 1) is saved" in message  # step 1 made huge weights
+    ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert ckpt["step"] == 1
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
+def test_warns_when_score_layers_stay_zero(tmp_path: Path, capsys) -> None:
+    """user-needs #4: a loud warning when zero-initialised score layers never move."""
+    config = tiny(optim={"lr": 1e-50})  # updates underflow: score layers stay exactly zero
+    config["train"].update(steps=2, zero_check_step=2, eval_every=2)
+    with pytest.warns(RuntimeWarning, match="ALL ZERO"):
+        train(config, tmp_path / "zero", progress=False)
+    err = capsys.readouterr().err
+    assert "score_fr.weight" in err and "single class" in err
+    events = (tmp_path / "zero" / "log.jsonl").read_text()
+    assert "zero_score_layers" in events

@@ -13,7 +13,7 @@ from PIL import Image
 from torch import nn
 
 from fcnkit.cli import main
-from fcnkit.data import build_transforms, create_dataset
+from fcnkit.data import build_transforms, create_dataset, register_dataset
 from fcnkit.engine.checkpoint import save_checkpoint
 from fcnkit.inference import Segmenter
 from fcnkit.metrics import ConfusionMatrix
@@ -36,6 +36,64 @@ class Tiny(nn.Module):
 @register_model("test-cli-tiny", description="test model", default_num_classes=7)
 def _tiny(num_classes: int) -> nn.Module:
     return Tiny(num_classes)
+
+
+class TwoHeads(Tiny):
+    def __init__(self, num_classes: int) -> None:
+        super().__init__(num_classes)
+        self.geo = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        y = F.max_pool2d(torch.relu(self.conv(x)), 2, ceil_mode=True)
+        up = lambda s: F.interpolate(s, size=x.shape[-2:], mode="bilinear")  # noqa: E731
+        return {"sem": up(self.score(y)), "geo": up(self.geo(y))}
+
+
+@register_model("test-cli-two-heads", description="test model", default_num_classes=3)
+def _two_heads(num_classes: int) -> nn.Module:
+    return TwoHeads(num_classes)
+
+
+class TwoTargets(torch.utils.data.Dataset):
+    """SIFT Flow-like: semantic + geometric labels; class "c" excluded from the means."""
+
+    classes = ["a", "b", "c"]
+    palette = PALETTE[:3]
+    ignore_index = 255
+    eval_exclude = ["c"]
+    targets = {"sem": ["a", "b", "c"], "geo": ["sky", "ground"]}
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, i: int) -> dict:
+        g = torch.Generator().manual_seed(i)
+        image = torch.randint(0, 256, (3, 16, 16), generator=g, dtype=torch.uint8)
+        sem, geo = torch.randint(0, 2, (16, 16), generator=g), torch.randint(0, 2, (16, 16))
+        return {"image": image, "label": {"sem": sem, "geo": geo}, "id": str(i)}
+
+
+@register_dataset("test-cli-two-targets", description="test", splits=("val",), needs_root=False)
+def _two_targets(root=None, split="val") -> TwoTargets:
+    return TwoTargets()
+
+
+def test_eval_multi_head_model_on_multi_target_dataset(tmp_path, capsys) -> None:
+    save_checkpoint(tmp_path / "m.pt", create_model("test-cli-two-heads"))
+    argv = ["eval", str(tmp_path / "m.pt"), "--dataset", "test-cli-two-targets", "--split", "val"]
+    assert main([*argv, "--out", str(tmp_path / "ev")]) == 0
+    record = json.loads((tmp_path / "ev/metrics.json").read_text())
+    sem, geo = record["metrics"]["heads"]["sem"], record["metrics"]["heads"]["geo"]
+    assert record["metrics"]["head"] == "sem" and sem["excluded"] == ["c"]
+    assert geo["classes"] == ["sky", "ground"] and geo["excluded"] == []
+    assert sem["per_class_iu"][2] == 0  # "c" is predicted but never true: IU 0, not NaN
+    iu = [v for v in sem["per_class_iu"][:2] if v is not None]
+    assert sem["mean_iu"] == pytest.approx(sum(iu) / len(iu))  # "c" left out of the mean
+    assert (tmp_path / "ev/confusion.png").is_file() and (
+        tmp_path / "ev/confusion-geo.png"
+    ).is_file()
+    printed = capsys.readouterr().out
+    assert "head geo" in printed and "sky" in printed and "(excluded)" in printed
 
 
 @pytest.fixture

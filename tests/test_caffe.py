@@ -426,3 +426,31 @@ def test_vgg_ilsvrc_v1_into_fcn32s(tmp_path) -> None:
     assert model.fc6.weight.shape == (4096, 512, 7, 7)
     assert not model.score_fr.weight.any()  # the score layer stays zero-initialised
     assert model.preprocessing.name == "caffe-voc"  # fine-tuning keeps the dataset mean
+
+
+def test_classifier_file_fills_both_late_fusion_trunks(tmp_path) -> None:
+    class Fusion(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            for s in ("color", "hha"):
+                self.add_module(f"conv1_1{s}", nn.Conv2d(3, 4, 3))
+                self.add_module(f"fc6{s}", nn.Conv2d(4, 6, 2))
+                self.add_module(f"score_fr{s}", nn.Conv2d(6, 2, 1))
+
+    conv = np.random.default_rng(0).normal(size=(4, 3, 3, 3)).astype(np.float32)
+    fc6 = np.random.default_rng(1).normal(size=(6, 16)).astype(np.float32)
+    layers = [
+        layer_v1("conv1_1", "Convolution", [conv, np.arange(4)]),
+        layer_v1("fc6", "InnerProduct", [fc6, np.arange(6)]),
+        layer_v1("fc8", "InnerProduct", [np.ones((10, 6)), np.ones(10)]),
+    ]
+    path = tmp_path / "VGG_ILSVRC_mini.caffemodel"
+    path.write_bytes(net(layers))
+    model = Fusion()
+    report = load_caffemodel(model, path)
+    assert torch.equal(model.conv1_1color.weight, torch.from_numpy(conv))
+    assert torch.equal(model.conv1_1hha.weight, torch.from_numpy(conv).flip(1))  # HHA order
+    assert torch.equal(model.fc6hha.weight, torch.from_numpy(fc6).reshape(6, 4, 2, 2))
+    assert report.missing == [
+        f"score_fr{s}.{p}" for s in ("color", "hha") for p in ("bias", "weight")
+    ]

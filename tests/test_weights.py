@@ -352,3 +352,41 @@ def test_bad_specs_fail_clearly(tmp_path) -> None:
     (tmp_path / "bad.h5").write_bytes(b"no hdf5")
     with pytest.raises(ValueError, match=r"bad\.h5 is not a readable HDF5 file"):
         W.load_weights(model, str(tmp_path / "bad.h5"))
+
+
+class VGGTrunk(nn.Module):
+    """VGG16 convolutions with Caffe names, per trunk suffix (NYUD: "color", "hha")."""
+
+    def __init__(self, in_channels: int = 3, suffixes: tuple[str, ...] = ("",)) -> None:
+        super().__init__()
+        for s in suffixes:
+            c = in_channels
+            for b, (width, n) in enumerate(((64, 2), (128, 2), (256, 3), (512, 3), (512, 3)), 1):
+                for i in range(1, n + 1):
+                    self.add_module(f"conv{b}_{i}{s}", nn.Conv2d(c, width, 3, padding=1))
+                    c = width
+            self.add_module(f"score_fr{s}", nn.Conv2d(512, 2, 1))
+
+
+def test_hed_into_rgbd_trunk_widens_conv1_1() -> None:
+    """Early fusion RGB-D: the depth filter starts as the mean of the RGB filters."""
+    model = VGGTrunk(in_channels=4)
+    report = W.load_weights(model, "vgg16-hed-bsds500")
+    rgb = W.read_hed_h5(W.get_weight_entry("vgg16-hed-bsds500").path())["conv1_1"][0]
+    torch.testing.assert_close(model.conv1_1.weight[:, :3], rgb, rtol=0, atol=0)
+    torch.testing.assert_close(model.conv1_1.weight[:, 3], rgb.mean(1))
+    assert any("mean of the RGB filters" in n for n in report.notes)
+
+
+def test_hed_into_late_fusion_fills_both_trunks() -> None:
+    model = VGGTrunk(suffixes=("color", "hha"))
+    report = W.load_weights(model, "vgg16-hed-bsds500")
+    convs = W.read_hed_h5(W.get_weight_entry("vgg16-hed-bsds500").path())
+    for s in ("color", "hha"):
+        assert torch.equal(getattr(model, f"conv5_3{s}").weight, convs["conv5_3"][0])
+    assert len(report.loaded) == 52 and sorted(report.untouched)[0] == "score_frcolor.bias"
+
+
+def test_trunk_weights_need_caffe_names() -> None:
+    with pytest.raises(ValueError, match="Caffe parameter names.*has no conv1_1.weight"):
+        W.load_weights(nn.Sequential(nn.Conv2d(3, 64, 3)), "vgg16-hed-bsds500")

@@ -335,9 +335,14 @@ def _strip_ones(shape: tuple[int, ...], ndim: int) -> tuple[int, ...]:
 
 def _trunk_suffixes(state: Mapping[str, torch.Tensor]) -> list[str]:
     """Suffixes of the VGG/AlexNet trunks in a model: ``[""]``, or ``["color", "hha"]``."""
-    found = [k[len("conv1_1") : -len(".weight")] for k in state if k.startswith("conv1_1")]
-    found += [k[len("conv1") : -len(".weight")] for k in state if k.startswith("conv1.")]
-    return sorted({s for s in found if s == "" or s.isalpha()})
+    found = set()
+    for key in state:
+        layer, _, param = key.rpartition(".")
+        for base in ("conv1_1", "conv1"):
+            suffix = layer[len(base) :]
+            if param == "weight" and layer.startswith(base) and (suffix == "" or suffix.isalpha()):
+                found.add(suffix)
+    return sorted(found)
 
 
 def caffe_state_dict(

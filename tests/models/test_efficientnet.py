@@ -91,8 +91,9 @@ def test_missing_package_names_the_pip_install(monkeypatch) -> None:
 def test_imagenet_class_file_is_torchvision_order() -> None:
     from torchvision.models._meta import _IMAGENET_CATEGORIES
 
-    assert CLASSES == list(_IMAGENET_CATEGORIES)
-    assert (CLASSES[0], CLASSES[281], CLASSES[967], CLASSES[999]) == (
+    names = imagenet_classes()
+    assert names == list(_IMAGENET_CATEGORIES)
+    assert (names[0], names[281], names[967], names[999]) == (
         "tench",
         "tabby",
         "espresso",
@@ -236,3 +237,14 @@ def test_fcn_trains_on_cpu() -> None:
         losses.append(loss.item())
     assert losses[0] == pytest.approx(math.log(2), abs=1e-6)  # zero-init scores
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_freeze_bn_keeps_backbone_statistics() -> None:
+    model = fcnkit.create_model("fcn32s-efficientnet_lite0", 2, freeze_bn=True).train()
+    bn = model.backbone._bn0
+    assert not bn.training and model.training and model.drop.training
+    before = bn.running_mean.clone()
+    model(torch.randn(2, 3, 64, 64)).sum().backward()
+    assert torch.equal(bn.running_mean, before) and bn.weight.grad is not None
+    unfrozen = fcnkit.create_model("fcn32s-efficientnet_lite0", 2).train()
+    assert unfrozen.backbone._bn0.training

@@ -239,11 +239,14 @@ class EfficientNetFCN(nn.Module):
     interpolation to the input size.
     """
 
-    def __init__(self, num_classes: int, stride: int = 8, dropout: float = 0.1) -> None:
+    def __init__(
+        self, num_classes: int, stride: int = 8, dropout: float = 0.1, freeze_bn: bool = False
+    ) -> None:
         super().__init__()
         if stride not in (8, 16, 32):
             raise ValueError(f"stride must be 8, 16 or 32, got {stride!r}")
         self.stride = stride
+        self.freeze_bn = freeze_bn
         self.backbone = EfficientNetLite0()
         del self.backbone._fc  # the ImageNet classifier has no use in the segmenter
         self.backbone._fc = nn.Identity()
@@ -256,6 +259,16 @@ class EfficientNetFCN(nn.Module):
         if stride == 8:
             self.score_pool3 = _zero_conv(chans[8], num_classes)
             self.upscore_pool4 = init_bilinear_(_up2(num_classes))
+
+    def train(self, mode: bool = True) -> EfficientNetFCN:
+        """``freeze_bn``: the backbone's batch norms keep their (ImageNet) statistics in
+        training too -- for fine-tuning with small batches; their affine parameters learn."""
+        super().train(mode)
+        if self.freeze_bn:
+            for m in self.backbone.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.eval()
+        return self
 
     def load_backbone_imagenet(self, path: str | Path | None = None) -> None:
         """Load the packaged ImageNet weights into the backbone (all but the classifier)."""
@@ -292,8 +305,10 @@ def _fuse(coarse: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
     return coarse[..., : fine.shape[-2], : fine.shape[-1]] + fine
 
 
-def _build(stride: int, num_classes: int, backbone_weights: str | None, dropout: float):
-    model = EfficientNetFCN(num_classes, stride=stride, dropout=dropout)
+def _build(
+    stride: int, num_classes: int, backbone_weights: str | None, dropout: float, freeze_bn: bool
+) -> EfficientNetFCN:
+    model = EfficientNetFCN(num_classes, stride=stride, dropout=dropout, freeze_bn=freeze_bn)
     if backbone_weights not in (None, "imagenet"):
         raise ValueError(
             f"backbone_weights must be None or 'imagenet' (the packaged {LITE0_FILE}), "
@@ -317,10 +332,13 @@ def _register() -> None:
             num_classes: int,
             backbone_weights: str | None = None,
             dropout: float = 0.1,
+            freeze_bn: bool = False,
             _s: int = s,
         ) -> nn.Module:
-            """``backbone_weights="imagenet"``: the packaged ImageNet-1k backbone."""
-            return _build(_s, num_classes, backbone_weights, dropout)
+            """``backbone_weights="imagenet"``: the packaged ImageNet-1k backbone;
+            ``dropout``: channel dropout before ``score_fr``; ``freeze_bn``: keep the
+            backbone's batch-norm statistics fixed while training (small batches)."""
+            return _build(_s, num_classes, backbone_weights, dropout, freeze_bn)
 
         register_model(
             f"fcn{s}s-efficientnet_lite0",

@@ -90,6 +90,9 @@ def run_demo(
     plot_curves(run_dir, run_dir / "curves.png")
     write_confusion(matrix, test_set.classes, run_dir / "confusion.png")
     val = json.loads((run_dir / "metrics.json").read_text())
+    from fcnkit.engine.train import read_log
+
+    steps_done = max(e["step"] for e in read_log(run_dir) if e["event"] == "train")
     summary = {
         "split": "test",
         **{k: metrics[k] for k in ("pixel_acc", "mean_acc", "mean_iu", "fw_iu")},
@@ -99,7 +102,8 @@ def run_demo(
         "eval_seconds": round(eval_seconds, 1),
         "threads": torch.get_num_threads(),
         "model": config.model.name,
-        "steps": config.train.steps,
+        "steps": steps_done,
+        "steps_planned": config.train.steps,
         "val": {k: val.get(k) for k in ("step", "pixel_acc", "mean_acc", "mean_iu", "fw_iu")},
     }
     (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -214,7 +218,7 @@ def write_report(config: Config, summary: dict[str, Any], path: Path) -> None:
 An FCN-8s-style network (`{config.model.name}`: ImageNet-pretrained EfficientNet-Lite0 trunk,
 score layers on stride 32, 16 and 8 fused by 2x upsampling, paper Sec. 4.2) trained on the
 built-in synthetic shapes (6 shape classes + background; colours and textures say nothing
-about the class, only shape does) for {config.train.steps} steps of
+about the class, only shape does) for {summary["steps"]} steps of
 {config.data.batch_size} images of size {size} on the CPU ({summary["threads"]} threads) in
 {summary["train_seconds"]:.0f} s, then evaluated on the held-out test split
 ({summary["num_images"]} images never seen in training).

@@ -108,6 +108,7 @@ class TrainConfig:
     best_metric: str = "mean_iu"  # checkpoints/best.pt keeps the highest
     num_sample_images: int = 4  # sample predictions written to TensorBoard
     zero_check_step: int = 100  # warn if zero-initialised score layers are still all zero
+    time_limit: float | None = None  # seconds: stop early (evaluate, checkpoint) once exceeded
 
 
 @dataclass

@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -627,6 +627,7 @@ def train(
     overwrite: bool = False,
     progress: bool = True,
     stop_at_step: int | None = None,
+    callback: Callable[[int, nn.Module], None] | None = None,
 ) -> dict[str, Any]:
     """Train per ``config`` into ``run_dir``; returns the final evaluation metrics.
 
@@ -634,13 +635,22 @@ def train(
     (Sec. 4.2). ``resume`` continues ``run_dir`` from ``checkpoints/last.pt``, exactly.
     Under torchrun every process calls this; rank 0 writes. ``stop_at_step`` ends the session
     early after checkpointing that step (a time-boxed job, or a simulated interruption).
+    ``callback(step, model)`` runs on every rank after each step (custom logging, tests).
     """
     if isinstance(config, dict):
         config = from_dict(config)
     info = distributed.setup(device or config.train.device)
     try:
         return _train(
-            config, Path(run_dir), info, resume, init_from, overwrite, progress, stop_at_step
+            config,
+            Path(run_dir),
+            info,
+            resume,
+            init_from,
+            overwrite,
+            progress,
+            stop_at_step,
+            callback,
         )
     finally:
         distributed.cleanup(info)
@@ -655,8 +665,17 @@ def _train(
     overwrite: bool,
     progress: bool,
     stop_at_step: int | None = None,
+    callback: Callable[[int, nn.Module], None] | None = None,
 ) -> dict[str, Any]:
     tc = config.train
+    init_source = init_from if init_from is not None else tc.init_from
+    if init_source is not None and not resume and not Path(init_source).exists():
+        raise FileNotFoundError(
+            f"init_from: {init_source} does not exist. Staged training (Sec. 4.2) starts "
+            "from the previous stage's run: train it first (e.g. `fcnkit train voc-fcn32s`) "
+            "or pass --init-from RUN_DIR; `--set train.init_from=null` starts from the "
+            "backbone alone"
+        )
     if info.is_main:
         prepare_run_dir(run_dir, config, resume=resume, overwrite=overwrite)
     distributed.barrier(info)
@@ -668,15 +687,7 @@ def _train(
     model = build_model(config, data).to(info.device)
     num_classes = int(model.num_classes)
     state = RunState()
-    init_source = init_from if init_from is not None else tc.init_from
     if init_source is not None and not resume:
-        if not Path(init_source).exists():
-            raise FileNotFoundError(
-                f"init_from: {init_source} does not exist. Staged training (Sec. 4.2) starts "
-                "from the previous stage's run: train it first (e.g. `fcnkit train voc-fcn32s`) "
-                "or pass --init-from RUN_DIR; `--set train.init_from=null` starts from the "
-                "backbone alone"
-            )
         report = init_from_run(model, init_source)
         log.event("init_from", **report)
     state.zero_init = zero_initialised(model)  # after staging: the layers this stage adds
@@ -718,6 +729,7 @@ def _train(
             total=tc.steps, initial=state.step, desc=config.name, unit="step", dynamic_ncols=True
         )
     epoch = 0
+    t_start = time.perf_counter()
     t_log, steps_since_log, loss_sum = time.perf_counter(), 0, 0.0
     result: dict[str, Any] = dict(state.last_metrics)
     try:
@@ -743,7 +755,9 @@ def _train(
             loss_sum += loss
             if bar is not None:
                 bar.update(1)
-            if state.step % tc.log_every == 0 or state.step == tc.steps:
+            timed_out = out_of_time(t_start, tc.time_limit, info)
+            final = state.step == tc.steps or timed_out
+            if state.step % tc.log_every == 0 or final:
                 elapsed = time.perf_counter() - t_log
                 rate = steps_since_log * images_per_step / max(elapsed, 1e-9)
                 record = {
@@ -763,10 +777,14 @@ def _train(
                 still = check_zero_score_layers(model, state.zero_init, state.step)
                 if still:
                     log.event("warning", step=state.step, zero_score_layers=still)
-            if state.step % tc.eval_every == 0 or state.step == tc.steps:
+            if timed_out and state.step < tc.steps:
+                log.event("stop", step=state.step, reason=f"train.time_limit {tc.time_limit} s")
+            if state.step % tc.eval_every == 0 or final:
                 result = evaluate_and_log(model, val_loader, num_classes, data, state, config,
                                           run_dir, log, info)  # fmt: skip
-            stopping = state.step == stop_at_step
+            if callback is not None:
+                callback(state.step, model)
+            stopping = final or state.step == stop_at_step
             if state.step % tc.checkpoint_every == 0 or state.step == tc.steps or stopping:
                 rngs = distributed.all_gather_object(rng_state(info.device), info)
                 if info.is_main:
@@ -782,6 +800,16 @@ def _train(
         log.close()
     distributed.barrier(info)
     return result
+
+
+def out_of_time(t_start: float, limit: float | None, info: DistInfo) -> bool:
+    """Whether ``train.time_limit`` is exceeded (rank 0's clock decides for every rank)."""
+    if limit is None:
+        return False
+    flag = torch.tensor(float(time.perf_counter() - t_start > limit), device=info.device)
+    if info.distributed:
+        torch.distributed.broadcast(flag, src=0)
+    return bool(flag.item())
 
 
 def evaluate_and_log(

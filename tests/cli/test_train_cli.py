@@ -1,0 +1,79 @@
+"""`fcnkit train`, `fcnkit recipes`, `fcnkit plot` from the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fcnkit.cli import main
+from fcnkit.engine.config import load_config
+
+TINY = [
+    "--set", "model.options.backbone_weights=null",
+    "--set", "train.steps=2",
+    "--set", "train.eval_every=2",
+    "--set", "train.log_every=1",
+    "--set", "data.options={size: 32, num_samples: 4}",
+    "--set", "data.val_options={size: 32, num_samples: 2}",
+    "--set", "data.batch_size=2",
+    "--no-progress",
+]  # fmt: skip
+
+
+def test_recipes_list_and_show(capsys, tmp_path: Path) -> None:
+    assert main(["recipes"]) == 0
+    out = capsys.readouterr().out
+    assert "voc-fcn32s" in out and "demo" in out and "siftflow-fcn16s" in out
+    assert main(["recipes", "show", "voc-fcn16s"]) == 0
+    text = capsys.readouterr().out
+    copy = tmp_path / "mine.yaml"
+    copy.write_text(text)  # the printed recipe is a usable config file
+    assert load_config(copy) == load_config("voc-fcn16s")
+    assert yaml.safe_load(text)["train"]["init_from"] == "runs/voc-fcn32s"
+    assert main(["recipes", "show", "voc-fcn99s"]) == 2
+    assert "unknown recipe" in capsys.readouterr().err
+
+
+def test_bad_override_is_a_clear_error(capsys) -> None:
+    assert main(["train", "demo", "--set", "optim.lr_rate=1", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown config key 'optim.lr_rate'" in err and "valid keys in 'optim'" in err
+
+
+def test_train_resume_and_plot(tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    assert main(["train", "demo", "--run-dir", str(run), *TINY]) == 0
+    out = capsys.readouterr().out
+    assert "mean IU" in out and str(run) in out
+    assert (run / "checkpoints" / "last.pt").is_file()
+    # the same run dir again: refused, with the ways out
+    assert main(["train", "demo", "--run-dir", str(run), *TINY]) == 2
+    assert "--resume" in capsys.readouterr().err
+    # resume from the run's own config, extending it by overriding the step count
+    assert main(["train", "--resume", "--run-dir", str(run), "--set", "train.steps=3",
+                 "--no-progress"]) == 0  # fmt: skip
+    events = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in events if e["event"] == "train"] == [1, 2, 3]
+    assert main(["plot", str(run)]) == 0
+    assert (run / "curves.png").stat().st_size > 1000
+    assert main(["plot", str(tmp_path / "nothing")]) == 2
+
+
+def test_staged_recipe_without_previous_stage_says_what_to_do(tmp_path: Path, capsys) -> None:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp_path)
+        code = main(
+            ["train", "voc-fcn16s", "--name", "x", "--set", "data.dataset=synthetic",
+             "--set", "data.val_dataset=null", "--set", "data.root=null",
+             "--set", "data.val_root=null", "--set", "data.val_split=val",
+             "--set", "data.options={size: 32, num_samples: 2}", "--set", "model.num_classes=7",
+             "--set", "model.name=fcn16s-efficientnet_lite0", "--set", "model.options={}",
+             "--no-progress"]
+        )  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "runs/voc-fcn32s" in err and "--init-from" in err
+    assert not (tmp_path / "runs" / "x").exists()  # failed before creating the run dir

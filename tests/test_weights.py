@@ -390,3 +390,19 @@ def test_hed_into_late_fusion_fills_both_trunks() -> None:
 def test_trunk_weights_need_caffe_names() -> None:
     with pytest.raises(ValueError, match="Caffe parameter names.*has no conv1_1.weight"):
         W.load_weights(nn.Sequential(nn.Conv2d(3, 64, 3)), "vgg16-hed-bsds500")
+
+
+def test_torchvision_resnet50_into_the_modern_fcn(offline_cache) -> None:
+    from torchvision.models import resnet50
+
+    tv = resnet50().state_dict()
+    entry = W.get_weight_entry("resnet50-imagenet1k-v2")
+    torch.save(tv, offline_cache / "torch" / "hub" / "checkpoints" / entry.file_name)
+    model = fcnkit.create_model("fcn8s-resnet50", 2)
+    report = W.load_weights(model, "resnet50-imagenet1k-v2")
+    own = model.state_dict()
+    assert all(
+        torch.equal(own[f"backbone.{k}"], v) for k, v in tv.items() if not k.startswith("fc.")
+    )
+    assert report.notes == ["classifier tensors not used: ['fc.bias', 'fc.weight']"]
+    assert model.preprocessing.name == "torchvision-imagenet"

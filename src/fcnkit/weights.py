@@ -678,11 +678,13 @@ def _load_into_submodule(
     prefixes = {k[: -len(s)] for s in list(state)[:8] for k in own if k == s or k.endswith("." + s)}
 
     def fits(prefix: str) -> dict[str, torch.Tensor]:
-        return {
-            prefix + k: v
-            for k, v in state.items()
-            if own.get(prefix + k, v).shape == v.shape and prefix + k in own
-        }
+        """The state's tensors that find a same-shaped parameter under ``prefix``."""
+        out = {}
+        for k, v in state.items():
+            target = own.get(prefix + k)
+            if target is not None and target.shape == v.shape:
+                out[prefix + k] = v
+        return out
 
     best = max(prefixes, key=lambda p: len(fits(p)), default="")
     usable = fits(best)

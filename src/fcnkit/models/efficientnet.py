@@ -236,7 +236,7 @@ class EfficientNetFCN(nn.Module):
     (1280 -> C), and for 16s/8s ``score_pool4`` (112 -> C, stride 16), ``upscore2``; for 8s
     ``score_pool3`` (40 -> C, stride 8), ``upscore_pool4``. Score layers start at zero, the 2x
     upsamplers as bilinear interpolation; the final upsampling is fixed bilinear
-    interpolation to the input size.
+    interpolation by the stride, cropped to the input size (as ``fcnkit.models.modern``).
     """
 
     def __init__(
@@ -285,7 +285,12 @@ class EfficientNetFCN(nn.Module):
             score = _fuse(self.upscore2(score), self.score_pool4(feats[16]))
         if self.stride == 8:
             score = _fuse(self.upscore_pool4(score), self.score_pool3(feats[8]))
-        return F.interpolate(score, size=(h, w), mode="bilinear", align_corners=False)
+        # cell i of the stride-s grid covers pixels [s*i, s*(i+1)) (SAME padding): upsample
+        # by s and crop the bottom/right overhang
+        score = F.interpolate(
+            score, scale_factor=float(self.stride), mode="bilinear", align_corners=False
+        )
+        return score[..., :h, :w]
 
 
 def _zero_conv(c_in: int, c_out: int) -> nn.Conv2d:

@@ -165,14 +165,15 @@ class SyntheticShapes(Dataset):
         """Sample ``index`` as ``(image uint8 H x W x 3, label uint8 H x W)``."""
         _, paint, clutter = self.rng_for(index)
         h, w = self.size
-        canvas = _texture(paint, self._yy, self._xx)
+        background = _Texture.draw(paint)
+        canvas = background.render(self._yy, self._xx)
         label = np.zeros((h, w), np.uint8)
         if self.clutter:
             _draw_clutter(clutter, canvas, self._yy, self._xx, min(h, w))
 
         # Mean colour of every painted region (0 = background) and which region owns a pixel:
         # an object must contrast with each region it is drawn over, so its outline shows.
-        region_means = [canvas.reshape(-1, 3).mean(0)]
+        region_means = [background.mean]
         owner = np.zeros((h, w), np.int32)
         for shape in self.scene(index):
             r = shape.r
@@ -180,22 +181,20 @@ class SyntheticShapes(Dataset):
             x0, x1 = max(0, int(shape.cx - 1.5 * r) - 1), min(w, int(shape.cx + 1.5 * r) + 2)
             yy, xx = self._yy[y0:y1, x0:x1], self._xx[y0:y1, x0:x1]
             mask = _shape_mask(shape.cls, yy - shape.cy, xx - shape.cx, r, shape.theta)
-            texture = _texture(paint, yy, xx)  # drawn even when empty: streams stay aligned
+            texture = _Texture.draw(paint)  # drawn even when empty: streams stay aligned
             if not mask.any():
                 continue
             under = [region_means[i] for i in np.unique(owner[y0:y1, x0:x1][mask])]
-            mean = texture[mask].mean(0)
             for _attempt in range(20):
-                if all(np.linalg.norm(mean - m) >= _MIN_CONTRAST for m in under):
+                if all(np.linalg.norm(texture.mean - m) >= _MIN_CONTRAST for m in under):
                     break
-                texture = _texture(paint, yy, xx)
-                mean = texture[mask].mean(0)
-            canvas[y0:y1, x0:x1][mask] = texture[mask]
+                texture = _Texture.draw(paint)
+            canvas[y0:y1, x0:x1][mask] = texture.render(yy[mask], xx[mask])
             label[y0:y1, x0:x1][mask] = shape.cls
             owner[y0:y1, x0:x1][mask] = len(region_means)
-            region_means.append(mean)
+            region_means.append(texture.mean)
 
-        canvas += paint.normal(0.0, 4.0, size=canvas.shape).astype(np.float32)  # sensor noise
+        canvas += 4.0 * paint.standard_normal(canvas.shape, dtype=np.float32)  # sensor noise
         image = np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
         if self.ignore_boundary:
             label = _ignore_band(label, self.ignore_boundary)
@@ -232,33 +231,51 @@ def _shape_mask(cls: int, dy: np.ndarray, dx: np.ndarray, r: float, theta: float
     raise ValueError(f"no shape for class {cls}")
 
 
-def _texture(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
-    """An RGB float32 texture over the pixel grid ``yy, xx``; independent of any class."""
-    c1 = rng.uniform(0.0, 255.0, 3).astype(np.float32)
-    c2 = np.clip(c1 + rng.normal(0.0, 30.0, 3), 0.0, 255.0).astype(np.float32)
-    kind = _TEXTURES[int(rng.integers(len(_TEXTURES)))]
-    a = rng.uniform(0.0, math.pi)
-    proj = xx * math.cos(a) + yy * math.sin(a)
-    if kind == "flat":
-        t = np.zeros(yy.shape, np.float32)
-    elif kind == "noise":
-        cell = int(rng.integers(2, 7))
-        gh, gw = yy.shape[0] // cell + 2, yy.shape[1] // cell + 2
-        grid = rng.random((gh, gw), dtype=np.float32)
-        iy = ((yy - yy[0, 0]) // cell).astype(np.intp)
-        ix = ((xx - xx[0, 0]) // cell).astype(np.intp)
-        t = grid[iy, ix]
-    elif kind == "stripes":
-        period = rng.uniform(4.0, 14.0)
-        t = ((proj // (period / 2)) % 2).astype(np.float32)
-    elif kind == "checks":
-        period = rng.uniform(4.0, 14.0)
-        orth = -xx * math.sin(a) + yy * math.cos(a)
-        t = (((proj // period) + (orth // period)) % 2).astype(np.float32)
-    else:  # gradient
-        lo, hi = float(proj.min()), float(proj.max())
-        t = (proj - lo) / max(hi - lo, 1.0)
-    return c1 + t[..., None] * (c2 - c1)
+class _Texture(NamedTuple):
+    """A region's appearance: two colours mixed by a pattern; independent of any class."""
+
+    c1: np.ndarray
+    c2: np.ndarray
+    kind: str
+    angle: float
+    period: float  # stripes/checks period, or the noise cell size, in pixels
+    noise_seed: int
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator) -> _Texture:
+        c1 = rng.uniform(0.0, 255.0, 3).astype(np.float32)
+        c2 = np.clip(c1 + rng.normal(0.0, 30.0, 3), 0.0, 255.0).astype(np.float32)
+        kind = _TEXTURES[int(rng.integers(len(_TEXTURES)))]
+        period = float(rng.integers(2, 7)) if kind == "noise" else float(rng.uniform(4.0, 14.0))
+        return cls(c1, c2, kind, float(rng.uniform(0.0, math.pi)), period, int(rng.integers(2**31)))
+
+    @property
+    def mean(self) -> np.ndarray:
+        """Approximate mean colour (exact for flat; patterns mix the colours about evenly)."""
+        return self.c1 if self.kind == "flat" else (self.c1 + self.c2) / 2
+
+    def render(self, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+        """Colours ``[..., 3]`` (float32) at pixel centres ``yy, xx`` (any equal shapes)."""
+        if self.kind == "flat":
+            return np.broadcast_to(self.c1, (*yy.shape, 3)).copy()
+        ca, sa = math.cos(self.angle), math.sin(self.angle)
+        if self.kind == "noise":
+            cell = int(self.period)
+            iy, ix = (yy // cell).astype(np.intp), (xx // cell).astype(np.intp)
+            grid = np.random.default_rng(self.noise_seed).random(
+                (int(iy.max(initial=0)) + 1, int(ix.max(initial=0)) + 1), dtype=np.float32
+            )
+            t = grid[iy, ix]
+        elif self.kind == "stripes":
+            t = (((xx * ca + yy * sa) // (self.period / 2)) % 2).astype(np.float32)
+        elif self.kind == "checks":
+            u, v = (xx * ca + yy * sa) // self.period, (yy * ca - xx * sa) // self.period
+            t = ((u + v) % 2).astype(np.float32)
+        else:  # gradient across the region
+            proj = xx * ca + yy * sa
+            lo, hi = float(proj.min(initial=0.0)), float(proj.max(initial=1.0))
+            t = (proj - lo) / max(hi - lo, 1.0)
+        return self.c1 + t[..., None] * (self.c2 - self.c1)
 
 
 def _draw_clutter(
@@ -273,13 +290,21 @@ def _draw_clutter(
             a = rng.uniform(0.0, math.pi)
             length = rng.uniform(0.2, 0.6) * short
             width = rng.uniform(0.5, 1.2)
-            along = (xx - cx) * math.cos(a) + (yy - cy) * math.sin(a)
-            across = -(xx - cx) * math.sin(a) + (yy - cy) * math.cos(a)
-            mask = (np.abs(along) <= length / 2) & (np.abs(across) <= width)
+            reach = length / 2 + width + 1
         else:  # small dot
+            a = length = width = 0.0
             rad = rng.uniform(1.0, 0.04 * short + 1.0)
-            mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= rad * rad
-        canvas[mask] = colour
+            reach = rad + 1
+        y0, y1 = max(0, int(cy - reach)), min(h, int(cy + reach) + 1)
+        x0, x1 = max(0, int(cx - reach)), min(w, int(cx + reach) + 1)
+        dy, dx = yy[y0:y1, x0:x1] - cy, xx[y0:y1, x0:x1] - cx
+        if length:
+            along = dx * math.cos(a) + dy * math.sin(a)
+            across = -dx * math.sin(a) + dy * math.cos(a)
+            mask = (np.abs(along) <= length / 2) & (np.abs(across) <= width)
+        else:
+            mask = dy * dy + dx * dx <= rad * rad
+        canvas[y0:y1, x0:x1][mask] = colour
 
 
 def _ignore_band(label: np.ndarray, width: int) -> np.ndarray:

@@ -145,3 +145,24 @@ def test_config_roundtrips_through_yaml(tmp_path) -> None:
     path = tmp_path / "resolved.yaml"
     path.write_text(c.to_yaml())
     assert load_config(path) == c
+
+
+@pytest.mark.parametrize("name", list_recipes())
+def test_recipe_names_real_models_datasets_and_weights(name: str) -> None:
+    """Each recipe's model builds with its options, its datasets/splits and weights exist."""
+    import torch
+
+    from fcnkit import create_model
+    from fcnkit.data import get_dataset_entry
+    from fcnkit.weights import get_weight_entry
+
+    c = load_config(name)
+    with torch.device("meta"):
+        model = create_model(c.model.name, c.model.num_classes, **c.model.options)
+    assert model.num_classes == (c.model.num_classes or model.num_classes)
+    assert c.data.split in get_dataset_entry(c.data.dataset).splits
+    assert c.data.val_split in get_dataset_entry(c.data.val_dataset or c.data.dataset).splits
+    if c.model.weights is not None:
+        assert get_weight_entry(c.model.weights).name == c.model.weights
+    if c.loss.class_weights is not None:
+        assert len(c.loss.class_weights) == model.num_classes

@@ -456,47 +456,27 @@ def validate(
 ) -> dict[str, Any]:
     """The paper's four metrics (Sec. 5) on the primary head, reduced across ranks.
 
-    For multi-head nets the other heads' pixel accuracy is reported as ``<head>_pixel_acc``.
-    Does not touch the training RNG streams.
+    Uses :func:`fcnkit.engine.evaluate.evaluate_confusion` (the loader's ``ShardSampler``
+    makes it all-reduce the confusion matrices). Multi-head nets add ``<head>_pixel_acc`` for
+    the other heads. Does not touch the training RNG streams.
     """
-    from fcnkit.metrics import ConfusionMatrix
+    from fcnkit.engine.evaluate import evaluate_confusion, summarize
 
-    model.eval()
-    matrices: dict[str, ConfusionMatrix] = {}
-    primary = None
+    class_names: Any = data.targets or data.classes
+    if isinstance(class_names, list) and len(class_names) != num_classes:
+        class_names = None
     with torch.random.fork_rng(devices=[info.device] if info.device.type == "cuda" else []):
-        for batch in loader:
-            images = batch["image"].to(info.device, non_blocking=True)
-            labels = batch["label"]
-            out = model(images)
-            outputs = {"": out} if isinstance(out, torch.Tensor) else dict(out)
-            if primary is None:
-                primary = next(iter(outputs))
-            if not isinstance(labels, dict):
-                labels = {primary: labels}
-            for head, label in labels.items():
-                if head not in outputs:
-                    continue
-                n = num_classes if head == primary else outputs[head].shape[1]
-                if head not in matrices:
-                    names = data.classes if head == primary and data.classes else None
-                    if names is not None and len(names) != n:
-                        names = None
-                    matrices[head] = ConfusionMatrix(n, 255, info.device, class_names=names)
-                matrices[head].update(outputs[head].argmax(1), label.to(info.device))
-    if primary is None:  # this rank had no validation images; still join the reduction
-        matrices[""] = ConfusionMatrix(num_classes, 255, info.device)
-        primary = ""
-    for head in sorted(matrices):
-        matrices[head].all_reduce()
+        matrices, count = evaluate_confusion(
+            model, loader, info.device, num_classes=num_classes, class_names=class_names
+        )
+    metrics = summarize(matrices, data.eval_exclude or (), num_images=count)
+    primary = next(iter(matrices))
     main = matrices[primary]
-    exclude = data.eval_exclude if main.class_names else None
-    metrics = main.compute(exclude=exclude or None)
     metrics["predicted_classes"] = int((main.matrix.sum(0) > 0).sum())
     metrics["confusion"] = main.matrix.cpu().tolist()
-    for head, matrix in matrices.items():
+    for head, head_metrics in metrics.pop("heads", {}).items():
         if head != primary:
-            metrics[f"{head}_pixel_acc"] = matrix.compute()["pixel_acc"]
+            metrics[f"{head}_pixel_acc"] = head_metrics["pixel_acc"]
     return metrics
 
 

@@ -42,6 +42,9 @@ def channels(model: nn.Module) -> int:
     return getattr(model, "input_channels", 3)
 
 
+HEAVY = [n for n in MODELS if count(meta_model(n, NUM_CLASSES)) > HEAVY_PARAMS]
+
+
 class Built:
     """A model under test with a cached eval output on a reference input."""
 
@@ -49,7 +52,7 @@ class Built:
         torch.manual_seed(0)
         self.name = name
         self.model = create_model(name, NUM_CLASSES)
-        self.heavy = count(self.model) > HEAVY_PARAMS
+        self.heavy = name in HEAVY
         with torch.no_grad():  # zero-initialised layers would make every output 0
             for p in self.model.parameters():
                 if p.numel() > 1 and (p == 0).all():
@@ -133,6 +136,24 @@ def test_output_size_equals_input_size(built: Built):
     @example(2, 3)
     def check(h: int, w: int) -> None:
         _check_size(model, h, w)
+
+    check()
+
+
+@pytest.mark.parametrize("name", HEAVY)
+def test_output_size_property_on_the_meta_device(name: str):
+    """Shapes only (no arithmetic), so heavy models get many sizes, large ones included."""
+    model = meta_model(name, NUM_CLASSES).eval()
+
+    @settings(max_examples=50, deadline=None)
+    @given(h=st.integers(1, 600), w=st.integers(1, 600))
+    @example(1, 1)
+    @example(1, 511)
+    @example(500, 375)  # a typical PASCAL VOC image
+    def check(h: int, w: int) -> None:
+        out = outputs(model(torch.empty(1, channels(model), h, w, device="meta")))
+        for y in out.values():
+            assert y.shape[-2:] == (h, w), (h, w, tuple(y.shape))
 
     check()
 

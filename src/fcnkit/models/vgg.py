@@ -125,7 +125,7 @@ class FCN(nn.Module):
             upsampler is always fixed bilinear interpolation.
         skip_scales: fixed factors for ``pool4`` and ``pool3`` before their score layers,
             ``(0.01, 0.0001)`` for FCN-8s at-once; ``None`` for the staged nets.
-        freeze_trunk: freeze ``conv1_1`` ... ``fc7`` (FCN-32s-fixed, Sec. 4.1).
+        freeze_trunk: freeze ``conv1_1`` ... ``fc7`` (FCN-32s-fixed, Table 2).
 
     ``forward(x)`` returns ``N x C x H x W`` scores for one unnamed head, else a dict
     keyed by head name without the leading ``_`` (``{"sem": ..., "geo": ...}``), in order.
@@ -182,6 +182,11 @@ class FCN(nn.Module):
             self.add_module(_FINAL_UPSCORE[stride] + h, _upsampler(n, stride, False))
 
         self.crop_offsets = self._derive_crop_offsets()
+
+    @property
+    def head_classes(self) -> dict[str, int]:
+        """Output name -> classes, in output order (``{"sem": 33, "geo": 3}``; ``{"": 21}``)."""
+        return {h.lstrip("_"): n for h, n in self.heads.items()}
 
     @property
     def input_channels(self) -> int:
@@ -321,7 +326,7 @@ def fcn8s_atonce(num_classes: int, *, learn_upsampling: bool = True) -> FCN:
 @register_model(
     "fcn32s-fixed",
     description="FCN-32s with the VGG16 trunk frozen: only score_fr learns (45.4 baseline)",
-    paper="Sec. 4.1, Table 2",
+    paper="Sec. 4.2, Table 2",
     tags=("paper", "vgg16"),
 )
 def fcn32s_fixed(num_classes: int) -> FCN:
@@ -337,7 +342,7 @@ def _siftflow(stride: int, num_classes: int, num_geo_classes: int, learn_upsampl
     return FCN(heads, stride, learn_upsampling=learn_upsampling)
 
 
-_SIFTFLOW_DOC = dict(
+_SIFTFLOW_ENTRY = dict(
     preprocessing="caffe-siftflow", default_num_classes=33, paper="Sec. 5, Table 5"
 )
 
@@ -346,7 +351,7 @@ _SIFTFLOW_DOC = dict(
     "fcn32s-siftflow",
     description="FCN-32s with SIFT Flow's semantic (33) and geometric (3) heads -> dict",
     tags=("paper", "vgg16", "siftflow"),
-    **_SIFTFLOW_DOC,
+    **_SIFTFLOW_ENTRY,
 )
 def fcn32s_siftflow(num_classes: int, *, num_geo_classes: int = 3) -> FCN:
     """``num_classes``: semantic classes (33); ``num_geo_classes``: geometric (3)."""
@@ -357,7 +362,7 @@ def fcn32s_siftflow(num_classes: int, *, num_geo_classes: int = 3) -> FCN:
     "fcn16s-siftflow",
     description="FCN-16s with SIFT Flow's semantic and geometric heads (paper's model)",
     tags=("paper", "vgg16", "siftflow"),
-    **_SIFTFLOW_DOC,
+    **_SIFTFLOW_ENTRY,
 )
 def fcn16s_siftflow(
     num_classes: int, *, num_geo_classes: int = 3, learn_upsampling: bool = True
@@ -370,7 +375,7 @@ def fcn16s_siftflow(
     "fcn8s-siftflow",
     description="FCN-8s with SIFT Flow's semantic and geometric heads",
     tags=("paper", "vgg16", "siftflow"),
-    **_SIFTFLOW_DOC,
+    **_SIFTFLOW_ENTRY,
 )
 def fcn8s_siftflow(
     num_classes: int, *, num_geo_classes: int = 3, learn_upsampling: bool = True
@@ -424,14 +429,16 @@ def _nyud(stride: int, num_classes: int, modality: str, learn_upsampling: bool) 
     return model
 
 
-_NYUD_DOC = dict(preprocessing="caffe-nyud-color", default_num_classes=40, paper="Sec. 5, Table 4")
+_NYUD_ENTRY = dict(
+    preprocessing="caffe-nyud-color", default_num_classes=40, paper="Sec. 5, Table 4"
+)
 
 
 @register_model(
     "fcn32s-nyud",
     description="FCN-32s for NYUDv2, modality rgb | hha | rgbd (early) | rgb+hha (late fusion)",
     tags=("paper", "vgg16", "nyud"),
-    **_NYUD_DOC,
+    **_NYUD_ENTRY,
 )
 def fcn32s_nyud(num_classes: int, *, modality: str = "rgb") -> FCN:
     """``modality``: ``"rgb"``, ``"hha"``, ``"rgbd"`` (4-channel input, RGB then depth) or
@@ -443,7 +450,7 @@ def fcn32s_nyud(num_classes: int, *, modality: str = "rgb") -> FCN:
     "fcn16s-nyud",
     description="FCN-16s for NYUDv2 (paper: rgb+hha), modality rgb | hha | rgbd | rgb+hha",
     tags=("paper", "vgg16", "nyud"),
-    **_NYUD_DOC,
+    **_NYUD_ENTRY,
 )
 def fcn16s_nyud(num_classes: int, *, modality: str = "rgb", learn_upsampling: bool = True) -> FCN:
     """As ``fcn32s-nyud``, with the pool4 skip (each trunk has its ``score_pool4``)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
@@ -239,6 +241,8 @@ def test_transformed_dataset_is_order_and_worker_independent() -> None:
     t = build_transforms(True, CAFFE_VOC, crop_size=12, color_jitter=0.2)
     ds = TransformedDataset(_Numbers(), t, seed=5)
     assert ds.classes == ["a", "b"] and len(ds) == 12
+    copy = pickle.loads(pickle.dumps(ds))  # spawn-started workers receive a pickled copy
+    assert torch.equal(copy[3]["image"], ds[3]["image"])
     forward = [ds[i]["image"] for i in range(12)]
     backward = [ds[i]["image"] for i in reversed(range(12))][::-1]
     assert all(torch.equal(x, y) for x, y in zip(forward, backward, strict=True))

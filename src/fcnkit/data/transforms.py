@@ -52,6 +52,8 @@ __all__ = [
     "JointTransform",
     "TransformedDataset",
     "build_transforms",
+    "resize_image",
+    "resize_label",
     "sample_seed",
 ]
 

@@ -809,13 +809,14 @@ def evaluate_and_log(
     state.last_metrics = metrics
     scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
     log.event("eval", step=state.step, **scalars)
-    if metrics["predicted_classes"] <= 1 and info.is_main:
+    if metrics["predicted_classes"] <= 1 and state.step >= config.train.zero_check_step:
         message = (
             f"WARNING: at step {state.step} the model predicts a single class for every "
-            "validation pixel (all-zero or constant scores?)"
+            "validation pixel (all-zero or constant scores? see the zero score layers check)"
         )
-        warnings.warn(message, RuntimeWarning, stacklevel=2)
-        print(message, file=sys.stderr, flush=True)
+        log.event("warning", step=state.step, single_class=True)
+        if info.is_main:
+            print(message, file=sys.stderr, flush=True)
     if info.is_main:
         grid = sample_predictions(
             model, val_loader.dataset, data, num_classes, config.train.num_sample_images, info

@@ -226,7 +226,7 @@ def test_offsets_are_derived_from_the_layers_not_typed_in():
 
 def test_googlenet_offset_is_derived():
     model = meta_model("fcn32s-googlenet")
-    # conv1 (7, s2, p10), 3 pools (3, s2), maxpool4 (2, s2): x_img = 32 x + 18;
+    # conv1 (7, s2, p10), 3 pools (3, s2), maxpool4 (2, s2): x_img = 32 x + 15;
     # upscore (63, s32): x_img = x_up - 16
     assert model.crop_offsets == {"score": 16}
 

@@ -31,11 +31,16 @@ from fcnkit.preprocessing import Preprocessing, get_preprocessing
 from fcnkit.surgery import init_bilinear_
 
 __all__ = [
+    "CAFFE_NYUD_COLOR_HHA",
     "FCN",
+    "MODALITIES",
     "FixedScale",
+    "crop",
     "expand_input_filters",
     "late_fusion_state_dict",
     "load_rgb_weights",
+    "nyud_preprocessing",
+    "vgg16_layers",
 ]
 
 # (width, number of 3x3 convs) of VGG16's five stages.

@@ -84,10 +84,14 @@ def test_run_directory_contents(tmp_path: Path) -> None:
     assert not list(run.rglob("*.tmp"))  # atomic writes leave no temporaries
 
 
-@pytest.mark.parametrize("stop", [3, 4])
-def test_resume_is_exact(tmp_path: Path, stop: int) -> None:
-    """N steps straight == N/2 steps, interruption, resume (model, optimiser, RNG, data)."""
-    config = tiny()
+@pytest.mark.parametrize("stop, workers", [(3, 0), (4, 2)])
+def test_resume_is_exact(tmp_path: Path, stop: int, workers: int) -> None:
+    """N steps straight == N/2 steps, interruption, resume (model, optimiser, RNG, data).
+
+    With DataLoader workers too: augmentation depends on (seed, epoch, index), not on which
+    process loads a sample.
+    """
+    config = tiny(data={"num_workers": workers})
     straight = tmp_path / "straight"
     resumed = tmp_path / "resumed"
     train(config, straight, progress=False)
@@ -174,3 +178,13 @@ def test_warns_when_score_layers_stay_zero(tmp_path: Path, capsys) -> None:
     assert "score_fr.weight" in err and "single class" in err
     events = (tmp_path / "zero" / "log.jsonl").read_text()
     assert "zero_score_layers" in events
+
+
+def test_time_limit_stops_early_with_evaluation_and_checkpoint(tmp_path: Path) -> None:
+    config = tiny()
+    config["train"].update(steps=1000, time_limit=0.0, eval_every=500, checkpoint_every=500)
+    metrics = train(config, tmp_path / "t", progress=False)
+    assert "mean_iu" in metrics
+    assert load_checkpoint(tmp_path / "t" / "checkpoints" / "last.pt")["step"] == 1
+    events = [json.loads(x) for x in (tmp_path / "t" / "log.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in events] == ["train", "stop", "eval"]

@@ -138,6 +138,7 @@ def test_staged_init_copies_by_name_new_score_layers_stay_zero(tmp_path: Path) -
     model16 = create_model("fcn16s-efficientnet_lite0", 7, backbone_weights=None)
     report = init_from_run(model16, run32)
     assert report["copied"] > 0 and report["source_model"] == "fcn32s-efficientnet_lite0"
+    assert "score_pool4.weight" in report["new_layers"]
     state = model16.state_dict()
     assert torch.equal(state["score_fr.weight"], src["score_fr.weight"])
     assert torch.equal(state["backbone._conv_stem.weight"], src["backbone._conv_stem.weight"])

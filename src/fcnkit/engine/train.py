@@ -342,28 +342,19 @@ def init_from_run(model: nn.Module, source: str | os.PathLike) -> dict[str, Any]
     (score layers zero, upsamplers bilinear), so the 16s net starts out computing the 32s
     net's output exactly.
     """
-    ckpt = load_checkpoint(source)
-    from fcnkit import surgery
+    from fcnkit.surgery import transplant
 
-    transplant = getattr(surgery, "transplant", None)
-    if transplant is not None:
-        report = transplant(ckpt["model"], model)
-        copied = list(getattr(report, "copied", []))
-        reshaped = list(getattr(report, "reshaped", []))
-        skipped = list(getattr(report, "skipped", []))
-    else:  # the contract's behaviour, for checkouts without surgery.transplant
-        own = model.state_dict()
-        copied = [k for k, v in ckpt["model"].items() if k in own and own[k].shape == v.shape]
-        model.load_state_dict({k: ckpt["model"][k] for k in copied}, strict=False)
-        reshaped, skipped = [], [k for k in ckpt["model"] if k not in copied]
-    if not copied and not reshaped:
+    ckpt = load_checkpoint(source)
+    report = transplant(ckpt["model"], model)
+    if not report.loaded:
         raise ValueError(f"--init-from {source}: no parameter names match {model.model_name}")
     return {
         "source": ckpt["path"],
         "source_model": ckpt.get("model_name"),
-        "copied": len(copied),
-        "reshaped": len(reshaped),
-        "skipped": skipped,
+        "copied": len(report.copied),
+        "reshaped": len(report.reshaped),
+        "skipped": report.skipped,
+        "new_layers": report.missing,  # left as initialised: zero score layers, bilinear
     }
 
 

@@ -219,7 +219,7 @@ An FCN-8s-style network (`{config.model.name}`: ImageNet-pretrained EfficientNet
 score layers on stride 32, 16 and 8 fused by 2x upsampling, paper Sec. 4.2) trained on the
 built-in synthetic shapes (6 shape classes + background; colours and textures say nothing
 about the class, only shape does) for {summary["steps"]} steps of
-{config.data.batch_size} images of size {size} on the CPU ({summary["threads"]} threads) in
+{config.data.batch_size} images of size {size} on the CPU (torch threads: {summary["threads"]}) in
 {summary["train_seconds"]:.0f} s, then evaluated on the held-out test split
 ({summary["num_images"]} images never seen in training).
 

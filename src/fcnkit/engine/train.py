@@ -913,6 +913,7 @@ def plot_curves(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
     )
     ax_iu.set_xlabel("step")
     ax_iu.set_ylabel("mean IU (%)")
+    ax_iu.set_ylim(0, 100)
     ax_iu.set_title("validation mean IU")
     ax_iu.grid(alpha=0.3)
     fig.suptitle(Path(run_dir).name)

@@ -90,7 +90,7 @@ def run_demo(
     plot_curves(run_dir, run_dir / "curves.png")
     write_confusion(matrix, test_set.classes, run_dir / "confusion.png")
     val = json.loads((run_dir / "metrics.json").read_text())
-    from fcnkit.engine.train import read_log
+    from fcnkit.engine.train import read_log, write_json
 
     steps_done = max(e["step"] for e in read_log(run_dir) if e["event"] == "train")
     summary = {
@@ -106,7 +106,7 @@ def run_demo(
         "steps_planned": config.train.steps,
         "val": {k: val.get(k) for k in ("step", "pixel_acc", "mean_acc", "mean_iu", "fw_iu")},
     }
-    (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(run_dir / "metrics.json", summary)
     write_report(config, summary, run_dir / "report.md")
     print(f"\nheld-out test split ({len(test_set)} images):")
     for key, label in METRIC_LABELS.items():

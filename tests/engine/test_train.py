@@ -76,7 +76,10 @@ def test_run_directory_contents(tmp_path: Path) -> None:
     assert last["model_name"] == "fcn8s-efficientnet_lite0" and last["classes"][0] == "background"
     best = load_checkpoint(run)  # a run dir resolves to best.pt
     assert best["path"].endswith("best.pt")
-    saved = json.loads((run / "metrics.json").read_text())
+    strict = {"parse_constant": lambda c: pytest.fail(f"non-JSON constant {c}")}
+    saved = json.loads((run / "metrics.json").read_text(), **strict)
+    for line in (run / "log.jsonl").read_text().splitlines():
+        json.loads(line, **strict)
     assert saved["step"] == 6 and saved["mean_iu"] == pytest.approx(metrics["mean_iu"])
     assert len(saved["confusion"]) == 7
     assert list((run / "tb").glob("events.out.tfevents.*"))

@@ -135,7 +135,7 @@ class RunLogger:
             return
         record = {"event": kind, "time": round(time.time(), 3), **values}
         with self.path.open("a") as f:
-            f.write(json.dumps(record, default=_json_default) + "\n")
+            f.write(json.dumps(_finite(record), default=_json_default) + "\n")
         if self.tb is not None and "step" in values:
             for key, value in values.items():
                 if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
@@ -150,6 +150,17 @@ class RunLogger:
             self.tb.close()
 
 
+def _finite(obj: Any) -> Any:
+    """NaN / inf -> None, recursively: log.jsonl and metrics.json stay strict JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, (np.floating, np.integer)):
         return obj.item()
@@ -161,7 +172,7 @@ def _json_default(obj: Any) -> Any:
 def write_json(path: Path, data: dict) -> None:
     """Write JSON atomically (temporary file + rename)."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
+    tmp.write_text(json.dumps(_finite(data), indent=2, default=_json_default) + "\n")
     os.replace(tmp, path)
 
 

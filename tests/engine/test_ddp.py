@@ -98,3 +98,33 @@ def test_two_processes_train_identically_and_evaluate_like_one(tmp_path: Path) -
     assert single["confusion"] == r0["confusion"]
     for key in ("pixel_acc", "mean_acc", "mean_iu", "fw_iu"):
         assert single[key] == pytest.approx(r0[key], abs=0, rel=0)
+
+
+def test_torchrun_cli_two_processes(tmp_path: Path) -> None:
+    """`torchrun --nproc_per_node 2 -m fcnkit train ...`: one run dir, written by rank 0 only."""
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    sets = {
+        "model.options.backbone_weights": "null",
+        "train.steps": "2",
+        "train.eval_every": "2",
+        "train.log_every": "1",
+        "data.options": "{size: 32, num_samples: 8}",
+        "data.val_options": "{size: 32, num_samples: 3}",
+        "data.batch_size": "2",
+    }
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    cmd += ["--master_port", str(_free_port()), "-m", "fcnkit", "train", "demo"]
+    cmd += ["--run-dir", str(run), "--no-progress"]
+    for key, value in sets.items():
+        cmd += ["--set", f"{key}={value}"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("final evaluation") == 1  # rank 0 prints
+    events = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in events if e["event"] == "train"] == [1, 2]  # written once
+    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["world_size"] == 2 and len(ckpt["rng"]) == 2  # every rank's RNG state

@@ -49,7 +49,7 @@ class DataConfig:
     val_dataset: str | None = None  # None: same as `dataset`
     val_root: str | None = None  # None: same as `root`
     val_split: str = "val"
-    val_options: dict = field(default_factory=dict)  # None-equivalent {}: same as `options`
+    val_options: dict = field(default_factory=dict)  # empty: `options` (unless val_dataset)
     val_limit: int | None = None  # evaluate on the first N images only (None: all)
     augment: dict = field(default_factory=dict)  # build_transforms(train=True, ...) options
     batch_size: int = 1  # images per forward pass, per process

@@ -46,7 +46,7 @@ CLASSIFIER_LAYERS = ("fc8", "loss3/classifier", "loss1/classifier", "loss2/class
 
 # Parameters whose input channels fcnkit orders differently from the reference: the late-fusion
 # NYUD net feeds HHA in file order where the reference reversed it (its BGR swap of every
-# PNG), see ``fcnkit.models.vgg.CAFFE_NYUD_COLOR_HHA``.
+# PNG), see ``fcnkit.preprocessing.CAFFE_NYUD_COLOR_HHA``.
 REVERSED_INPUTS = {"conv1_1hha.weight": "late-fusion HHA trunk reads HHA in file order"}
 
 # Fixed ``Scale`` layers of FCN-8s at-once (reference ``voc-fcn8s-atonce/net.py``).

@@ -105,6 +105,31 @@ CAFFE_NYUD_RGBD = Preprocessing(
     (116.190, 97.203, 92.318, _DEPTH_CODE_MEAN),
     (1.0, 1.0, 1.0, _DEPTH_CODE_STD),
 )
+# Late fusion feeds 6 channels, RGB then HHA. ``normalize`` swaps only the first three to
+# BGR and leaves the HHA channels in file order, so the HHA means are listed in file order
+# (the reference subtracts (132.431, 94.076, 118.477) after reversing them): porting the
+# reference's conv1_1hha therefore reverses its input channels (done by fcnkit.caffe).
+CAFFE_NYUD_COLOR_HHA = Preprocessing(
+    "caffe-nyud-color-hha",
+    "BGR",
+    255.0,
+    (116.190, 97.203, 92.318, 118.477, 94.076, 132.431),
+    (1.0,) * 6,
+)
+# The VGG ILSVRC-2014 Caffe models: BGR 0..255 minus the ImageNet mean.
+CAFFE_ILSVRC = Preprocessing("caffe-ilsvrc", "BGR", 255.0, (103.939, 116.779, 123.68))
+# TF EfficientNet-Lite: RGB 0..255, (x - 127) / 128 (the TPU reference's lite preprocessing).
+TF_EFFICIENTNET_LITE = Preprocessing(
+    "tf-efficientnet-lite", "RGB", 255.0, (127.0, 127.0, 127.0), (128.0, 128.0, 128.0)
+)
+# torchvision VGG16_Weights.IMAGENET1K_FEATURES: RGB 0..1, mean subtracted, std 1/255.
+TORCHVISION_VGG16_FEATURES = Preprocessing(
+    "torchvision-vgg16-features",
+    "RGB",
+    1.0,
+    (0.48235, 0.45882, 0.40784),
+    (1 / 255, 1 / 255, 1 / 255),
+)
 TORCHVISION_IMAGENET = Preprocessing(
     "torchvision-imagenet", "RGB", 1.0, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 )
@@ -117,6 +142,10 @@ PRESETS: dict[str, Preprocessing] = {
         CAFFE_NYUD_COLOR,
         CAFFE_NYUD_HHA,
         CAFFE_NYUD_RGBD,
+        CAFFE_NYUD_COLOR_HHA,
+        CAFFE_ILSVRC,
+        TF_EFFICIENTNET_LITE,
+        TORCHVISION_VGG16_FEATURES,
         TORCHVISION_IMAGENET,
     )
 }

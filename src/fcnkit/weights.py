@@ -29,48 +29,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from fcnkit.preprocessing import PRESETS, Preprocessing, get_preprocessing
+from fcnkit.preprocessing import Preprocessing, get_preprocessing
 
 # --------------------------------------------------------------------------- preprocessing
 
-# Presets the weights below need beyond those in fcnkit.preprocessing (merged into PRESETS).
-EXTRA_PRESETS: dict[str, Preprocessing] = {
-    # TF EfficientNet-Lite: RGB 0..255, (x - 127) / 128 (tensorflow/tpu efficientnet/lite).
-    "tf-efficientnet-lite": Preprocessing(
-        "tf-efficientnet-lite", "RGB", 255.0, (127.0, 127.0, 127.0), (128.0, 128.0, 128.0)
-    ),
-    # torchvision VGG16_Weights.IMAGENET1K_FEATURES: RGB 0..1, mean subtracted, std 1/255.
-    "torchvision-vgg16-features": Preprocessing(
-        "torchvision-vgg16-features",
-        "RGB",
-        1.0,
-        (0.48235, 0.45882, 0.40784),
-        (1 / 255, 1 / 255, 1 / 255),
-    ),
-    # The VGG ILSVRC-2014 Caffe models: BGR 0..255 minus the ImageNet mean.
-    "caffe-ilsvrc": Preprocessing("caffe-ilsvrc", "BGR", 255.0, (103.939, 116.779, 123.68)),
-}
-
-
-# Presets defined next to the models that need them, resolved on first use.
-_MODEL_PRESETS = {"caffe-nyud-color-hha": ("fcnkit.models.vgg", "CAFFE_NYUD_COLOR_HHA")}
-
 
 def resolve_preprocessing(name: str) -> Preprocessing:
-    """A preset by name: :data:`PRESETS` (with :data:`EXTRA_PRESETS`) or a model's own."""
-    if name in _MODEL_PRESETS and name not in PRESETS:
-        module, attr = _MODEL_PRESETS[name]
-        return getattr(importlib.import_module(module), attr)
+    """A preprocessing preset by name (see :data:`fcnkit.preprocessing.PRESETS`)."""
     return get_preprocessing(name)
 
-
-def register_presets() -> None:
-    """Make :data:`EXTRA_PRESETS` known to :func:`fcnkit.preprocessing.get_preprocessing`."""
-    for name, preset in EXTRA_PRESETS.items():
-        PRESETS.setdefault(name, preset)
-
-
-register_presets()
 
 # --------------------------------------------------------------------------- classes
 

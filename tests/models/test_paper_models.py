@@ -443,11 +443,6 @@ def test_traced_crop_follows_the_input_size(name):
         torch.testing.assert_close(traced(x), model(x))
 
 
-@pytest.mark.xfail(
-    reason="create_model overwrites the builder's modality-specific preprocessing "
-    "with the entry's default (registry.py); nyud_preprocessing() is correct",
-    strict=False,
-)
 def test_create_model_keeps_the_modality_preprocessing():
     assert meta_model("fcn32s-nyud", modality="hha").preprocessing.name == "caffe-nyud-hha"
     both = meta_model("fcn32s-nyud", modality="rgb+hha").preprocessing

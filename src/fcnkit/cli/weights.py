@@ -216,9 +216,8 @@ def class_heatmap(image: np.ndarray, class_index: int | None = None, size: int =
     """
     from fcnkit.models.efficientnet import ClassScoreMap, efficientnet_lite0
     from fcnkit.preprocessing import get_preprocessing
-    from fcnkit.weights import imagenet_classes, register_presets
+    from fcnkit.weights import imagenet_classes
 
-    register_presets()
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=2)
     x = torch.from_numpy(np.array(image[..., :3])).permute(2, 0, 1)[None].float()

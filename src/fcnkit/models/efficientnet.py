@@ -328,9 +328,6 @@ _DESC = "FCN-{s}s on EfficientNet-Lite0 (light CPU backbone, ImageNet weights vi
 
 
 def _register() -> None:
-    from fcnkit.weights import register_presets
-
-    register_presets()  # the tf-efficientnet-lite preprocessing preset
     for s in (32, 16, 8):
 
         def builder(

@@ -114,7 +114,9 @@ def create_model(
     model.model_name = name
     model.num_classes = num_classes
     model.model_options = dict(options)
-    model.preprocessing = get_preprocessing(entry.preprocessing)
+    # A builder may choose the preprocessing from its options (e.g. the NYUD modality).
+    if not isinstance(getattr(model, "preprocessing", None), Preprocessing):
+        model.preprocessing = get_preprocessing(entry.preprocessing)
     if weights is not None:
         from fcnkit.weights import load_weights
 

@@ -31,7 +31,6 @@ from fcnkit.preprocessing import Preprocessing, get_preprocessing
 from fcnkit.surgery import init_bilinear_
 
 __all__ = [
-    "CAFFE_NYUD_COLOR_HHA",
     "FCN",
     "MODALITIES",
     "FixedScale",
@@ -394,29 +393,21 @@ def fcn8s_siftflow(
 
 MODALITIES = ("rgb", "hha", "rgbd", "rgb+hha")
 
-# Late fusion feeds 6 channels, RGB then HHA. ``Preprocessing.normalize`` swaps the first
-# three to BGR and leaves the HHA channels in file order, so the HHA means are listed in
-# file order here (the reference subtracts (132.431, 94.076, 118.477) after reversing them).
-# Porting the reference's conv1_1hha therefore means reversing its input channels.
-CAFFE_NYUD_COLOR_HHA = Preprocessing(
-    "caffe-nyud-color-hha",
-    "BGR",
-    255.0,
-    (116.190, 97.203, 92.318, 118.477, 94.076, 132.431),
-    (1.0,) * 6,
-)
-
 
 def nyud_preprocessing(modality: str) -> Preprocessing:
     """The preprocessing for a NYUD modality.
 
-    ``rgb`` and ``rgbd``: ``caffe-nyud-color`` (for ``rgbd`` the depth channel passes
-    through unchanged: feed log-depth minus 7.844, as the reference); ``hha``:
-    ``caffe-nyud-hha``; ``rgb+hha``: :data:`CAFFE_NYUD_COLOR_HHA`.
+    ``rgb``: ``caffe-nyud-color``; ``hha``: ``caffe-nyud-hha``; ``rgbd``: ``caffe-nyud-rgbd``
+    (the depth channel becomes the reference's log-depth minus 7.844); ``rgb+hha``:
+    ``caffe-nyud-color-hha`` (HHA means in file order, see :mod:`fcnkit.preprocessing`).
     """
-    if modality == "rgb+hha":
-        return CAFFE_NYUD_COLOR_HHA
-    return get_preprocessing("caffe-nyud-hha" if modality == "hha" else "caffe-nyud-color")
+    names = {
+        "rgb": "caffe-nyud-color",
+        "hha": "caffe-nyud-hha",
+        "rgbd": "caffe-nyud-rgbd",
+        "rgb+hha": "caffe-nyud-color-hha",
+    }
+    return get_preprocessing(names[modality])
 
 
 def _nyud(stride: int, num_classes: int, modality: str, learn_upsampling: bool) -> FCN:

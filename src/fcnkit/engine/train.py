@@ -67,7 +67,6 @@ class RunState:
     best_step: int = -1
     last_metrics: dict[str, Any] = field(default_factory=dict)
     zero_init: list[str] = field(default_factory=list)  # zero-initialised weights (score layers)
-    images_seen: int = 0
 
 
 # --------------------------------------------------------------------------------- run dir

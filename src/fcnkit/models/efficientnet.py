@@ -16,7 +16,6 @@ convolutions (bilinear init), and upsample to the input size with fixed bilinear
 from __future__ import annotations
 
 import importlib.util
-import math
 from pathlib import Path
 
 import torch
@@ -84,6 +83,8 @@ class SameConv2d(nn.Conv2d):
         groups: int = 1,
         bias: bool = False,
     ) -> None:
+        if kernel_size < stride:
+            raise ValueError("SAME padding here assumes kernel_size >= stride")
         padding = kernel_size // 2 if stride == 1 else 0
         super().__init__(
             in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=bias
@@ -95,8 +96,10 @@ class SameConv2d(nn.Conv2d):
             return super().forward(x)
         k = self.kernel_size[0]
         h, w = x.shape[-2:]
-        pad_h = max((math.ceil(h / s) - 1) * s + k - h, 0)
-        pad_w = max((math.ceil(w / s) - 1) * s + k - w, 0)
+        # (ceil(h / s) - 1) * s + k - h, written with integer ops only so that tracing and
+        # torch.export keep it symbolic (ONNX with dynamic sizes); k >= s for every layer
+        pad_h = (-h) % s + k - s
+        pad_w = (-w) % s + k - s
         x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
         return super().forward(x)
 

@@ -21,7 +21,7 @@ from fcnkit.inference import (
     shift_and_stitch,
     sliding_window_forward,
 )
-from fcnkit.models import create_model, register_model
+from fcnkit.models import create_model, register_model, unregister_model
 from fcnkit.preprocessing import get_preprocessing
 
 
@@ -45,9 +45,16 @@ class TinyFCN(nn.Module):
         return {"sem": sem, "geo": geo}
 
 
-@register_model("test-inference-tiny", description="test model", default_num_classes=3)
 def _tiny(num_classes: int, heads: tuple[str, ...] = ()) -> nn.Module:
     return TinyFCN(num_classes, tuple(heads))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _test_model():
+    """Register the tiny model while this module runs only."""
+    register_model("test-inference-tiny", description="test model", default_num_classes=3)(_tiny)
+    yield
+    unregister_model("test-inference-tiny")
 
 
 class Recorder(nn.Module):

@@ -14,10 +14,11 @@ from torch import nn
 
 from fcnkit.cli import main
 from fcnkit.data import build_transforms, create_dataset, register_dataset
+from fcnkit.data.registry import unregister_dataset
 from fcnkit.engine.checkpoint import save_checkpoint
 from fcnkit.inference import Segmenter
 from fcnkit.metrics import ConfusionMatrix
-from fcnkit.models import create_model, register_model
+from fcnkit.models import create_model, register_model, unregister_model
 
 PALETTE = [(10 * i, 255 - 10 * i, 3 * i) for i in range(7)]
 
@@ -33,7 +34,6 @@ class Tiny(nn.Module):
         return F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
-@register_model("test-cli-tiny", description="test model", default_num_classes=7)
 def _tiny(num_classes: int) -> nn.Module:
     return Tiny(num_classes)
 
@@ -49,7 +49,6 @@ class TwoHeads(Tiny):
         return {"sem": up(self.score(y)), "geo": up(self.geo(y))}
 
 
-@register_model("test-cli-two-heads", description="test model", default_num_classes=3)
 def _two_heads(num_classes: int) -> nn.Module:
     return TwoHeads(num_classes)
 
@@ -73,9 +72,25 @@ class TwoTargets(torch.utils.data.Dataset):
         return {"image": image, "label": {"sem": sem, "geo": geo}, "id": str(i)}
 
 
-@register_dataset("test-cli-two-targets", description="test", splits=("val",), needs_root=False)
 def _two_targets(root=None, split="val") -> TwoTargets:
     return TwoTargets()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _test_entries():
+    """Register this module's models and dataset while it runs only (so that every other
+    test's ``list_models()`` sees the real registry)."""
+    register_model("test-cli-tiny", description="test model", default_num_classes=7)(_tiny)
+    register_model("test-cli-two-heads", description="test model", default_num_classes=3)(
+        _two_heads
+    )
+    register_dataset("test-cli-two-targets", description="test", splits=("val",), needs_root=False)(
+        _two_targets
+    )
+    yield
+    unregister_model("test-cli-tiny")
+    unregister_model("test-cli-two-heads")
+    unregister_dataset("test-cli-two-targets")
 
 
 def test_eval_multi_head_model_on_multi_target_dataset(tmp_path, capsys) -> None:

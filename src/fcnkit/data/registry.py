@@ -41,6 +41,11 @@ def register_dataset(
     return decorator
 
 
+def unregister_dataset(name: str) -> None:
+    """Forget ``name`` (for temporary datasets, e.g. in tests); unknown names are ignored."""
+    _REGISTRY.pop(name, None)
+
+
 def _discover() -> None:
     global _discovered
     if _discovered:

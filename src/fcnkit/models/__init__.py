@@ -10,6 +10,14 @@ from fcnkit.models.registry import (
     get_model_entry,
     list_models,
     register_model,
+    unregister_model,
 )
 
-__all__ = ["ModelEntry", "create_model", "get_model_entry", "list_models", "register_model"]
+__all__ = [
+    "ModelEntry",
+    "create_model",
+    "get_model_entry",
+    "list_models",
+    "register_model",
+    "unregister_model",
+]

@@ -53,6 +53,11 @@ def register_model(
     return decorator
 
 
+def unregister_model(name: str) -> None:
+    """Forget ``name`` (for temporary models, e.g. in tests); unknown names are ignored."""
+    _REGISTRY.pop(name, None)
+
+
 def _discover() -> None:
     """Import every module of ``fcnkit.models`` so that their ``@register_model`` run."""
     global _discovered

@@ -115,3 +115,43 @@ def test_missing_files_fail_at_construction_listing_all(devkit: Path) -> None:
     assert "2007_000032.jpg" in str(err.value) and "2008_000001.png" in str(err.value)
     ds = create_dataset("voc", devkit, "train", strict=False)
     assert len(ds) == 2 and len(ds.index_problems) == 2
+
+
+@pytest.fixture
+def sbd(tmp_path: Path) -> Path:
+    d = tmp_path / "sbd"
+    d.mkdir()
+    (d / "train.txt").write_text("2007_000042\n2011_000003\n")
+    return d
+
+
+def test_year_folder_of_another_year_is_refused(devkit: Path, sbd: Path) -> None:
+    # Before the fix VOC2012 val minus SBD train was silently returned as seg11valid.
+    with pytest.raises(DatasetError, match=r"VOC2012 folder, but VOC2011 was requested"):
+        create_dataset("voc", devkit / "VOC2012", "seg11valid", sbd_root=sbd)
+    with pytest.raises(DatasetError, match=r"VOC2012 folder, but VOC2011"):
+        create_dataset("voc", devkit / "VOC2012", "val", year=2011)
+    with pytest.raises(DatasetError, match=r"VOC2011 folder, but VOC2012"):
+        create_dataset("voc", devkit / "VOC2011", "val")
+
+
+def test_seg11valid_from_devkit_root_with_recipe_options(devkit: Path, sbd: Path) -> None:
+    # What a training config passes: val_root = VOCdevkit, val_options {year: 2011, sbd_root}.
+    options = {"year": 2011, "sbd_root": str(sbd)}
+    ds = create_dataset("voc", str(devkit), "seg11valid", **options)
+    assert ds.dir == devkit / "VOC2011" and ds.ids == ["2007_000033", "2010_000005"]
+    assert len(ds[0]["label"].shape) == 2
+    same = create_dataset("voc", devkit / "VOC2011", "seg11valid", sbd_root=sbd)
+    assert same.ids == ds.ids and same.notes == []
+
+
+def test_seg11valid_requires_year_2011(devkit: Path, sbd: Path) -> None:
+    with pytest.raises(ValueError, match="year must be 2011"):
+        create_dataset("voc", devkit, "seg11valid", year=2012, sbd_root=sbd)
+
+
+def test_unnamed_year_folder_is_taken_with_a_note(devkit: Path, tmp_path: Path) -> None:
+    renamed = tmp_path / "my_voc"
+    (devkit / "VOC2012").rename(renamed)
+    ds = create_dataset("voc", renamed, "train")
+    assert len(ds) == 2 and "taken as VOC2012" in ds.notes[0]

@@ -116,6 +116,34 @@ def test_explicit_split_files(tmp_path: Path) -> None:
         create_dataset("folder", tmp_path, "test", classes="x,y,z")
 
 
+def test_val_without_its_list_never_overlaps_listed_splits(tmp_path: Path) -> None:
+    stems = [f"img{k:02d}" for k in range(12)]
+    for stem in stems:
+        write(tmp_path, stem, MASK)
+    (tmp_path / "splits").mkdir()
+    kw = {"classes": "x,y,z"}
+    # Only test.txt: train/val partition the stems not in test (before: all stems, overlap).
+    (tmp_path / "splits" / "test.txt").write_text("img00\nimg01\nimg02\n")
+    train = create_dataset("folder", tmp_path, "train", **kw).ids
+    val = create_dataset("folder", tmp_path, "val", **kw).ids
+    assert sorted(train + val) == stems[3:] and val and not set(train) & set(val)
+    # train.txt as well: val = all - train - test (before: a CRC share of all, overlapping).
+    (tmp_path / "splits" / "train.txt").write_text("\n".join(stems[:8]) + "\n")
+    ds = create_dataset("folder", tmp_path, "val", **kw)
+    assert ds.ids == stems[8:] and "not listed" in ds.notes[0]
+    (tmp_path / "splits" / "test.txt").unlink()
+    assert create_dataset("folder", tmp_path, "val", **kw).ids == stems[8:]
+    # Only val.txt: train is the complement.
+    (tmp_path / "splits" / "train.txt").unlink()
+    (tmp_path / "splits" / "val.txt").write_text("img03\n")
+    train = create_dataset("folder", tmp_path, "train", **kw).ids
+    assert train == [s for s in stems if s != "img03"]
+    # Nothing left: an error, not an empty or overlapping split.
+    (tmp_path / "splits" / "val.txt").write_text("\n".join(stems) + "\n")
+    with pytest.raises(SplitUnavailable, match="no stems left for 'train'"):
+        create_dataset("folder", tmp_path, "train", **kw)
+
+
 def test_deterministic_fraction_split(tmp_path: Path) -> None:
     stems = [f"img{k:03d}" for k in range(30)]
     val = deterministic_split(stems, "val", 0.1)

@@ -21,11 +21,16 @@ Masks
 Classes come from ``classes=`` (list or comma-separated), ``classes.txt``, the palette file's
 names, or the value map (``class_0``..), in that order.
 
-Splits: ``splits/<split>.txt`` when present. Otherwise ``all`` is every image and
-``train``/``val`` are a deterministic partition: stems are ordered by CRC-32 of the stem and
-the first ``round(n * val_fraction)`` (at least one when n > 1) form ``val``. The partition
-depends only on the stems, not on file-system order; adding files moves few others.
-``test`` needs ``splits/test.txt``.
+Splits: ``splits/<split>.txt`` when present; ``test`` always needs ``splits/test.txt``.
+``all`` without a list is every image. ``train``/``val`` without their own list never overlap
+another split:
+
+- neither ``train.txt`` nor ``val.txt`` exists: a deterministic partition of every image stem
+  not listed in another ``splits/*.txt`` (e.g. ``test.txt``). Stems are ordered by CRC-32 of
+  the stem and the first ``round(n * val_fraction)`` (at least one when n > 1) form ``val``.
+  It depends only on the stems, not on file-system order; adding files moves few others.
+- one of them is listed (e.g. only ``train.txt``): the other is every image stem listed in no
+  ``splits/*.txt`` (``val`` = all - train - test ...); empty is an error.
 """
 
 from __future__ import annotations
@@ -176,11 +181,31 @@ class FolderDataset(SegmentationDataset):
                 self.index_problems.append(
                     f"{masks[stem]}: mask without an image in {self.image_dir}"
                 )
-            stems = sorted(images)
-            self.ids = stems if split == "all" else deterministic_split(stems, split, val_fraction)
+            self.ids = self._unlisted_split(split, sorted(images), val_fraction)
         if not allow_binary_255 and self.value_map is None:
             self._sniff_binary()
         self.finish_index()
+
+    def _unlisted_split(self, split: str, stems: list[str], val_fraction: float) -> list[str]:
+        """Stems of a split without its own list (rules in the module docstring)."""
+        if split == "all":
+            return stems
+        lists = {p.stem: p for p in sorted((self.root / "splits").glob("*.txt")) if p.is_file()}
+        listed = {s for name, p in lists.items() if name != "all" for s in read_list(p)}
+        pool = [s for s in stems if s not in listed]
+        other = "val" if split == "train" else "train"
+        if other not in lists:
+            return deterministic_split(pool, split, val_fraction)
+        if not pool:
+            raise SplitUnavailable(
+                f"{self.root / 'splits' / f'{split}.txt'}: missing, and every image is listed "
+                f"in {', '.join(f'{n}.txt' for n in lists)}: no stems left for {split!r}"
+            )
+        self.notes.append(
+            f"split {split!r}: no splits/{split}.txt; using the {len(pool)} image(s) not listed "
+            f"in {', '.join(f'splits/{n}.txt' for n in lists)}"
+        )
+        return pool
 
     def _resolve_classes(
         self, classes: Sequence[str] | str | None, pal_names: list[str]

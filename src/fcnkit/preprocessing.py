@@ -94,16 +94,20 @@ CAFFE_NYUD_HHA = Preprocessing(
     "caffe-nyud-hha", "BGR", 255.0, (132.431, 94.076, 118.477), (1.0, 1.0, 1.0)
 )
 # Early-fusion RGB-D: colour as above plus the NYUD reader's uint8 log-depth code
-# v = 255 (log2(d_mm) - 8) / 6 on the 4th channel; this mean/std turn v back into the
-# reference's ``ln(d) - 7.844`` (see fcnkit.data.nyud).
-_DEPTH_CODE_STD = 255.0 / (6.0 * math.log(2.0))
-_DEPTH_CODE_MEAN = (7.844 - 8.0 * math.log(2.0)) * _DEPTH_CODE_STD
+# v = 255 (log2(d_mm) - DEPTH_LOG2_MIN) / DEPTH_LOG2_SPAN on the 4th channel. The code is
+# defined here, its one home: fcnkit.data.nyud imports it (data depends on preprocessing).
+# DEPTH_CODE_MEAN/STD turn v back into the reference's ``ln(d) - 7.844``.
+DEPTH_LOG2_MIN = 8.0  # code 0 = 2**8 mm = 256 mm
+DEPTH_LOG2_SPAN = 6.0  # code 255 = 2**14 mm = 16.384 m
+REFERENCE_LOG_DEPTH_MEAN = 7.844  # the reference subtracts this from ln(depth in mm)
+DEPTH_CODE_STD = 255.0 / (DEPTH_LOG2_SPAN * math.log(2.0))
+DEPTH_CODE_MEAN = (REFERENCE_LOG_DEPTH_MEAN - DEPTH_LOG2_MIN * math.log(2.0)) * DEPTH_CODE_STD
 CAFFE_NYUD_RGBD = Preprocessing(
     "caffe-nyud-rgbd",
     "BGR",
     255.0,
-    (116.190, 97.203, 92.318, _DEPTH_CODE_MEAN),
-    (1.0, 1.0, 1.0, _DEPTH_CODE_STD),
+    (116.190, 97.203, 92.318, DEPTH_CODE_MEAN),
+    (1.0, 1.0, 1.0, DEPTH_CODE_STD),
 )
 # Late fusion feeds 6 channels, RGB then HHA. ``normalize`` swaps only the first three to
 # BGR and leaves the HHA channels in file order, so the HHA means are listed in file order

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-IGNORE_INDEX = 255
+from fcnkit.data.base import IGNORE_INDEX
 
 __all__ = ["collate_pad"]
 

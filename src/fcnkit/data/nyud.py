@@ -20,7 +20,6 @@ reproduces the reference input up to the quantisation.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +41,13 @@ from fcnkit.data.base import (
     remap,
 )
 from fcnkit.data.registry import register_dataset
+from fcnkit.preprocessing import (  # the depth code's one definition
+    DEPTH_CODE_MEAN,
+    DEPTH_CODE_STD,
+    DEPTH_LOG2_MIN,
+    DEPTH_LOG2_SPAN,
+    REFERENCE_LOG_DEPTH_MEAN,
+)
 
 NYUD40_CLASSES = [
     "wall", "floor", "cabinet", "bed", "chair", "sofa", "table", "door", "window",
@@ -54,14 +60,22 @@ NYUD40_CLASSES = [
 NYUD40_PALETTE = distinct_palette(len(NYUD40_CLASSES))
 MODALITIES = ("rgb", "hha", "rgbd", "rgb+hha")
 LABEL_TABLE = offset_table(40, first=1, void=(0,))
+__all__ = [
+    "DEPTH_CODE_MEAN",
+    "DEPTH_CODE_STD",
+    "DEPTH_LOG2_MIN",
+    "DEPTH_LOG2_SPAN",
+    "LABEL_TABLE",
+    "MODALITIES",
+    "NYUD40_CLASSES",
+    "NYUD40_PALETTE",
+    "REFERENCE_LOG_DEPTH_MEAN",
+    "NYUDv2",
+    "depth_code_to_log_depth",
+    "depth_to_code",
+    "read_depth",
+]
 _LABEL_WHAT = "NYUD segmentation .mat, variable 'segmentation' with 0 (void) or 1..40"
-
-# Depth code: v = 255 * (log2(d_mm) - DEPTH_LOG2_MIN) / DEPTH_LOG2_SPAN.
-DEPTH_LOG2_MIN = 8.0
-DEPTH_LOG2_SPAN = 6.0
-REFERENCE_LOG_DEPTH_MEAN = 7.844  # the reference subtracts this from ln(depth)
-DEPTH_CODE_STD = 255.0 / (DEPTH_LOG2_SPAN * math.log(2.0))
-DEPTH_CODE_MEAN = (REFERENCE_LOG_DEPTH_MEAN - DEPTH_LOG2_MIN * math.log(2.0)) * DEPTH_CODE_STD
 
 
 def depth_to_code(depth_mm: np.ndarray) -> np.ndarray:

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from fcnkit.data.base import IGNORE_INDEX
 from fcnkit.data.registry import register_dataset
 
 CLASSES: list[str] = ["background", "disc", "square", "triangle", "ring", "bar", "cross"]
@@ -45,7 +46,6 @@ PALETTE: list[tuple[int, int, int]] = [
     (128, 0, 128),
     (0, 128, 128),
 ]
-IGNORE_INDEX = 255
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 _SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
 _DEFAULT_NUM_SAMPLES = {"train": 2000, "val": 200, "test": 200}

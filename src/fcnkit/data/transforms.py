@@ -43,9 +43,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from fcnkit.data.base import IGNORE_INDEX
 from fcnkit.preprocessing import Preprocessing, get_preprocessing
 
-IGNORE_INDEX = 255
 Sample = dict[str, Any]
 
 __all__ = [

@@ -138,3 +138,28 @@ def test_check_and_stats_on_real_siftflow(shared_data: Path, tmp_path: Path, cap
     out = capsys.readouterr().out
     assert "(excluded from evaluation)" in out and "sky" in out
     assert (tmp_path / "s" / "samples.png").is_file()
+
+
+def test_check_and_stats_see_plain_datasets_through_the_adapter(tmp_path: Path) -> None:
+    import torch
+
+    from fcnkit.data.base import DatasetAdapter, as_segmentation_dataset
+    from fcnkit.data.check import check_dataset
+    from fcnkit.data.stats import class_statistics
+
+    class Plain(torch.utils.data.Dataset):
+        classes = ["a", "b"]
+
+        def __len__(self) -> int:
+            return 2
+
+        def __getitem__(self, i: int) -> dict:
+            label = torch.full((3, 4), i + (2 if i else 0), dtype=torch.int64)  # 0, then 3 = bad
+            return {"image": torch.zeros(3, 3, 4, dtype=torch.uint8), "label": label}
+
+    view = as_segmentation_dataset(Plain())
+    assert isinstance(view, DatasetAdapter) and view.files(0) == {} and view.palette
+    report = check_dataset(Plain(), "plain")
+    assert report.checked == 2 and len(report.problems) == 1
+    assert "sample '1'" in report.problems[0] and "value(s) 3" in report.problems[0]
+    assert class_statistics(Plain()).targets["label"].pixels.tolist() == [12, 0]

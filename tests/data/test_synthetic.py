@@ -204,3 +204,22 @@ def test_colour_alone_does_not_decide_the_class() -> None:
     assert lookup_miou < 0.2, lookup_miou
     assert nearest_miou < 0.15, nearest_miou
     assert obj_acc < majority + 0.1, (obj_acc, majority)
+
+
+def test_is_a_segmentation_dataset_with_the_base_contract() -> None:
+    from fcnkit.data import SegmentationDataset
+    from fcnkit.data.check import check, check_dataset
+
+    ds = create_dataset("synthetic", split="val", num_samples=4, size=32, strict=False)
+    assert isinstance(ds, SegmentationDataset) and ds.root is None
+    assert ds.files(2) == {} and ds.notes == [] and ds.index_problems == []
+    assert ds.ids[3] == "synthetic-val-000003" and list(ds.ids)[0] == "synthetic-val-000000"
+    assert torch.equal(ds.load(2)["label"], ds[2]["label"]) and ds.load(2)["id"] == ds[2]["id"]
+    assert "synthetic-val-000001" in ds.describe_sample(1)
+    assert check_dataset(ds, "synthetic", "val").ok
+    assert all(
+        r.ok and r.checked == 4 for r in check("synthetic", None, ["val"], {"num_samples": 4})
+    )
+    # a transform runs on __getitem__ only, like every SegmentationDataset
+    flipped = SyntheticShapes("val", num_samples=2, size=32, transform=lambda s: {**s, "id": "x"})
+    assert flipped[0]["id"] == "x" and flipped.load(0)["id"] == "synthetic-val-000000"

@@ -15,9 +15,9 @@ Problems that concern the whole index (files missing for listed ids, masks witho
 from __future__ import annotations
 
 import colorsys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import torch
@@ -243,6 +243,33 @@ def validate_sample(sample: Sample, dataset: Any, where: str) -> None:
 # the base class
 
 
+class NumberedIds(Sequence[str]):
+    """``ids`` of ``n`` generated samples, ``template.format(i)``, without storing them."""
+
+    def __init__(self, n: int, template: str = "{}") -> None:
+        self.n, self.template = int(n), template
+
+    def __len__(self) -> int:
+        return self.n
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self.n))]
+        if not -self.n <= index < self.n:
+            raise IndexError(f"index {index} out of range for {self.n} samples")
+        return self.template.format(index % self.n)
+
+    def __iter__(self) -> Iterator[str]:
+        return (self.template.format(i) for i in range(self.n))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+
 class SegmentationDataset(Dataset):
     """Base of fcnkit's datasets. Subclasses set the attributes and implement ``load``/``files``.
 
@@ -253,6 +280,7 @@ class SegmentationDataset(Dataset):
     """
 
     name: str = "dataset"
+    needs_root: bool = True  # False: generated data; ``root`` is None
     classes: list[str]
     palette: list[tuple[int, int, int]]
     ignore_index: int = IGNORE_INDEX
@@ -261,13 +289,18 @@ class SegmentationDataset(Dataset):
 
     def __init__(
         self,
-        root: str | Path,
+        root: str | Path | None,
         split: str,
         transform: Callable[[Sample], Sample] | None = None,
         strict: bool = True,
         validate: bool = True,
     ) -> None:
-        self.root = Path(root).expanduser()
+        if root is None and not self.needs_root:
+            self.root: Path | None = None
+        elif root is None:
+            raise DatasetError(f"{type(self).__name__} needs a root folder ({self.layout_hint()})")
+        else:
+            self.root = Path(root).expanduser()
         self.split = split
         self.transform = transform
         self.strict = strict
@@ -276,7 +309,7 @@ class SegmentationDataset(Dataset):
         self.index_problems: list[str] = []
         self.notes: list[str] = []  # facts a user should know (printed by `fcnkit data`)
         self.eval_exclude = []
-        if not self.root.is_dir():
+        if self.root is not None and not self.root.is_dir():
             raise DatasetError(f"{self.root}: dataset root is not a folder ({self.layout_hint()})")
 
     # -- hooks for subclasses ------------------------------------------------------------
@@ -350,7 +383,50 @@ class SegmentationDataset(Dataset):
             )
 
     def __repr__(self) -> str:
+        root = str(self.root) if self.root is not None else None
         return (
-            f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, "
+            f"{type(self).__name__}(root={root!r}, split={self.split!r}, "
             f"samples={len(self)}, classes={len(self.classes)})"
         )
+
+
+class DatasetAdapter(SegmentationDataset):
+    """A plain ``Dataset`` of fcnkit samples seen through the :class:`SegmentationDataset` API.
+
+    For ``fcnkit data check``/``stats`` on registered datasets that do not subclass it:
+    ``load(i)`` is ``dataset[i]``, ``files(i)`` is empty, metadata passes through.
+    """
+
+    needs_root = False
+
+    def __init__(self, dataset: Any) -> None:
+        super().__init__(None, str(getattr(dataset, "split", "")))
+        self.dataset = dataset
+        self.name = str(getattr(dataset, "name", type(dataset).__name__))
+        self.classes = list(dataset.classes)
+        self.palette = list(
+            getattr(dataset, "palette", None) or distinct_palette(len(self.classes))
+        )
+        self.ignore_index = getattr(dataset, "ignore_index", IGNORE_INDEX)
+        self.eval_exclude = list(getattr(dataset, "eval_exclude", []) or [])
+        self.targets = getattr(dataset, "targets", None)
+        self.ids = NumberedIds(len(dataset))
+        self.index_problems = list(getattr(dataset, "index_problems", []) or [])
+        self.notes = list(getattr(dataset, "notes", []) or [])
+
+    def load(self, index: int) -> Sample:
+        return self.dataset[index]
+
+    def files(self, index: int) -> dict[str, Path]:
+        return {}
+
+    def __getattr__(self, name: str) -> Any:
+        # other metadata (target_palettes, ...) passes through
+        if name == "dataset":
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+
+def as_segmentation_dataset(dataset: Any) -> SegmentationDataset:
+    """``dataset`` if it is a :class:`SegmentationDataset`, else a :class:`DatasetAdapter`."""
+    return dataset if isinstance(dataset, SegmentationDataset) else DatasetAdapter(dataset)

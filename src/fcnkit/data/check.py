@@ -14,7 +14,7 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from fcnkit.data.base import DatasetError, SegmentationDataset, SplitUnavailable, validate_sample
+from fcnkit.data.base import DatasetError, SplitUnavailable, as_segmentation_dataset
 from fcnkit.data.registry import create_dataset, get_dataset_entry
 
 
@@ -52,29 +52,24 @@ def check_dataset(
     progress: Callable[[int, int], None] | None = None,
 ) -> CheckReport:
     """Check every sample (or ``limit`` evenly spread samples) of a built dataset."""
-    report = CheckReport(name, split, total=len(dataset))  # type: ignore[arg-type]
-    report.problems.extend(getattr(dataset, "index_problems", []))
-    report.notes.extend(getattr(dataset, "notes", []))
+    ds = as_segmentation_dataset(dataset)
+    report = CheckReport(name, split, total=len(ds))
+    report.problems.extend(ds.index_problems)
+    report.notes.extend(ds.notes)
     indices = sample_indices(report.total, limit)
     for k, i in enumerate(indices):
         if progress is not None:
             progress(k, len(indices))
         report.checked += 1
-        if isinstance(dataset, SegmentationDataset):
-            if any(not p.is_file() for p in dataset.files(i).values()):
-                continue  # already listed among the index problems
-            try:
-                sample = dataset.load(i)
-                dataset.check_sample(sample, i)
-            except DatasetError as err:
-                report.problems.append(str(err))
-            except Exception as err:  # an unexpected failure still names the sample
-                report.problems.append(f"{dataset.describe_sample(i)}: {err!r}")
-        else:
-            try:
-                validate_sample(dataset[i], dataset, f"sample {i}")
-            except Exception as err:
-                report.problems.append(str(err))
+        if any(not p.is_file() for p in ds.files(i).values()):
+            continue  # already listed among the index problems
+        try:
+            sample = ds.load(i)
+            ds.check_sample(sample, i)
+        except DatasetError as err:
+            report.problems.append(str(err))
+        except Exception as err:  # an unexpected failure still names the sample
+            report.problems.append(f"{ds.describe_sample(i)}: {err!r}")
     return report
 
 

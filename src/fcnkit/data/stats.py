@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from fcnkit.data.base import IGNORE_INDEX, num_classes_of
+from fcnkit.data.base import IGNORE_INDEX, as_segmentation_dataset, num_classes_of
 from fcnkit.data.check import sample_indices
 
 
@@ -49,6 +49,7 @@ def _labels(sample: dict[str, Any]) -> dict[str, torch.Tensor]:
 
 def class_statistics(dataset: Any, limit: int | None = None) -> DatasetStats:
     """Count the pixels of every class (per target) over the dataset or ``limit`` samples."""
+    dataset = as_segmentation_dataset(dataset)
     ignore = getattr(dataset, "ignore_index", IGNORE_INDEX)
     targets = getattr(dataset, "targets", None)
     names = dict(targets) if targets else {"label": list(dataset.classes)}
@@ -58,7 +59,7 @@ def class_statistics(dataset: Any, limit: int | None = None) -> DatasetStats:
         stats.targets[key] = ClassStats(list(classes), np.zeros(n, np.int64), np.zeros(n, np.int64))
     stats.sampled = sample_indices(len(dataset), limit)
     for i in stats.sampled:
-        sample = dataset.load(i) if hasattr(dataset, "load") else dataset[i]
+        sample = dataset.load(i)
         for key, lab in _labels(sample).items():
             s = stats.targets[key]
             n = num_classes_of(dataset, key if targets else None)
@@ -150,11 +151,12 @@ def sample_grid(
     dataset: Any, indices: list[int], path: Path, tile: int = 192, cols: int = 4
 ) -> None:
     """A grid PNG of overlays of the primary label for ``indices``, captioned with the ids."""
+    dataset = as_segmentation_dataset(dataset)
     targets = getattr(dataset, "targets", None)
     pal_of = getattr(dataset, "target_palettes", None) or {}
     tiles = []
     for i in indices:
-        sample = dataset.load(i) if hasattr(dataset, "load") else dataset[i]
+        sample = dataset.load(i)
         labels = _labels(sample)
         key = next(iter(labels))
         palette = pal_of.get(key, dataset.palette) if targets else dataset.palette

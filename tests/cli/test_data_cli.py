@@ -163,3 +163,29 @@ def test_check_and_stats_see_plain_datasets_through_the_adapter(tmp_path: Path) 
     assert report.checked == 2 and len(report.problems) == 1
     assert "sample '1'" in report.problems[0] and "value(s) 3" in report.problems[0]
     assert class_statistics(Plain()).targets["label"].pixels.tolist() == [12, 0]
+
+
+def test_help_documents_limit_split_and_defaults(capsys) -> None:
+    from fcnkit.data.check import sample_indices
+
+    texts = {}
+    for action in ("check", "stats"):
+        with pytest.raises(SystemExit):
+            main(["data", action, "--help"])
+        texts[action] = " ".join(capsys.readouterr().out.split())
+    for text in texts.values():
+        assert "spread evenly" in text and "not the first N" in text
+    assert "repeatable (--split train --split val)" in texts["check"]
+    assert "Default: every split" in texts["check"]
+    assert "problems printed per split; all are counted (default: 200)" in texts["check"]
+    assert "(default: the dataset's first split" in texts["stats"]
+    assert "overlay grid, spread evenly like --limit (default: 16)" in texts["stats"]
+    assert sample_indices(5, 2) == [0, 4] and sample_indices(5, 3) == [0, 2, 4]
+
+
+def test_limit_checks_evenly_spread_samples(clean: Path, capsys) -> None:
+    write(clean, "img9", np.array([[0, 7]]))  # sorted last: only an evenly spread limit sees it
+    args = ["data", "check", "folder", "--root", str(clean), "--split", "all", "--limit", "2"]
+    assert main(args) == 1
+    out = capsys.readouterr().out
+    assert "checked 2 of 6 samples: 1 problem(s)" in out and "img9.png" in out

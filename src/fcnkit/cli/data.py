@@ -6,7 +6,9 @@
 
 ``--option`` values are JSON when they parse as JSON (numbers, true/false, lists, objects),
 else plain strings: ``--option value_map=0:0,255:1 --option classes=membrane,cell``.
-``check`` exits 1 when it finds any problem, after listing them all.
+``check`` exits 1 when it finds any problem, after listing them all. ``--limit N`` here takes
+N samples spread evenly over the split (first and last included), unlike ``fcnkit eval
+--limit N`` (the first N): a quick check should see the whole range of a sorted list.
 """
 
 from __future__ import annotations
@@ -40,6 +42,13 @@ def parse_options(pairs: list[str] | None) -> dict[str, Any]:
     return options
 
 
+LIMIT_HELP = (
+    "look at only N samples spread evenly over the split (indices round(k*(n-1)/(N-1)), "
+    "k = 0..N-1: first and last included), not the first N as `fcnkit eval --limit` does "
+    "(default: every sample)"
+)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("data", help="list, check and summarise datasets")
     sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
@@ -49,23 +58,70 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     def common(q: argparse.ArgumentParser) -> None:
         q.add_argument("name", help="dataset name (see `fcnkit data list`)")
-        q.add_argument("--root", default=None, help="the folder holding the dataset's files")
         q.add_argument(
-            "--option", action="append", metavar="KEY=VALUE", help="dataset option (repeatable)"
+            "--root",
+            default=None,
+            help="the folder holding the dataset's files (not needed for built-in data)",
         )
-        q.add_argument("--limit", type=int, default=None, help="only N samples, evenly spread")
+        q.add_argument(
+            "--option",
+            action="append",
+            metavar="KEY=VALUE",
+            help="dataset option, repeatable; values are JSON where they parse, else strings",
+        )
+        q.add_argument("--limit", type=int, default=None, metavar="N", help=LIMIT_HELP)
 
-    q = sub.add_parser("check", help="verify every sample; report all problems with file names")
+    q = sub.add_parser(
+        "check",
+        help="verify every sample; report all problems with file names",
+        description="Verify every sample of the split(s): files exist and decode, image and "
+        "label sizes agree, label values are classes or ignore. Lists every problem, then "
+        "exits 1 if there was any.",
+    )
     common(q)
-    q.add_argument("--split", action="append", help="split(s) to check (default: every split)")
-    q.add_argument("--max-problems", type=int, default=200, help="problems printed per split")
+    q.add_argument(
+        "--split",
+        action="append",
+        metavar="S",
+        help="split to check; repeatable (--split train --split val). Default: every split "
+        "of the dataset, skipping those whose list is absent under --root",
+    )
+    q.add_argument(
+        "--max-problems",
+        type=int,
+        default=200,
+        metavar="N",
+        help="problems printed per split; all are counted (default: %(default)s)",
+    )
     q.set_defaults(func=run_check)
 
-    q = sub.add_parser("stats", help="class pixel frequencies (table + bar chart), sample grid")
+    q = sub.add_parser(
+        "stats",
+        help="class pixel frequencies (table + bar chart), sample grid",
+        description="Per-class pixel frequencies (a table, class_frequency.csv and a bar "
+        "chart) and a grid of sample overlays in the dataset's palette.",
+    )
     common(q)
-    q.add_argument("--split", default=None, help="split (default: the dataset's first)")
-    q.add_argument("--out", default=None, help="output folder (default: data-stats/NAME-SPLIT)")
-    q.add_argument("--samples", type=int, default=16, help="samples in the overlay grid")
+    q.add_argument(
+        "--split",
+        default=None,
+        metavar="S",
+        help="the one split to summarise (default: the dataset's first split as listed by "
+        "`fcnkit data list`, e.g. train for voc, trainval for siftflow)",
+    )
+    q.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="output folder (default: data-stats/NAME-SPLIT)",
+    )
+    q.add_argument(
+        "--samples",
+        type=int,
+        default=16,
+        metavar="N",
+        help="samples in the overlay grid, spread evenly like --limit (default: %(default)s)",
+    )
     q.set_defaults(func=run_stats)
 
 

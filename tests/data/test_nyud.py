@@ -101,3 +101,29 @@ def test_label_out_of_range_and_size_mismatch(root: Path) -> None:
 def test_unknown_modality(root: Path) -> None:
     with pytest.raises(ValueError, match="rgb\\+hha"):
         create_dataset("nyud", root, "train", modality="depth")
+
+
+def test_split_lists_are_the_layouts_own_files(root: Path) -> None:
+    from fcnkit.data.base import SplitUnavailable
+
+    # Read as they are: one number per line, in file order; a short list gets a note.
+    test = create_dataset("nyud", root, "test")
+    assert test.ids == ["5004"] and "654" in test.notes[0]
+    with pytest.raises(SplitUnavailable, match=r"val\.txt: missing"):
+        create_dataset("nyud", root, "val")
+    with pytest.raises(SplitUnavailable, match=r"trainval\.txt: missing"):
+        create_dataset("nyud", root, "trainval")  # no val.txt to build it from
+    # The FCN repository ships train.txt + val.txt only: trainval is their concatenation.
+    (root / "val.txt").write_text("5004\n")
+    trainval = create_dataset("nyud", root, "trainval")
+    assert trainval.ids == ["5003", "5004"]
+    assert any("train.txt + val.txt" in n for n in trainval.notes)
+    assert any("795" in n for n in trainval.notes)
+    # An explicit trainval.txt wins.
+    (root / "trainval.txt").write_text("5004\n")
+    assert create_dataset("nyud", root, "trainval").ids == ["5004"]
+    # The paper's sizes (795 / 654) give no note; files are checked as for any list.
+    (root / "test.txt").write_text("".join(f"{n}\n" for n in range(1, 655)))
+    full = create_dataset("nyud", root, "test", strict=False)
+    assert len(full) == 654 and full.notes == [] and full.ids[:2] == ["1", "2"]
+    assert len(full.index_problems) == 654 * 2  # rgb + label of each, none written here

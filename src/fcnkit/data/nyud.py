@@ -3,8 +3,17 @@
 Under ``root``: ``data/images/img_<N>.png`` (RGB), ``data/hha/img_<N>.png`` (HHA as a 3-channel
 PNG), ``data/depth/img_<N>.png`` (16-bit depth in millimetres), ``segmentation/img_<N>.mat``
 (variable ``segmentation``: 0 void, 1..40 -> labels 0..39, void -> 255) and the split lists
-``train.txt`` / ``val.txt`` / ``trainval.txt`` / ``test.txt`` of numbers ``N`` (the paper trains
-on the 795 training images and tests on the 654 test images).
+``train.txt`` / ``val.txt`` / ``trainval.txt`` / ``test.txt``, one number ``N`` per line.
+
+Split lists: fcnkit ships none and invents none; it reads the layout's own files. They are
+Gupta et al.'s split (CVPR 2013 data, http://people.eecs.berkeley.edu/~sgupta/cvpr13/data.tgz),
+as distributed with the FCN reference: ``data/nyud/{train,val,test}.txt`` in
+fcn.berkeleyvision.org and the FCN-format archive http://dl.caffe.berkeleyvision.org/nyud.tar.gz.
+The paper trains on ``trainval`` (795 images = train + val) and tests on ``test`` (654). When
+``trainval.txt`` is absent, ``trainval`` is ``train.txt`` followed by ``val.txt`` (the FCN
+repository ships only those two). A ``trainval``/``test`` list of another length than 795/654
+is read as it is, with a note saying so (subsets are fine; the paper's figures need the full
+lists).
 
 ``modality`` picks the image channels, concatenated in the order the name says:
 ``rgb`` (3), ``hha`` (3), ``rgbd`` (4: RGB then depth), ``rgb+hha`` (6: RGB then HHA).
@@ -60,6 +69,7 @@ NYUD40_CLASSES = [
 NYUD40_PALETTE = distinct_palette(len(NYUD40_CLASSES))
 MODALITIES = ("rgb", "hha", "rgbd", "rgb+hha")
 LABEL_TABLE = offset_table(40, first=1, void=(0,))
+PAPER_SPLIT_SIZES = {"trainval": 795, "test": 654}  # Gupta et al.'s split, used by the paper
 __all__ = [
     "DEPTH_CODE_MEAN",
     "DEPTH_CODE_STD",
@@ -70,6 +80,7 @@ __all__ = [
     "NYUD40_CLASSES",
     "NYUD40_PALETTE",
     "REFERENCE_LOG_DEPTH_MEAN",
+    "PAPER_SPLIT_SIZES",
     "NYUDv2",
     "depth_code_to_log_depth",
     "depth_to_code",
@@ -112,13 +123,27 @@ class NYUDv2(SegmentationDataset):
         self.modality = modality
         self.classes = list(NYUD40_CLASSES)
         self.palette = list(NYUD40_PALETTE)
-        list_file = self.root / f"{split}.txt"
-        if not list_file.is_file():
-            raise SplitUnavailable(
-                f"{list_file}: missing (the list of split {split!r}; {self.layout_hint()})"
+        self.ids = self._read_split(split)
+        expected = PAPER_SPLIT_SIZES.get(split)
+        if expected is not None and len(self.ids) != expected:
+            self.notes.append(
+                f"NYUDv2 {split}: {len(self.ids)} images listed; the paper's split has "
+                f"{expected} (Gupta et al.'s lists, see fcnkit.data.nyud)"
             )
-        self.ids = read_list(list_file)
         self.finish_index()
+
+    def _read_split(self, split: str) -> list[str]:
+        """The ids of ``root/<split>.txt``; ``trainval`` falls back to train + val."""
+        list_file = self.root / f"{split}.txt"
+        if list_file.is_file():
+            return read_list(list_file)
+        parts = [self.root / "train.txt", self.root / "val.txt"]
+        if split == "trainval" and all(f.is_file() for f in parts):
+            self.notes.append(f"{list_file}: absent; trainval = train.txt + val.txt")
+            return [i for f in parts for i in read_list(f)]
+        raise SplitUnavailable(
+            f"{list_file}: missing (the list of split {split!r}; {self.layout_hint()})"
+        )
 
     def layout_hint(self) -> str:
         return "data/{images,hha,depth}/img_N.png, segmentation/img_N.mat, <split>.txt"

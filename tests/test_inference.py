@@ -9,12 +9,12 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from fcnkit.data.base import voc_palette
 from fcnkit.engine.checkpoint import save_checkpoint
 from fcnkit.inference import (
     Segmenter,
     SlidingWindow,
     colorize,
-    default_palette,
     dense_scores,
     load_image,
     overlay,
@@ -28,9 +28,10 @@ from fcnkit.preprocessing import get_preprocessing
 class TinyFCN(nn.Module):
     """conv - pool/2 - conv - bilinear upsampling: any input size, input-sized output."""
 
-    def __init__(self, num_classes: int = 3, heads: tuple[str, ...] = ()) -> None:
+    def __init__(self, num_classes: int = 3, heads: tuple[str, ...] = (), in_channels: int = 3):
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv1 = nn.Conv2d(in_channels, 8, 3, padding=1)
+        self.input_channels = in_channels
         self.score = nn.Conv2d(8, num_classes, 3, padding=1)
         self.geo = nn.Conv2d(8, 2, 1) if heads else None
         self.heads = heads
@@ -45,8 +46,8 @@ class TinyFCN(nn.Module):
         return {"sem": sem, "geo": geo}
 
 
-def _tiny(num_classes: int, heads: tuple[str, ...] = ()) -> nn.Module:
-    return TinyFCN(num_classes, tuple(heads))
+def _tiny(num_classes: int, heads: tuple[str, ...] = (), in_channels: int = 3) -> nn.Module:
+    return TinyFCN(num_classes, tuple(heads), in_channels)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -100,8 +101,10 @@ def test_load_image_accepts_paths_pil_numpy_tensors(tmp_path) -> None:
 
 
 def test_palette_colorize_overlay() -> None:
-    assert default_palette(5) == [(0, 0, 0), (128, 0, 0), (0, 128, 0), (128, 128, 0), (0, 0, 128)]
     label = np.array([[0, 1], [2, 1]], np.uint8)
+    # classes beyond the given palette fall back to the VOC colour map (fcnkit.data.base)
+    full = colorize(label).getpalette()
+    assert [tuple(full[i : i + 3]) for i in range(0, 15, 3)] == voc_palette(5)
     png = colorize(label, [(10, 20, 30), (40, 50, 60)])
     assert png.mode == "P" and np.array_equal(np.asarray(png), label)
     assert png.getpalette()[:9] == [10, 20, 30, 40, 50, 60, 0, 128, 0]
@@ -157,6 +160,41 @@ def test_multi_head_models_default_to_the_primary_head() -> None:
     assert seg.predict(image, head="geo").max() <= 1
     with pytest.raises(ValueError, match="unknown head"):
         seg.predict(image, head="depth")
+
+
+def test_segmenter_uses_each_heads_names_and_palette(tmp_path) -> None:
+    model = create_model("test-inference-tiny", heads=("sem", "geo")).eval()
+    sem_pal, geo_pal = [(1, 2, 3), (4, 5, 6), (7, 8, 9)], [(9, 9, 9), (8, 8, 8)]
+    save_checkpoint(
+        tmp_path / "two.pt",
+        model,
+        classes=list("abc"),
+        palette=sem_pal,
+        targets={"sem": list("abc"), "geo": ["sky", "ground"]},
+        palettes={"sem": sem_pal, "geo": geo_pal},
+    )
+    seg = Segmenter(tmp_path / "two.pt")
+    assert seg.classes_for() == seg.classes_for("sem") == ["a", "b", "c"]
+    assert seg.classes_for("geo") == ["sky", "ground"]
+    assert seg.palette_for() == sem_pal and seg.palette_for("geo") == geo_pal
+
+
+def test_multi_modal_models_need_stacked_inputs(tmp_path) -> None:
+    """An RGB + HHA model (6 channels): an RGB file fails naming the expected input; the
+    modalities stacked as an H x W x 6 array or a 6 x H x W tensor work."""
+    model = create_model(
+        "test-inference-tiny", in_channels=6, preprocessing="caffe-nyud-color-hha"
+    ).eval()
+    seg = Segmenter(model)
+    Image.fromarray(rand_image(8, 9)).save(tmp_path / "rgb.png")
+    with pytest.raises(ValueError, match=r"expects 6-channel input \(RGB then HHA\).*3 channels"):
+        seg.predict(tmp_path / "rgb.png")
+    stacked = np.concatenate([rand_image(8, 9, 0), rand_image(8, 9, 1)], axis=2)
+    label = seg.predict(stacked)
+    assert label.shape == (8, 9)
+    assert np.array_equal(label, reference_label(model, stacked, "caffe-nyud-color-hha"))
+    tensor = torch.from_numpy(stacked).permute(2, 0, 1)
+    assert np.array_equal(seg.predict(tensor).numpy(), label)
 
 
 def test_segmenter_is_exported_lazily_from_the_package() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import time
 from pathlib import Path
+from urllib.error import URLError
 
 import h5py
 import numpy as np
@@ -25,10 +26,10 @@ def offline_cache(tmp_path, monkeypatch) -> Path:
     """An empty torch hub cache and fcnkit weights dir; any download attempt fails the test."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv("FCNKIT_WEIGHTS_DIR", str(tmp_path / "fcnkit"))
-    monkeypatch.delenv("FCNKIT_ALLOW_DOWNLOAD", raising=False)
+    monkeypatch.delenv("FCNKIT_OFFLINE", raising=False)
 
     def no_network(*args, **kwargs):
-        raise AssertionError("tried to download")
+        raise URLError("network is unreachable (test)")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
@@ -51,8 +52,9 @@ def test_every_entry_has_complete_metadata() -> None:
     assert len({e.name for e in entries}) == len(entries)
     for e in entries:
         assert e.kind in W._LOADERS, e.name
-        assert e.source and e.license and e.file_name and e.description and e.models, e.name
-        assert isinstance(W.resolve_preprocessing(e.preprocessing), Preprocessing), e.name
+        assert e.source and e.license and e.file_name and e.description, e.name
+        assert e.models or "convolutionalize only" in e.description, e.name
+        assert isinstance(get_preprocessing(e.preprocessing), Preprocessing), e.name
         assert e.metrics_note or not e.metrics, e.name
     names = {e.name for e in entries}
     assert {
@@ -77,6 +79,33 @@ def test_caffe_entries_name_registered_models() -> None:
     for e in W.list_weights():
         if e.kind == "caffemodel":
             assert any(W.compatible(e, m) for m in registered), e.name
+
+
+def test_nyud_entries_record_their_modality() -> None:
+    modality = {e.name: e.modality for e in W.list_weights() if "nyud" in e.name}
+    assert modality == {
+        "nyud-fcn32s-color-heavy": "rgb",
+        "nyud-fcn32s-hha-heavy": "hha",
+        "nyud-fcn32s-color-hha-heavy": "rgb+hha",
+    }
+    hha = W.get_weight_entry("nyud-fcn32s-hha-heavy")
+    assert W.compatible(hha, "fcn32s-nyud", "hha") and not W.compatible(hha, "fcn32s-nyud", "rgb")
+    assert not W.compatible(hha, "fcn8s", "hha")
+
+
+def test_entry_for_another_modality_or_model_is_refused(offline_cache) -> None:
+    """HHA weights into an RGB model would silently switch its preprocessing: refused before
+    anything is read (no file needed), naming the modality to build."""
+    with torch.device("meta"):
+        rgb = fcnkit.create_model("fcn32s-nyud", 40)
+        fcn8s = fcnkit.create_model("fcn8s", 21)
+    with pytest.raises(ValueError, match=r"modality='hha'.*built with modality='rgb'"):
+        W.load_weights(rgb, "nyud-fcn32s-hha-heavy")
+    assert rgb.preprocessing.name == "caffe-nyud-color"
+    with pytest.raises(ValueError, match=r"made for fcn32s-nyud, not 'fcn8s'"):
+        W.load_weights(fcn8s, "nyud-fcn32s-color-heavy")
+    with pytest.raises(ValueError, match=r"made for fcn16s, not 'fcn8s'"):
+        W.load_weights(fcn8s, "fcn16s-heavy-pascal")
 
 
 def test_torchvision_entries_follow_torchvision_enums() -> None:
@@ -126,8 +155,10 @@ def test_efficientnet_entry_into_fcn() -> None:
 
 
 def test_efficientnet_weights_need_an_efficientnet_model(vgg_fcn) -> None:
-    with pytest.raises(ValueError, match="EfficientNet-Lite0 backbone"):
+    with pytest.raises(ValueError, match="made for fcn\\*-efficientnet_lite0, not 'fcn32s'"):
         W.load_weights(vgg_fcn, "efficientnet_lite0-imagenet1k")
+    with pytest.raises(ValueError, match="EfficientNet-Lite0 backbone"):  # a plain module
+        W.load_weights(nn.Conv2d(3, 3, 1), "efficientnet_lite0-imagenet1k")
 
 
 def test_hed_into_vgg_trunk_matches_the_h5_exactly(vgg_fcn) -> None:
@@ -216,8 +247,53 @@ def test_torchvision_weights_missing_fail_at_once_naming_the_file(offline_cache)
     assert time.monotonic() - start < 2.0
     message = str(info.value)
     expected = offline_cache / "torch" / "hub" / "checkpoints" / "vgg16-397923af.pth"
-    assert str(expected) in message
-    assert "FCNKIT_ALLOW_DOWNLOAD=1" in message and "weights='/path/to/" in message
+    assert str(expected) in message and "network is unreachable" in message
+    assert "weights='/path/to/vgg16-397923af.pth'" in message
+
+
+def test_torchvision_weight_file_policy(offline_cache, monkeypatch) -> None:
+    """One policy for every torchvision file: the hub cache, else one download with a short
+    timeout (none with FCNKIT_OFFLINE), any failure an immediate clear error."""
+    from torchvision.models import ResNet50_Weights
+
+    cache = offline_cache / "torch" / "hub" / "checkpoints"
+    calls = []
+
+    def fake_download(url: str, target: Path, timeout: float) -> None:
+        calls.append((url, timeout))
+        target.write_bytes(b"downloaded")
+
+    monkeypatch.setattr(W, "_download", fake_download)
+    member = ResNet50_Weights.IMAGENET1K_V2
+    path = W.torchvision_weight_file(member)
+    assert path == cache / "resnet50-11ad3fa6.pth" and calls == [(member.url, 10.0)]
+    # cached now: no second download, whatever the spelling
+    assert W.torchvision_weight_file("ResNet50_Weights.IMAGENET1K_V2") == path
+    assert W.torchvision_weight_file("resnet50-imagenet1k-v2") == path and len(calls) == 1
+    monkeypatch.setenv("FCNKIT_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match=r"FCNKIT_OFFLINE.*place resnet50-0676ba61\.pth"):
+        W.torchvision_weight_file(ResNet50_Weights.IMAGENET1K_V1)
+    assert len(calls) == 1
+    with pytest.raises(ValueError, match="not torchvision weights"):
+        W.torchvision_weight_file("fcn8s-heavy-pascal")
+
+
+def test_download_gives_up_after_the_timeout(offline_cache, monkeypatch) -> None:
+    """A download that stalls (packets dropped) fails after the socket timeout, not hanging."""
+    import socket
+
+    seen = []
+
+    def stalled(url, dst, *args, **kwargs):
+        seen.append(socket.getdefaulttimeout())
+        raise TimeoutError("timed out")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", stalled)
+    monkeypatch.setenv("FCNKIT_DOWNLOAD_TIMEOUT", "0.5")
+    before = socket.getdefaulttimeout()
+    with pytest.raises(FileNotFoundError, match="TimeoutError: timed out"):
+        W.torchvision_weight_file("vgg16-imagenet1k-v1")
+    assert seen == [0.5] and socket.getdefaulttimeout() == before
 
 
 def test_torchvision_vgg16_mapping_is_the_classifier(vgg_fcn) -> None:
@@ -226,7 +302,7 @@ def test_torchvision_vgg16_mapping_is_the_classifier(vgg_fcn) -> None:
     from torchvision.models import vgg16
 
     tv = vgg16()
-    W._copy_trunk(vgg_fcn, W.torchvision_vgg16_to_caffe(tv.state_dict()), "tv")
+    W._copy_trunk(vgg_fcn, W.torchvision_vgg16_to_caffe(tv.state_dict()), "tv", channel_order="RGB")
     assert torch.equal(vgg_fcn.conv4_2.weight, tv.features[19].weight)
     pool5 = torch.randn(1, 512, 7, 7)
     with torch.no_grad():
@@ -264,15 +340,25 @@ def test_torchvision_googlenet_into_fcn_googlenet(offline_cache) -> None:
     assert model.preprocessing.name == "torchvision-imagenet"
 
 
-def test_torchvision_alexnet_does_not_fit_caffenet_layout(offline_cache) -> None:
+def test_torchvision_alexnet_is_for_convolutionalize_only(offline_cache) -> None:
+    """torchvision's AlexNet is not CaffeNet: not offered to fcn32s-alexnet, but loads into a
+    torchvision AlexNet for surgery.convolutionalize."""
     from torchvision.models import alexnet
 
+    from fcnkit.surgery import convolutionalize
+
     entry = W.get_weight_entry("alexnet-imagenet1k-v1")
-    torch.save(alexnet().state_dict(), offline_cache / "torch/hub/checkpoints" / entry.file_name)
+    assert not any(W.compatible(entry, m) for m in fcnkit.list_models())
+    state = alexnet().state_dict()
+    torch.save(state, offline_cache / "torch/hub/checkpoints" / entry.file_name)
     with torch.device("meta"):
         model = fcnkit.create_model("fcn32s-alexnet", 2)
-    with pytest.raises(ValueError, match="does not fit fcn32s-alexnet.*features"):
+    with pytest.raises(ValueError, match="made for no fcnkit model.*convolutionalize only"):
         W.load_weights(model, "alexnet-imagenet1k-v1")
+    classifier = alexnet()
+    W.load_weights(classifier, "alexnet-imagenet1k-v1")
+    assert torch.equal(classifier.features[0].weight, state["features.0.weight"])
+    assert convolutionalize(classifier) is not None
 
 
 # --------------------------------------------------------------------------- Caffe entries
@@ -379,12 +465,77 @@ def test_hed_into_rgbd_trunk_widens_conv1_1() -> None:
 
 
 def test_hed_into_late_fusion_fills_both_trunks() -> None:
+    """BGR-trained HED filters: the colour trunk gets them as they are (BGR input); the HHA
+    trunk reads HHA in file order, so its conv1_1 input channels are reversed, as the
+    reference fed reversed HHA to the same filters (one helper: vgg.hha_trunk_filters)."""
     model = VGGTrunk(suffixes=("color", "hha"))
     report = W.load_weights(model, "vgg16-hed-bsds500")
     convs = W.read_hed_h5(W.get_weight_entry("vgg16-hed-bsds500").path())
     for s in ("color", "hha"):
         assert torch.equal(getattr(model, f"conv5_3{s}").weight, convs["conv5_3"][0])
+    assert torch.equal(model.conv1_1color.weight, convs["conv1_1"][0])
+    assert torch.equal(model.conv1_1hha.weight, convs["conv1_1"][0].flip(1))
+    assert torch.equal(model.conv1_1hha.weight[:, 0], convs["conv1_1"][0][:, 2])
+    assert any("conv1_1hha: input channels reversed" in n for n in report.notes)
     assert len(report.loaded) == 52 and sorted(report.untouched)[0] == "score_frcolor.bias"
+
+
+def _tv_vgg16_features(nan_classifier: bool = True) -> dict[str, torch.Tensor]:
+    """A state dict laid out like torchvision's ``vgg16_features-amdegroot-88682ab5.pth``:
+    real convolutions, the classifier NaN."""
+    from torchvision.models import vgg16
+
+    state = vgg16().state_dict()
+    if nan_classifier:
+        state = {
+            k: v.fill_(float("nan")) if k.startswith("classifier.") else v for k, v in state.items()
+        }
+    return state
+
+
+def test_torchvision_rgb_trunk_into_late_fusion_keeps_hha_order(tmp_path) -> None:
+    """RGB-trained (torchvision) filters already pair H, H, A with R, G, B: unchanged."""
+    state = _tv_vgg16_features()
+    torch.save(state, tmp_path / "vgg16_features-amdegroot-88682ab5.pth")
+    model = VGGTrunk(suffixes=("color", "hha"))
+    W.load_weights(model, str(tmp_path / "vgg16_features-amdegroot-88682ab5.pth"))
+    assert torch.equal(model.conv1_1hha.weight, state["features.0.weight"])
+    assert torch.equal(model.conv1_1color.weight, state["features.0.weight"])
+
+
+@pytest.mark.parametrize("file_name", ["vgg16_features-amdegroot-88682ab5.pth", "mine.pth"])
+def test_local_torchvision_features_file_loads_features_only(tmp_path, vgg_fcn, file_name) -> None:
+    """Detected by its file name or its NaN classifier: convolutions only, fc6/fc7 untouched
+    (not NaN), and the features' own preprocessing."""
+    state = _tv_vgg16_features()
+    torch.save(state, tmp_path / file_name)
+    fc6 = vgg_fcn.fc6.weight.clone()
+    vgg_fcn.preprocessing = get_preprocessing("caffe-voc")
+    report = W.load_weights(vgg_fcn, str(tmp_path / file_name))
+    assert torch.equal(vgg_fcn.conv3_1.weight, state["features.10.weight"])
+    assert torch.equal(vgg_fcn.fc6.weight, fc6) and not torch.isnan(vgg_fcn.fc7.weight).any()
+    assert vgg_fcn.preprocessing.name == "torchvision-vgg16-features"
+    assert "fc6.weight" in report.untouched
+
+
+def test_local_torchvision_classifier_file_maps_fc6_fc7(tmp_path, vgg_fcn) -> None:
+    state = _tv_vgg16_features(nan_classifier=False)
+    torch.save(state, tmp_path / "vgg16-397923af.pth")
+    W.load_weights(vgg_fcn, str(tmp_path / "vgg16-397923af.pth"))
+    assert torch.equal(vgg_fcn.fc7.weight.flatten(1), state["classifier.3.weight"])
+    assert vgg_fcn.preprocessing.name == "torchvision-imagenet"
+
+
+def test_rgb_state_dict_initialises_an_rgbd_net(tmp_path) -> None:
+    """An RGB net's weights into early-fusion RGB-D: conv1_1 widened (vgg.load_rgb_weights)."""
+    rgb, rgbd = nn.Module(), nn.Module()
+    rgb.conv1_1, rgb.fc6 = nn.Conv2d(3, 8, 3), nn.Conv2d(8, 4, 1)
+    rgbd.conv1_1, rgbd.fc6 = nn.Conv2d(4, 8, 3), nn.Conv2d(8, 4, 1)
+    torch.save(rgb.state_dict(), tmp_path / "rgb.pt")
+    W.load_weights(rgbd, str(tmp_path / "rgb.pt"))
+    torch.testing.assert_close(rgbd.conv1_1.weight[:, :3], rgb.conv1_1.weight)
+    torch.testing.assert_close(rgbd.conv1_1.weight[:, 3], rgb.conv1_1.weight.mean(1))
+    assert torch.equal(rgbd.fc6.weight, rgb.fc6.weight)
 
 
 def test_trunk_weights_need_caffe_names() -> None:

@@ -14,6 +14,9 @@ weights need:
 Layers map to fcnkit parameters by name (fcnkit's VGG/AlexNet FCNs use the Caffe layer names):
 blob 0 -> ``<layer>.weight``, blob 1 -> ``<layer>.bias``, with every shape checked and
 InnerProduct weights reshaped into convolutions (``fc6``: 4096 x 25088 -> 4096 x 512 x 7 x 7).
+A classifier's 3-channel ``conv1_1`` initialising an early-fusion RGB-D net is widened with
+:func:`fcnkit.models.vgg.expand_input_filters`; ``conv1_1hha`` of a late-fusion net gets its
+(BGR-trained) input channels reversed by :func:`fcnkit.models.vgg.hha_trunk_filters`.
 Malformed files raise :class:`CaffeFormatError` naming the file and byte offset.
 """
 
@@ -27,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+
+from fcnkit.models.vgg import HHA_TRUNK_FIRST_CONV, expand_input_filters, hha_trunk_filters
 
 # V1LayerParameter.LayerType -> the V2 type string.
 V1_LAYER_TYPES: dict[int, str] = {
@@ -44,10 +49,6 @@ V1_LAYER_TYPES: dict[int, str] = {
 # a classifier's weights initialise an FCN trunk.
 CLASSIFIER_LAYERS = ("fc8", "loss3/classifier", "loss1/classifier", "loss2/classifier")
 
-# Parameters whose input channels fcnkit orders differently from the reference: the late-fusion
-# NYUD net feeds HHA in file order where the reference reversed it (its BGR swap of every
-# PNG), see ``fcnkit.preprocessing.CAFFE_NYUD_COLOR_HHA``.
-REVERSED_INPUTS = {"conv1_1hha.weight": "late-fusion HHA trunk reads HHA in file order"}
 
 # Fixed ``Scale`` layers of FCN-8s at-once (reference ``voc-fcn8s-atonce/net.py``).
 FIXED_SCALES = {"scale_pool4": 0.01, "scale_pool3": 0.0001}
@@ -390,10 +391,15 @@ def caffe_state_dict(
                     f"{target} has {'no bias' if slots[1] not in own else 'weight and bias'}"
                 )
             for blob, key in zip(layer.blobs, slots[: len(layer.blobs)], strict=True):
-                tensor, reshaped = fit_blob(blob, own[key].shape, f"{name}: {key}")
-                if key in REVERSED_INPUTS:
-                    tensor = tensor.flip(1)
-                    report.notes.append(f"{key}: input channels reversed ({REVERSED_INPUTS[key]})")
+                tensor, reshaped = _fit_input_layer(blob, own[key].shape, key, is_fcn, report)
+                if tensor is None:
+                    tensor, reshaped = fit_blob(blob, own[key].shape, f"{name}: {key}")
+                if key == HHA_TRUNK_FIRST_CONV:  # Caffe weights are BGR-trained: one convention
+                    tensor = hha_trunk_filters(tensor, "BGR")
+                    report.notes.append(
+                        f"{key}: input channels reversed (the late-fusion HHA trunk reads HHA "
+                        "in file order; see fcnkit.models.vgg.hha_trunk_filters)"
+                    )
                 out[key] = tensor.to(own[key].dtype)
                 report.copied.append(key)
                 if reshaped:
@@ -414,6 +420,41 @@ def caffe_state_dict(
             )
     report.missing = missing
     return out, report
+
+
+def _fit_input_layer(
+    blob: np.ndarray, shape: torch.Size, key: str, is_fcn: bool, report: CaffeReport
+) -> tuple[torch.Tensor | None, bool]:
+    """A classifier's RGB ``conv1_1`` filters widened for a model with more input channels
+    (early-fusion RGB-D): :func:`fcnkit.models.vgg.expand_input_filters`. ``(None, False)``
+    when this does not apply (the blob is then fitted as is)."""
+    layer, _, param = key.rpartition(".")
+    dst = tuple(shape)
+    src = tuple(blob.shape)
+    widen = (
+        not is_fcn
+        and param == "weight"
+        and layer.startswith("conv1_1")
+        and len(src) == len(dst) == 4
+        and src[1] == 3 < dst[1]
+        and (src[0], *src[2:]) == (dst[0], *dst[2:])
+    )
+    if not widen:
+        return None, False
+    tensor = expand_input_filters(torch.from_numpy(np.array(blob, dtype=np.float32)), dst[1])
+    report.notes.append(f"{key}: extra input channels = mean of the RGB filters")
+    return tensor, True
+
+
+def score_classes(net: CaffeNet) -> int | None:
+    """The class count of the first ``score_fr*`` layer (its output channels), if any."""
+    for layer in net.weighted_layers:
+        if layer.name.startswith("score_fr") and layer.blobs:
+            shape = list(layer.blobs[0].shape)
+            while len(shape) > 2 and shape[0] == 1:  # legacy 1 x 1 x out x in
+                shape.pop(0)
+            return int(shape[0])
+    return None
 
 
 def _check_scale(layer: CaffeLayer, model: nn.Module, name: str, report: CaffeReport) -> None:

@@ -108,6 +108,11 @@ def export_onnx(
 
 
 def _in_channels(model: nn.Module) -> int:
+    """Input channels: the model's ``input_channels`` (multi-modal nets: all trunks' inputs,
+    6 for late-fusion ``rgb+hha``), else the first convolution's, else 3."""
+    channels = getattr(model, "input_channels", None)
+    if isinstance(channels, int) and channels > 0:
+        return channels
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             return module.in_channels

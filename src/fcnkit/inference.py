@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fcnkit.data.base import voc_palette
 from fcnkit.metrics import scores_to_labels
 from fcnkit.preprocessing import Preprocessing, get_preprocessing
 
@@ -236,8 +237,9 @@ def load_image(source: ImageLike) -> torch.Tensor:
     """An image as a ``uint8``-valued ``C x H x W`` tensor (RGB, extra channels kept).
 
     Accepts a file path, a PIL image, a numpy ``H x W x C`` (or ``H x W``) array, or a tensor
-    ``C x H x W`` (``uint8``, or float in 0..255). Unreadable files raise ``ValueError``
-    naming the file.
+    ``C x H x W`` (``uint8``, or float in 0..255). Files and PIL images are read as RGB; for
+    multi-modal models (RGB-D, RGB + HHA) pass the modalities stacked along the channels as an
+    array or tensor. Unreadable files raise ``ValueError`` naming the file.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -275,20 +277,6 @@ def load_image(source: ImageLike) -> torch.Tensor:
     raise TypeError(f"cannot read an image from {type(source).__name__}")
 
 
-def default_palette(num_classes: int = 256) -> list[tuple[int, int, int]]:
-    """The PASCAL VOC colour map: bits of the class index spread over R, G, B from the top."""
-    palette = []
-    for index in range(num_classes):
-        rgb = [0, 0, 0]
-        c = index
-        for bit in range(7, -1, -1):
-            for channel in range(3):
-                rgb[channel] |= ((c >> channel) & 1) << bit
-            c >>= 3
-        palette.append(tuple(rgb))
-    return palette
-
-
 def colorize(label: np.ndarray, palette: Sequence[Sequence[int]] | None = None) -> Any:
     """A palette-mode ("P") PIL image of an index map (values < 256)."""
     from PIL import Image
@@ -297,7 +285,7 @@ def colorize(label: np.ndarray, palette: Sequence[Sequence[int]] | None = None) 
     if label.size and (label.min() < 0 or label.max() > 255):
         raise ValueError("palette PNGs hold class indices 0..255")
     image = Image.fromarray(label.astype(np.uint8), mode="P")
-    colours = [tuple(c) for c in (palette or [])] + default_palette(256)[len(palette or []) :]
+    colours = [tuple(c) for c in (palette or [])] + voc_palette(256)[len(palette or []) :]
     image.putpalette([v for c in colours[:256] for v in c])
     return image
 
@@ -309,7 +297,7 @@ def overlay(
     alpha: float = 0.5,
 ) -> np.ndarray:
     """Blend the label colours over an ``H x W x 3`` ``uint8`` image."""
-    colours = np.array(list(palette or []) + default_palette(256)[len(palette or []) :], np.float32)
+    colours = np.array(list(palette or []) + voc_palette(256)[len(palette or []) :], np.float32)
     blended = (1 - alpha) * image[..., :3].astype(np.float32) + alpha * colours[label]
     return blended.round().clip(0, 255).astype(np.uint8)
 
@@ -319,8 +307,9 @@ class Segmenter:
     """Segment images of any size with a trained FCN.
 
     Args:
-        weights_or_model: a checkpoint file or run directory (loaded with
-            :func:`fcnkit.engine.checkpoint.load_model`), or an ``nn.Module``.
+        weights_or_model: a checkpoint file or run directory, a known weight entry name or a
+            weights file with ``model`` (loaded with
+            :func:`fcnkit.engine.checkpoint.load_any`), or an ``nn.Module``.
         device: where to run.
         batch_size: images of the same size run together, this many at a time.
         tta: average with the horizontally flipped image's scores.
@@ -329,8 +318,16 @@ class Segmenter:
             square tiles of at most ``max_pixels`` pixels (ignored if ``sliding_window``).
         shift_and_stitch: output stride ``f`` of a coarse model (one whose output is smaller
             than its input) to make dense by shift-and-stitch (paper Sec. 3.2).
-        preprocessing, classes, palette: override what the checkpoint / model records.
+        preprocessing, classes, palette: override what the checkpoint / model records
+            (``classes``/``palette`` are the primary head's; see :meth:`classes_for`).
         amp: autocast on CUDA (never on CPU).
+        model, num_classes, model_options: build this model for an entry name or a weights
+            file that is not a checkpoint (see :func:`fcnkit.engine.checkpoint.load_any`).
+        meta: with an ``nn.Module``, its checkpoint metadata (``classes``, ``palette``,
+            ``targets``, ``palettes``), as returned by ``load_any``/``load_model``.
+
+    Images have the model's ``input_channels`` (3 for RGB models; 4 for RGB-D, 6 for
+    RGB + HHA, given as stacked arrays or tensors); anything else raises ``ValueError``.
     """
 
     def __init__(
@@ -347,23 +344,37 @@ class Segmenter:
         classes: Sequence[str] | None = None,
         palette: Sequence[Sequence[int]] | None = None,
         amp: bool = False,
+        model: str | None = None,
+        num_classes: int | None = None,
+        model_options: dict[str, Any] | None = None,
+        meta: dict[str, Any] | None = None,
     ) -> None:
         self.device = torch.device(device)
         if isinstance(weights_or_model, nn.Module):
-            model, meta = weights_or_model, {}
+            net, meta = weights_or_model, dict(meta or {})
         else:
-            from fcnkit.engine.checkpoint import load_model
+            from fcnkit.engine.checkpoint import load_any
 
-            model, meta = load_model(weights_or_model, map_location=self.device)
-        self.model = model.to(self.device).eval()
+            net, meta = load_any(
+                weights_or_model,
+                model_name=model,
+                num_classes=num_classes,
+                options=model_options,
+                map_location=self.device,
+            )
+        self.model = net.to(self.device).eval()
         self.meta: dict[str, Any] = meta
         if preprocessing is None:
-            preprocessing = getattr(model, "preprocessing", None)
+            preprocessing = getattr(net, "preprocessing", None)
         if preprocessing is None:
             raise ValueError("the model records no preprocessing; pass preprocessing=")
         self.preprocessing = get_preprocessing(preprocessing)
         self.classes = list(classes) if classes is not None else meta.get("classes")
         self.palette = [tuple(c) for c in (palette or meta.get("palette") or [])] or None
+        self.targets: dict[str, list[str]] = dict(meta.get("targets") or {})
+        self.palettes: dict[str, list] = dict(meta.get("palettes") or {})
+        channels = getattr(net, "input_channels", None)
+        self.input_channels: int | None = channels if isinstance(channels, int) else None
         self.batch_size = max(1, int(batch_size))
         self.tta = tta
         if isinstance(sliding_window, int):
@@ -372,6 +383,39 @@ class Segmenter:
         self.max_pixels = max_pixels
         self.shift_and_stitch = shift_and_stitch
         self.amp = amp
+
+    def classes_for(self, head: str | None = None) -> list[str] | None:
+        """Class names of ``head`` (default: the primary head)."""
+        if head is not None and head in self.targets:
+            return list(self.targets[head])
+        if head is None or not self.targets or head == next(iter(self.targets)):
+            return self.classes
+        return None
+
+    def palette_for(self, head: str | None = None) -> list[tuple[int, ...]] | None:
+        """Colours of ``head`` (default: the primary head); ``None``: the VOC colour map."""
+        if head is not None and head in self.palettes:
+            return [tuple(c) for c in self.palettes[head]]
+        primary = next(iter(self.palettes or self.targets), None)
+        if head is None or head == primary or not (self.palettes or self.targets):
+            return self.palette
+        return None
+
+    def check_channels(self, image: torch.Tensor) -> None:
+        """``ValueError`` naming the model's expected input unless ``image`` (``C x H x W``)
+        has the model's ``input_channels``."""
+        expected = self.input_channels
+        if expected is None or image.shape[0] == expected:
+            return
+        name = getattr(self.model, "model_name", type(self.model).__name__)
+        modality = getattr(self.model, "modality", None)
+        what = f"{name}" + (f" (modality {modality})" if modality else "")
+        layout = {4: "RGB then depth", 6: "RGB then HHA"}.get(expected, f"{expected} channels")
+        raise ValueError(
+            f"{what} expects {expected}-channel input ({layout}), got an image with "
+            f"{image.shape[0]} channels: image files are read as RGB; pass the modalities "
+            f"stacked as a {expected} x H x W tensor or H x W x {expected} array"
+        )
 
     def _window_for(self, h: int, w: int) -> SlidingWindow | None:
         if self.sliding_window is not None:
@@ -385,6 +429,7 @@ class Segmenter:
         results: list[torch.Tensor | None] = [None] * len(images)
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, image in enumerate(images):
+            self.check_channels(image)
             groups.setdefault(tuple(image.shape), []).append(i)
         for shape, indices in groups.items():
             for start in range(0, len(indices), self.batch_size):

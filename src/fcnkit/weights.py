@@ -9,9 +9,13 @@
   torchvision VGG16 or an ``efficientnet_pytorch`` EfficientNet-Lite0 state dict),
   ``.caffemodel`` (read without Caffe, :mod:`fcnkit.caffe`) or ``.h5`` (HED weights).
 
-Every file loads with ``weights_only=True`` and nothing is downloaded unless
-``FCNKIT_ALLOW_DOWNLOAD=1``: a missing file fails at once, naming where to put it.
-The weights decide ``model.preprocessing``.
+Every file loads with ``weights_only=True``. Only torchvision's weights are ever downloaded
+(:func:`torchvision_weight_file`, the one download policy of fcnkit): from the torch hub cache
+when present, else one download attempt with a short timeout (none with ``FCNKIT_OFFLINE=1``);
+any failure is an immediate ``FileNotFoundError`` naming the file to place and where. Other
+missing files fail at once the same way. The weights decide ``model.preprocessing``.
+Entries are checked against the model they load into (:func:`compatible`: model name and, for
+the NYUD nets, the modality).
 """
 
 from __future__ import annotations
@@ -24,20 +28,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import numpy as np
 import torch
 from torch import nn
 
 from fcnkit.preprocessing import Preprocessing, get_preprocessing
-
-# --------------------------------------------------------------------------- preprocessing
-
-
-def resolve_preprocessing(name: str) -> Preprocessing:
-    """A preprocessing preset by name (see :data:`fcnkit.preprocessing.PRESETS`)."""
-    return get_preprocessing(name)
-
 
 # --------------------------------------------------------------------------- classes
 
@@ -74,7 +71,8 @@ class WeightEntry:
     ``"torchvision"`` or ``"caffemodel"``. ``models`` are the model names (glob patterns) the
     weights are made for; ``num_classes`` is the class count of the weights' own score layer
     (``None`` for a trunk/backbone: the model's score layers stay freshly initialised).
-    ``metrics`` are published (see ``metrics_note``) or measured here.
+    ``metrics`` are published (see ``metrics_note``) or measured here. ``modality`` is the
+    input a NYUD model must take (``"rgb"``, ``"hha"``, ``"rgb+hha"``; ``None``: any).
     """
 
     name: str
@@ -94,6 +92,7 @@ class WeightEntry:
     package: str | None = None  # pip package shipping the file (package kinds)
     package_dir: str = ""  # folder of the file inside the package
     torchvision: str | None = None  # "VGG16_Weights.IMAGENET1K_V1"
+    modality: str | None = None  # NYUD nets: the model's ``modality`` option
 
     def locate(self) -> Path | None:
         """The weights file on this machine, or ``None``."""
@@ -191,13 +190,13 @@ def _fcn_caffe(
     n: int,
     prep: str,
     miou: float | None = None,
-    usage: str = "",
+    modality: str | None = None,
 ) -> WeightEntry:
     file_name = f"{name}.caffemodel"
     return WeightEntry(
         name=name,
         description=f"the authors' {name} Caffe model (fcn.berkeleyvision.org) for "
-        f"{usage or models[0]}",
+        f"{models[0]}" + (f" with modality={modality}" if modality else ""),
         kind="caffemodel",
         models=models,
         source=_FCN_BASE + file_name,
@@ -208,6 +207,7 @@ def _fcn_caffe(
         num_classes=n,
         metrics={"mean_iu": miou} if miou is not None else {},
         metrics_note=_SEG11 if miou is not None else "",
+        modality=modality,
     )
 
 
@@ -272,9 +272,10 @@ def _build_entries() -> dict[str, WeightEntry]:
         _tv(
             "alexnet-imagenet1k-v1",
             "AlexNet_Weights.IMAGENET1K_V1",
-            ("*",),
-            "torchvision AlexNet (64-192-384-256-256 layout, not CaffeNet) for models "
-            "holding a torchvision AlexNet",
+            (),  # no fcnkit model: fcn32s-alexnet has the CaffeNet layout (96-256-384-384-256)
+            "torchvision AlexNet classifier (64-192-384-256-256 layout, NOT CaffeNet: does not "
+            "fit fcn32s-alexnet) for surgery.convolutionalize only: load it into "
+            "torchvision.models.alexnet()",
             "torchvision-imagenet",
         ),
         _tv(
@@ -328,7 +329,7 @@ def _build_entries() -> dict[str, WeightEntry]:
                 "nyud40",
                 40,
                 prep,
-                usage=f"fcn32s-nyud with modality={modality}",
+                modality=modality,
             )
             for m, modality, prep in (
                 ("color", "rgb", "caffe-nyud-color"),
@@ -376,7 +377,8 @@ def load_weights(model: nn.Module, spec: str | os.PathLike | WeightEntry) -> Loa
     """Load ``spec`` (entry name, :class:`WeightEntry` or local file) into ``model``.
 
     Sets ``model.preprocessing`` from the weights' metadata and ``model.weights`` to the
-    entry name or file. Returns a :class:`LoadReport`.
+    entry name or file. Returns a :class:`LoadReport`. An entry must be made for the model
+    (:func:`check_compatible`: model name and NYUD modality), else ``ValueError``.
     """
     if isinstance(spec, WeightEntry):
         entry: WeightEntry | None = spec
@@ -385,7 +387,8 @@ def load_weights(model: nn.Module, spec: str | os.PathLike | WeightEntry) -> Loa
     else:
         entry = None
     if entry is not None:
-        path = _torchvision_path(entry) if entry.kind == "torchvision" else entry.path()
+        check_compatible(entry, model)
+        path = torchvision_weight_file(entry) if entry.kind == "torchvision" else entry.path()
         report = _LOADERS[entry.kind](model, path, entry)
         _set_preprocessing(model, entry.preprocessing, trunk=entry.num_classes is None)
         model.weights = entry.name
@@ -423,7 +426,7 @@ def _set_preprocessing(model: nn.Module, name: str, *, trunk: bool) -> None:
     """Use the weights' preprocessing, except that Caffe-convention *trunk* weights (no score
     layer of their own) keep a Caffe-convention model's dataset mean: the reference subtracts
     the dataset's own mean (VOC, SIFT Flow, NYUD) when fine-tuning from ImageNet VGG16."""
-    new = resolve_preprocessing(name)
+    new = get_preprocessing(name)
     old = getattr(model, "preprocessing", None)
     if trunk and _is_caffe_convention(new) and old is not None and _is_caffe_convention(old):
         return
@@ -529,21 +532,29 @@ def read_hed_h5(path: str | os.PathLike) -> dict[str, tuple[torch.Tensor, torch.
 
 def _load_hed(model: nn.Module, path: Path, entry: WeightEntry | None) -> LoadReport:
     convs = read_hed_h5(path)
-    report = _copy_trunk(model, convs, str(path))
+    report = _copy_trunk(model, convs, str(path), channel_order="BGR")
     report.notes.append("HED edge-detection weights (not the ImageNet classifier); fc6/fc7 fresh")
     return report
 
 
 def _copy_trunk(
-    model: nn.Module, tensors: Mapping[str, tuple[torch.Tensor, torch.Tensor]], source: str
+    model: nn.Module,
+    tensors: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+    source: str,
+    *,
+    channel_order: str,
 ) -> LoadReport:
     """Copy ``{caffe name: (weight, bias)}`` into the model's trunk(s), shapes checked.
 
-    Late-fusion models get the trunk in each suffixed copy (``conv1_1color``, ``conv1_1hha``);
-    a ``conv1_1`` with more input channels (RGB-D) gets the RGB filters, and each extra
-    input channel the mean of the RGB filters (paper Sec. 5, NYUDv2 early fusion).
+    ``channel_order`` is the input order the weights were trained on (``"BGR"``: HED, Caffe;
+    ``"RGB"``: torchvision). Late-fusion models get the trunk in each suffixed copy
+    (``conv1_1color``, ``conv1_1hha``), ``conv1_1hha`` through
+    :func:`fcnkit.models.vgg.hha_trunk_filters`; a ``conv1_1`` with more input channels
+    (RGB-D) is widened by :func:`fcnkit.models.vgg.expand_input_filters` (each extra input
+    channel gets the mean of the RGB filters, paper Sec. 5, NYUDv2 early fusion).
     """
     from fcnkit.caffe import _trunk_suffixes
+    from fcnkit.models.vgg import HHA_TRUNK_FIRST_CONV, expand_input_filters, hha_trunk_filters
 
     own = model.state_dict()
     suffixes = _trunk_suffixes(own) if "conv1_1.weight" not in own else [""]
@@ -560,10 +571,15 @@ def _copy_trunk(
         for name, (weight, bias) in tensors.items():
             key = f"{name}{suffix}"
             dst_w, dst_b = own[f"{key}.weight"], own[f"{key}.bias"]
-            if name == "conv1_1" and dst_w.shape[1] > weight.shape[1] == 3:
-                extra = weight.mean(dim=1, keepdim=True).expand(-1, dst_w.shape[1] - 3, -1, -1)
-                weight = torch.cat([weight, extra], dim=1)
+            if name == "conv1_1" and dst_w.dim() == 4 and dst_w.shape[1] > weight.shape[1] == 3:
+                weight = expand_input_filters(weight, dst_w.shape[1])
                 report.notes.append(f"{key}: extra input channels = mean of the RGB filters")
+            if f"{key}.weight" == HHA_TRUNK_FIRST_CONV:
+                weight = hha_trunk_filters(weight, channel_order)
+                if channel_order == "BGR":
+                    report.notes.append(
+                        f"{key}: input channels reversed (BGR-trained filters, HHA in file order)"
+                    )
             weight = _reshape_like(weight, dst_w, f"{source}: {key}.weight")
             if bias.shape != dst_b.shape:
                 raise ValueError(
@@ -621,14 +637,41 @@ def _is_tv_vgg16(state: Mapping[str, Any]) -> bool:
     return isinstance(w, torch.Tensor) and tuple(w.shape) == (512, 512, 3, 3)
 
 
+_TV_VGG16_FEATURES = "VGG16_Weights.IMAGENET1K_FEATURES"
+
+
+def _is_tv_vgg16_features(state: Mapping[str, Any], path: Path, entry: WeightEntry | None) -> bool:
+    """torchvision's ``IMAGENET1K_FEATURES`` (``vgg16_features-*.pth``): only the convolutions
+    are real; its classifier is NaN (or absent)."""
+    if entry is not None and entry.torchvision == _TV_VGG16_FEATURES:
+        return True
+    if path.name.startswith("vgg16_features-"):
+        return True
+    fc = [state.get(f"{tv}.weight") for tv, caffe in _TV_VGG16.items() if caffe.startswith("fc")]
+    return any(w is None or (w.is_floating_point() and bool(torch.isnan(w).any())) for w in fc)
+
+
+def _load_tv_vgg16(
+    model: nn.Module, state: Mapping[str, torch.Tensor], path: Path, entry: WeightEntry | None
+) -> LoadReport:
+    """A torchvision VGG16 (classifier, or ``IMAGENET1K_FEATURES``: convolutions only) into a
+    VGG16 FCN's trunk; sets the matching preprocessing."""
+    features_only = _is_tv_vgg16_features(state, path, entry)
+    tensors = torchvision_vgg16_to_caffe(state, features_only=features_only)
+    report = _copy_trunk(model, tensors, str(path), channel_order="RGB")
+    if features_only:
+        report.notes.append("torchvision VGG16 features only: fc6/fc7 left as initialised")
+    else:
+        report.notes.append("fc8 (ImageNet classifier) dropped")
+    prep = "torchvision-vgg16-features" if features_only else "torchvision-imagenet"
+    _set_preprocessing(model, entry.preprocessing if entry else prep, trunk=True)
+    return report
+
+
 def _load_torchvision(model: nn.Module, path: Path, entry: WeightEntry | None) -> LoadReport:
     state = _torch_load(path)
-    features_only = entry is not None and entry.torchvision == "VGG16_Weights.IMAGENET1K_FEATURES"
     if _is_tv_vgg16(state) and any(k.startswith("conv1_1") for k in model.state_dict()):
-        tensors = torchvision_vgg16_to_caffe(state, features_only=features_only)
-        report = _copy_trunk(model, tensors, str(path))
-        report.notes.append("fc8 (ImageNet classifier) dropped")
-        return report
+        return _load_tv_vgg16(model, state, path, entry)
     return _load_into_submodule(model, state, str(path))
 
 
@@ -672,24 +715,92 @@ def _load_into_submodule(
     return report
 
 
-def _torchvision_path(entry: WeightEntry) -> Path:
-    """The cached torchvision file; downloads only with ``FCNKIT_ALLOW_DOWNLOAD=1``."""
-    found = entry.locate()
-    if found is not None:
-        return found
-    if os.environ.get("FCNKIT_ALLOW_DOWNLOAD") == "1":
-        from torch.hub import download_url_to_file
+DOWNLOAD_TIMEOUT_S = 10.0
 
-        target = entry.candidates()[0]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        download_url_to_file(entry.source, str(target), progress=True)
+
+def torchvision_weight_file(weights: Any) -> Path:
+    """The local file of torchvision weights: **fcnkit's one download policy**.
+
+    ``weights`` is a torchvision weight enum member (``ResNet50_Weights.IMAGENET1K_V2``,
+    ``torchvision.models.get_model_weights("resnet50")["IMAGENET1K_V2"]``), its name as a
+    string (``"ResNet50_Weights.IMAGENET1K_V2"``) or an fcnkit entry (name or
+    :class:`WeightEntry`) of kind ``torchvision``.
+
+    The file in the torch hub cache (``torch.hub.get_dir()/checkpoints``) is used when
+    present. Otherwise, unless ``FCNKIT_OFFLINE=1``, one download is tried with a short
+    socket timeout (``$FCNKIT_DOWNLOAD_TIMEOUT`` seconds, default 10); any failure (no
+    network, HTTP error, timeout) raises ``FileNotFoundError`` at once, naming the file to
+    place, where, and how to pass a local file instead. Load the result with
+    ``torch.load(path, weights_only=True)``.
+    """
+    url, label = _torchvision_url(weights)
+    file_name = os.path.basename(urlparse(url).path)
+    target = Path(torch.hub.get_dir()) / "checkpoints" / file_name
+    if target.is_file():
         return target
-    raise FileNotFoundError(
-        f"weights {entry.name!r} ({entry.torchvision}) are not in the torch hub cache: place "
-        f"{entry.file_name} at {entry.candidates()[0]} (download {entry.source} on a machine "
-        "with network), or set FCNKIT_ALLOW_DOWNLOAD=1 to download it, or pass the local "
-        f"file: weights='/path/to/{entry.file_name}'"
+    hint = (
+        f"place {file_name} at {target} (download {url} on a machine with network), "
+        f"or pass the local file: weights='/path/to/{file_name}'"
     )
+    if os.environ.get("FCNKIT_OFFLINE", "") not in ("", "0"):
+        raise FileNotFoundError(
+            f"weights {label} are not in the torch hub cache and FCNKIT_OFFLINE is set: {hint}"
+        )
+    try:
+        timeout = float(os.environ.get("FCNKIT_DOWNLOAD_TIMEOUT", DOWNLOAD_TIMEOUT_S))
+    except ValueError:
+        timeout = DOWNLOAD_TIMEOUT_S
+    try:
+        _download(url, target, timeout)
+    except Exception as err:  # URLError, HTTPError, socket timeout, hash mismatch, ...
+        raise FileNotFoundError(
+            f"weights {label} are not in the torch hub cache and downloading {url} failed "
+            f"({type(err).__name__}: {err}): {hint}"
+        ) from err
+    if not target.is_file():
+        raise FileNotFoundError(f"weights {label}: the download wrote no file: {hint}")
+    return target
+
+
+def _torchvision_url(weights: Any) -> tuple[str, str]:
+    """``(url, label for messages)`` of torchvision weights given as in
+    :func:`torchvision_weight_file`."""
+    if isinstance(weights, WeightEntry) or (
+        isinstance(weights, str) and "." not in weights and "_Weights" not in weights
+    ):
+        entry = weights if isinstance(weights, WeightEntry) else get_weight_entry(weights)
+        if entry.kind != "torchvision" or not entry.torchvision:
+            raise ValueError(f"weights {entry.name!r} are not torchvision weights")
+        return entry.source, f"{entry.name!r} ({entry.torchvision})"
+    if isinstance(weights, str):
+        from torchvision import models as tvm
+
+        cls_name, _, member = weights.partition(".")
+        try:
+            weights = getattr(getattr(tvm, cls_name), member)
+        except AttributeError:
+            raise ValueError(
+                f"unknown torchvision weights {weights!r}: expected e.g. "
+                "'ResNet50_Weights.IMAGENET1K_V2' or an fcnkit torchvision entry name"
+            ) from None
+    url = getattr(weights, "url", None)
+    if not isinstance(url, str):
+        raise TypeError(f"not torchvision weights: {weights!r}")
+    return url, f"{type(weights).__name__}.{weights.name}"
+
+
+def _download(url: str, target: Path, timeout: float) -> None:
+    """One download into ``target`` via ``torch.hub.download_url_to_file`` (atomic: it writes
+    a temporary file first), with ``timeout`` seconds for every socket operation."""
+    import socket
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout)
+    try:
+        torch.hub.download_url_to_file(url, str(target), progress=False)
+    finally:
+        socket.setdefaulttimeout(previous)
 
 
 # ----- Caffe --------------------------------------------------------------------------------
@@ -713,22 +824,27 @@ def _load_caffemodel(model: nn.Module, path: Path, entry: WeightEntry | None) ->
 
 
 def _load_torch_file(model: nn.Module, path: Path) -> LoadReport:
-    """An fcnkit checkpoint, the model's own state dict, a torchvision VGG16 or an
-    EfficientNet-Lite0 state dict."""
+    """An fcnkit checkpoint, the model's own state dict, a torchvision VGG16 (classifier or
+    ``vgg16_features-*.pth``) or an EfficientNet-Lite0 state dict. A 3-channel (RGB) net's
+    weights load into an early-fusion RGB-D net with ``conv1_1`` widened
+    (:func:`fcnkit.models.vgg.load_rgb_weights`)."""
     obj = _torch_load(path)
     if isinstance(obj, dict) and "model" in obj and "model_name" in obj:
         state = obj["model"]
         name = getattr(model, "model_name", None)
         try:
-            model.load_state_dict(state, strict=True)
+            widened = _load_full_state(model, state)
         except RuntimeError as err:
             raise ValueError(
                 f"{path}: checkpoint of {obj['model_name']!r} ({obj.get('num_classes')} classes) "
                 f"does not fit {name!r}: {err}"
             ) from err
-        if obj.get("preprocessing"):
+        report = LoadReport(str(path), loaded=list(state))
+        if widened:  # an RGB net initialising RGB-D: the model keeps its RGB-D preprocessing
+            report.notes.append("conv1_1: extra input channels = mean of the RGB filters")
+        elif obj.get("preprocessing"):
             model.preprocessing = get_preprocessing(obj["preprocessing"])
-        return LoadReport(str(path), loaded=list(state))
+        return report
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ValueError(
             f"{path}: expected an fcnkit checkpoint or a state dict (name -> tensor), "
@@ -736,7 +852,10 @@ def _load_torch_file(model: nn.Module, path: Path) -> LoadReport:
         )
     own = model.state_dict()
     if set(obj) == set(own):
-        model.load_state_dict(obj, strict=True)
+        try:
+            _load_full_state(model, obj)
+        except RuntimeError as err:
+            raise ValueError(f"{path}: state dict does not fit the model: {err}") from err
         return LoadReport(str(path), loaded=list(obj))
     if "_conv_stem.weight" in obj:
         from fcnkit.models.efficientnet import EfficientNetLite0
@@ -747,9 +866,7 @@ def _load_torch_file(model: nn.Module, path: Path) -> LoadReport:
             model.preprocessing = get_preprocessing("tf-efficientnet-lite")
             return report
     if _is_tv_vgg16(obj) and any(k.startswith("conv1_1") for k in own):
-        report = _copy_trunk(model, torchvision_vgg16_to_caffe(obj), str(path))
-        model.preprocessing = get_preprocessing("torchvision-imagenet")
-        return report
+        return _load_tv_vgg16(model, obj, path, None)
     missing = sorted(set(own) - set(obj))
     if set(obj) <= set(own):  # a subset of the model's own names: load it, report the rest
         shapes = [k for k in obj if obj[k].shape != own[k].shape]
@@ -760,6 +877,20 @@ def _load_torch_file(model: nn.Module, path: Path) -> LoadReport:
     return _load_into_submodule(model, obj, str(path))
 
 
+def _load_full_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> bool:
+    """``load_state_dict(strict=True)``, widening a 3-channel ``conv1_1`` for RGB-D nets;
+    returns whether it widened."""
+    own = model.state_dict()
+    w, dst = state.get("conv1_1.weight"), own.get("conv1_1.weight")
+    if w is not None and dst is not None and w.dim() == 4 and w.shape[1] == 3 < dst.shape[1]:
+        from fcnkit.models.vgg import load_rgb_weights
+
+        load_rgb_weights(model, state, strict=True)
+        return True
+    model.load_state_dict(state, strict=True)
+    return False
+
+
 _LOADERS: dict[str, Callable[[nn.Module, Path, WeightEntry | None], LoadReport]] = {
     "efficientnet-package": _load_efficientnet,
     "hed-package": _load_hed,
@@ -768,6 +899,42 @@ _LOADERS: dict[str, Callable[[nn.Module, Path, WeightEntry | None], LoadReport]]
 }
 
 
-def compatible(entry: WeightEntry, model_name: str) -> bool:
-    """Whether ``entry`` is made for ``model_name`` (its ``models`` glob patterns)."""
-    return any(fnmatch.fnmatchcase(model_name, p) for p in entry.models)
+def compatible(entry: WeightEntry, model_name: str, modality: str | None = None) -> bool:
+    """Whether ``entry`` is made for ``model_name`` (its ``models`` glob patterns) and, for an
+    entry recording a NYUD ``modality``, for a model built with that ``modality`` (``None``:
+    not checked)."""
+    if not any(fnmatch.fnmatchcase(model_name, p) for p in entry.models):
+        return False
+    return entry.modality is None or modality is None or modality == entry.modality
+
+
+def model_modality(model: nn.Module) -> str | None:
+    """A NYUD model's ``modality`` (its attribute, else its ``model_options``), or ``None``."""
+    modality = getattr(model, "modality", None)
+    if modality is None:
+        modality = dict(getattr(model, "model_options", {}) or {}).get("modality")
+    return modality if isinstance(modality, str) else None
+
+
+def check_compatible(entry: WeightEntry, model: nn.Module) -> None:
+    """``ValueError`` unless ``entry`` is made for ``model`` (see :func:`compatible`).
+
+    Models not built by ``create_model`` (no ``model_name``, e.g. a torchvision classifier
+    for ``surgery.convolutionalize``) are not checked here: the loaders check their layout.
+    """
+    name = getattr(model, "model_name", None)
+    if not isinstance(name, str):
+        return
+    modality = model_modality(model)
+    if compatible(entry, name, modality):
+        return
+    if entry.modality is not None and any(fnmatch.fnmatchcase(name, p) for p in entry.models):
+        raise ValueError(
+            f"weights {entry.name!r} are for {name} with modality={entry.modality!r} "
+            f"({entry.preprocessing} input), but the model was built with modality={modality!r}: "
+            f"build it with create_model({name!r}, modality={entry.modality!r}, ...)"
+        )
+    made_for = ", ".join(entry.models) or "no fcnkit model"
+    raise ValueError(
+        f"weights {entry.name!r} are made for {made_for}, not {name!r} ({entry.description})"
+    )

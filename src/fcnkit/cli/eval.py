@@ -25,7 +25,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "eval", help="evaluate a trained model (pixel acc, mean acc, mean IU, f.w. IU)"
     )
-    p.add_argument("weights", help="run directory or checkpoint file")
+    p.add_argument(
+        "weights",
+        help="run directory, checkpoint file, known weight name (fcnkit weights) or a "
+        ".caffemodel / state-dict file with --model",
+    )
     p.add_argument("--dataset", required=True, help="dataset name (see `fcnkit data list`)")
     p.add_argument("--root", default=None, help="the folder holding the dataset's files")
     p.add_argument("--split", required=True, help="split to evaluate, e.g. val or seg11valid")
@@ -35,13 +39,55 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="output folder (default: RUN/eval-DATASET-SPLIT)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: auto)")
     p.add_argument("--batch-size", type=int, default=1, help="images per batch (default 1)")
-    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
     p.add_argument("--limit", type=int, default=None, help="only the first N images")
     p.add_argument(
         "--sliding-window", type=int, default=None, metavar="TILE", help="tile large images"
     )
     p.add_argument("--tta", action="store_true", help="average with horizontally flipped input")
+    add_model_arguments(p)
     p.set_defaults(func=run_eval)
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """``--model``, ``--num-classes``, ``--model-option``: the model for weights that are not a
+    checkpoint (a weight entry name, a ``.caffemodel`` or state-dict file)."""
+    p.add_argument(
+        "--model",
+        default=None,
+        metavar="NAME",
+        help="model for WEIGHTS that are not a checkpoint (default: the weight entry's model)",
+    )
+    p.add_argument(
+        "--num-classes",
+        type=int,
+        default=None,
+        help="classes of that model (default: the weights' own, else the model's default)",
+    )
+    p.add_argument(
+        "--model-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="option of that model, e.g. modality=rgb+hha (repeatable)",
+    )
+
+
+def load_cli_model(args: argparse.Namespace, device: Any) -> tuple[Any, dict[str, Any]]:
+    """The model of ``args.weights`` (:func:`fcnkit.engine.checkpoint.load_any`); user
+    errors become :class:`CLIError`."""
+    from fcnkit.cli.data import parse_options
+    from fcnkit.engine.checkpoint import load_any
+
+    try:
+        return load_any(
+            args.weights,
+            model_name=args.model,
+            num_classes=args.num_classes,
+            options=parse_options(args.model_option),
+            map_location=device,
+        )
+    except (FileNotFoundError, ValueError) as err:
+        raise CLIError(str(err)) from None
 
 
 def default_out_dir(weights: str | os.PathLike, dataset: str, split: str) -> Path:
@@ -140,7 +186,6 @@ def run_eval(args: argparse.Namespace) -> int:
     from fcnkit.data.base import DatasetError
     from fcnkit.data.collate import collate_pad
     from fcnkit.data.transforms import TransformedDataset, build_transforms
-    from fcnkit.engine.checkpoint import load_model
     from fcnkit.engine.evaluate import evaluate_confusion, make_eval_loader, summarize
     from fcnkit.metrics import format_metrics
 
@@ -149,10 +194,7 @@ def run_eval(args: argparse.Namespace) -> int:
     device = _resolve_device(args.device)
     if device.type == "cuda" and world > 1 and device.index is None:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    try:
-        model, meta = load_model(args.weights, map_location=device)
-    except (FileNotFoundError, ValueError) as err:
-        raise CLIError(str(err)) from None
+    model, meta = load_cli_model(args, device)
     try:
         raw = create_dataset(args.dataset, args.root, args.split, **parse_options(args.option))
     except (DatasetError, ValueError, TypeError, OSError) as err:

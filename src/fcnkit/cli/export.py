@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
     p.add_argument(
         "--example-size", type=int, nargs=2, default=(64, 64), metavar=("H", "W"),
-        help="input size used for tracing (the exported sizes stay dynamic)",
+        help="input size used for tracing; the exported sizes stay dynamic (default: 64 64)",
     )  # fmt: skip
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
     p.add_argument("--dynamo", action="store_true", help="use the torch.export-based exporter")
@@ -51,6 +51,8 @@ def run_export(args: argparse.Namespace) -> int:
         )
     except AssertionError as err:
         raise CLIError(f"the exported file does not match PyTorch: {err}") from None
+    except (ValueError, RuntimeError) as err:  # e.g. an input the model rejects while tracing
+        raise CLIError(f"cannot export {meta['model_name']}: {err}") from None
     outputs = ", ".join(info["outputs"])
     print(f"wrote {out} ({meta['model_name']}, outputs: {outputs}, opset {info['opset']})")
     if "max_abs_diff" in info:

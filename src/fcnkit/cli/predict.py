@@ -2,11 +2,17 @@
 
     fcnkit predict WEIGHTS INPUTS... --out DIR [--batch-size N] [--device D] [--tta]
                    [--sliding-window TILE] [--max-pixels N] [--head NAME] [--alpha A]
+                   [--model NAME [--num-classes N] [--model-option KEY=VALUE]]
+
+WEIGHTS is a run directory or checkpoint, a known weight name (``fcnkit weights``) or a
+``.caffemodel``/state-dict file with ``--model``.
 
 INPUTS are image files or folders (searched recursively). For each image it writes
 ``DIR/labels/<name>.png`` (class indices, palette PNG with the dataset's colours from the
-checkpoint) and ``DIR/overlays/<name>.png`` (colours blended over the image). Inputs are never
-overwritten. Unreadable images are reported by name; the others are still written.
+checkpoint, per head for multi-head models) and ``DIR/overlays/<name>.png`` (colours blended
+over the image). Inputs are never overwritten. Image files are RGB: multi-modal models (RGB-D,
+RGB + HHA) need stacked inputs through the Python API (``Segmenter``). Unreadable images are
+reported by name; the others are still written.
 """
 
 from __future__ import annotations
@@ -17,28 +23,40 @@ from pathlib import Path
 from typing import Any
 
 from fcnkit.cli import CLIError
-from fcnkit.cli.eval import _resolve_device
+from fcnkit.cli.eval import _resolve_device, add_model_arguments, load_cli_model
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("predict", help="segment images or folders of images")
-    p.add_argument("weights", help="run directory or checkpoint file")
+    p.add_argument(
+        "weights",
+        help="run directory, checkpoint file, known weight name (fcnkit weights) or a "
+        ".caffemodel / state-dict file with --model",
+    )
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--batch-size", type=int, default=4, help="same-size images run together")
+    p.add_argument(
+        "--batch-size", type=int, default=4, help="same-size images run together (default 4)"
+    )
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: auto)")
     p.add_argument("--tta", action="store_true", help="average with horizontally flipped input")
     p.add_argument(
-        "--sliding-window", type=int, default=None, metavar="TILE", help="tile every image"
+        "--sliding-window",
+        type=int,
+        default=None,
+        metavar="TILE",
+        help="tile every image in TILE x TILE tiles (default: whole images)",
     )
     p.add_argument(
         "--max-pixels",
         type=int,
         default=None,
-        help="memory budget: images above this many pixels are processed in tiles",
+        help="memory budget: images above this many pixels are processed in tiles "
+        "(default: no limit)",
     )
     p.add_argument("--head", default=None, help="head of a multi-head model (default: primary)")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default 0.5)")
+    add_model_arguments(p)
     p.set_defaults(func=run_predict)
 
 
@@ -101,18 +119,29 @@ def run_predict(args: argparse.Namespace) -> int:
         for target in (label_path, overlay_path):
             if target.resolve() in inputs:
                 raise CLIError(f"writing {target} would overwrite the input {path}; change --out")
+    device = _resolve_device(args.device)
+    model, meta = load_cli_model(args, device)
     try:
         segmenter = Segmenter(
-            args.weights,
-            _resolve_device(args.device),
+            model,
+            device,
             batch_size=args.batch_size,
             tta=args.tta,
             sliding_window=args.sliding_window,
             max_pixels=args.max_pixels,
+            meta=meta,
         )
     except (FileNotFoundError, ValueError) as err:
         raise CLIError(str(err)) from None
-    palette = segmenter.palette
+    channels = segmenter.input_channels
+    if channels is not None and channels != 3:
+        name = meta.get("model_name", type(model).__name__)
+        raise CLIError(
+            f"{name} expects {channels}-channel input but image files are read as RGB: "
+            "segment stacked multi-modal inputs with the Python API, "
+            "fcnkit.Segmenter(WEIGHTS).predict(tensor_or_array)"
+        )
+    palette = segmenter.palette_for(args.head)
     failed: list[str] = []
     written = 0
     chunk = max(1, args.batch_size) * 4

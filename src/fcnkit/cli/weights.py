@@ -7,7 +7,6 @@ import argparse
 import difflib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -51,7 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help='ImageNet class name or index, e.g. "tabby cat" (default: the top-1 class)',
     )
-    h.add_argument("--out", type=Path, default=Path("heatmap.png"), help="PNG to write")
+    h.add_argument(
+        "--out", type=Path, default=Path("heatmap.png"), help="PNG to write (default heatmap.png)"
+    )
     h.add_argument(
         "--size", type=int, default=448, help="shorter image side fed to the net (default 448)"
     )
@@ -103,36 +104,9 @@ def run_weights(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- convert
 
 
-def _parse_options(items: list[str]) -> dict[str, Any]:
-    options: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise CLIError(f"--option expects KEY=VALUE, got {item!r}")
-        for cast in (int, float):
-            try:
-                options[key] = cast(value)
-                break
-            except ValueError:
-                continue
-        else:
-            options[key] = {"true": True, "false": False}.get(value.lower(), value)
-    return options
-
-
-def _classes_in_file(net: Any) -> int | None:
-    """The class count of the first ``score_fr*`` layer (its output channels)."""
-    for layer in net.weighted_layers:
-        if layer.name.startswith("score_fr") and layer.blobs:
-            shape = [d for d in layer.blobs[0].shape]
-            while len(shape) > 2 and shape[0] == 1:  # legacy 1 x 1 x out x in
-                shape.pop(0)
-            return int(shape[0])
-    return None
-
-
 def run_convert(args: argparse.Namespace) -> int:
-    from fcnkit.caffe import CaffeFormatError, caffe_state_dict, read_caffemodel
+    from fcnkit.caffe import CaffeFormatError, caffe_state_dict, read_caffemodel, score_classes
+    from fcnkit.cli.data import parse_options
     from fcnkit.engine.checkpoint import save_checkpoint
     from fcnkit.models import create_model
     from fcnkit.weights import list_weights
@@ -141,8 +115,8 @@ def run_convert(args: argparse.Namespace) -> int:
         net = read_caffemodel(args.caffemodel)
     except (FileNotFoundError, CaffeFormatError) as err:
         raise CLIError(str(err)) from None
-    num_classes = args.num_classes or _classes_in_file(net)
-    options = _parse_options(args.option)
+    num_classes = args.num_classes or score_classes(net)
+    options = parse_options(args.option)
     try:
         model = create_model(args.model, num_classes, **options)
         state, report = caffe_state_dict(net, model, name=str(args.caffemodel))
@@ -153,9 +127,9 @@ def run_convert(args: argparse.Namespace) -> int:
     entry = next((e for e in list_weights() if e.file_name == args.caffemodel.name), None)
     classes = entry.class_names() if entry else None
     if entry is not None:
-        from fcnkit.weights import resolve_preprocessing
+        from fcnkit.preprocessing import get_preprocessing
 
-        model.preprocessing = resolve_preprocessing(entry.preprocessing)
+        model.preprocessing = get_preprocessing(entry.preprocessing)
     if classes is not None and len(classes) != model.num_classes:
         classes = None
     save_checkpoint(args.out, model, classes=classes, source=str(args.caffemodel))
@@ -276,12 +250,17 @@ def run_heatmap(args: argparse.Namespace) -> int:
 
     if args.size < 32:
         raise CLIError(f"--size must be at least 32 (one stride-32 cell), got {args.size}")
+    if args.image.is_dir():
+        raise CLIError(f"{args.image} is a directory; heatmap takes one image file")
     try:
-        image = np.asarray(Image.open(args.image).convert("RGB"))
+        with Image.open(args.image) as im:
+            image = np.asarray(im.convert("RGB"))
     except FileNotFoundError:
         raise CLIError(f"no image at {args.image}") from None
     except UnidentifiedImageError:
         raise CLIError(f"{args.image} is not an image PIL can read") from None
+    except (OSError, ValueError) as err:  # truncated files, permissions, ...
+        raise CLIError(f"cannot read image {args.image}: {err}") from None
     classes = imagenet_classes()
     index = resolve_class(args.class_name, classes) if args.class_name else None
     try:

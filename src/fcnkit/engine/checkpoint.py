@@ -37,10 +37,30 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     return path
 
 
+# create_model options that fetch pretrained weights while building: not used when a
+# checkpoint rebuilds its model (the checkpoint holds every weight; the backbone file may be
+# absent or need a download), but kept in the checkpoint for provenance.
+WEIGHT_OPTIONS = ("backbone_weights",)
+
+
+def _palette(palette: Any) -> list[list[int]] | None:
+    return [list(map(int, c)) for c in palette] if palette is not None else None
+
+
 def model_metadata(
-    model: nn.Module, classes: list[str] | None = None, palette: list | None = None
+    model: nn.Module,
+    classes: list[str] | None = None,
+    palette: list | None = None,
+    *,
+    targets: dict[str, list[str]] | None = None,
+    palettes: dict[str, list] | None = None,
 ) -> dict[str, Any]:
-    """What is needed to rebuild ``model`` (built by ``create_model``) and read its output."""
+    """What is needed to rebuild ``model`` (built by ``create_model``) and read its output.
+
+    ``classes``/``palette`` are the primary head's; multi-head models also record ``targets``
+    (head -> class names, the dataset's ``targets``) and ``palettes`` (head -> colours, the
+    dataset's ``target_palettes``).
+    """
     for attr in ("model_name", "num_classes"):
         if not hasattr(model, attr):
             raise ValueError(f"model has no {attr!r}: build it with fcnkit.create_model")
@@ -51,7 +71,9 @@ def model_metadata(
         "model_options": dict(getattr(model, "model_options", {})),
         "preprocessing": preprocessing.to_dict() if preprocessing is not None else None,
         "classes": list(classes) if classes is not None else None,
-        "palette": [list(map(int, c)) for c in palette] if palette is not None else None,
+        "palette": _palette(palette),
+        "targets": {str(h): list(c) for h, c in targets.items()} if targets else None,
+        "palettes": {str(h): _palette(p) for h, p in palettes.items()} if palettes else None,
         "fcnkit_version": __version__,
     }
 
@@ -62,11 +84,17 @@ def save_checkpoint(
     *,
     classes: list[str] | None = None,
     palette: list | None = None,
+    targets: dict[str, list[str]] | None = None,
+    palettes: dict[str, list] | None = None,
     **extra: Any,
 ) -> Path:
-    """Write ``model``'s weights and metadata (plus ``extra`` training state) atomically."""
+    """Write ``model``'s weights and metadata (plus ``extra`` training state) atomically.
+
+    Multi-head models: ``targets`` (head -> class names) and ``palettes`` (head -> colours),
+    so that predicting or evaluating any head uses its own names and colours.
+    """
     module = model.module if hasattr(model, "module") else model  # unwrap DDP
-    ckpt = model_metadata(module, classes, palette)
+    ckpt = model_metadata(module, classes, palette, targets=targets, palettes=palettes)
     ckpt["model"] = {k: v.detach().cpu() for k, v in module.state_dict().items()}
     ckpt.update(extra)
     return atomic_save(ckpt, path)
@@ -111,12 +139,17 @@ def load_model(
     """Rebuild the model saved in a checkpoint or run directory; returns ``(model, metadata)``.
 
     The model is in eval mode; ``metadata`` is the checkpoint without its tensors' bulk.
+    Options that fetch pretrained weights (``backbone_weights``) are not used: the
+    checkpoint holds every weight (they stay in ``metadata["model_options"]``).
     """
     from fcnkit.models import create_model
     from fcnkit.preprocessing import get_preprocessing
 
     ckpt = load_checkpoint(path_or_run, map_location)
-    model = create_model(ckpt["model_name"], ckpt["num_classes"], **ckpt.get("model_options", {}))
+    options = {
+        k: v for k, v in (ckpt.get("model_options") or {}).items() if k not in WEIGHT_OPTIONS
+    }
+    model = create_model(ckpt["model_name"], ckpt["num_classes"], **options)
     try:
         model.load_state_dict(ckpt["model"], strict=True)
     except RuntimeError as err:
@@ -125,4 +158,111 @@ def load_model(
         model.preprocessing = get_preprocessing(ckpt["preprocessing"])
     model.to(map_location).eval()
     meta = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "scheduler", "rng")}
+    return model, meta
+
+
+def head_names(meta: dict[str, Any], head: str | None = None) -> list[str] | None:
+    """Class names of ``head`` (the primary head when ``None``) from checkpoint metadata."""
+    targets = meta.get("targets") or {}
+    if head is not None and head in targets:
+        return list(targets[head])
+    if head is None or not targets or head == next(iter(targets)):
+        return meta.get("classes") or (list(next(iter(targets.values()))) if targets else None)
+    return None
+
+
+def head_palette(meta: dict[str, Any], head: str | None = None) -> list[list[int]] | None:
+    """Colours of ``head`` (the primary head when ``None``) from checkpoint metadata."""
+    palettes = meta.get("palettes") or {}
+    if head is not None and head in palettes:
+        return palettes[head]
+    targets = meta.get("targets") or {}
+    primary = next(iter(palettes or targets), None)
+    if head is None or head == primary or not (palettes or targets):
+        return meta.get("palette") or (palettes.get(primary) if primary else None)
+    return None
+
+
+def load_any(
+    spec: str | os.PathLike,
+    *,
+    model_name: str | None = None,
+    num_classes: int | None = None,
+    options: dict[str, Any] | None = None,
+    map_location: Any = "cpu",
+) -> tuple[nn.Module, dict[str, Any]]:
+    """A model from a checkpoint or run directory, a known weight entry name, or a weights
+    file (``.caffemodel``, ``.pt``/``.pth`` state dict, ``.h5``); returns ``(model, metadata)``.
+
+    Checkpoints rebuild their own model (:func:`load_model`). Otherwise the model is
+    ``create_model(model_name, num_classes, weights=spec, **options)``: an entry made for one
+    model gives ``model_name`` (and a NYUD entry its ``modality``) itself; a file needs
+    ``model_name``. ``num_classes`` defaults to the entry's, the caffemodel's ``score_fr``
+    or the model's default. Raises ``ValueError``/``FileNotFoundError`` with what to pass.
+    """
+    from fcnkit.models import create_model
+    from fcnkit.weights import _looks_like_path, get_weight_entry
+
+    path = Path(spec)
+    text = str(spec)
+    entry = None
+    if path.is_dir() or (path.is_file() and path.suffix.lower() not in (".caffemodel", ".h5")):
+        try:
+            return load_model(path, map_location)
+        except ValueError as err:
+            if path.is_dir():
+                raise
+            if model_name is None:
+                raise ValueError(
+                    f"{err}; to load it as the weights of a model, pass --model NAME"
+                ) from None
+    elif not path.exists():
+        if _looks_like_path(text):
+            raise FileNotFoundError(f"no checkpoint, run directory or weights file at {path}")
+        entry = get_weight_entry(text)  # ValueError listing the known names
+    options = dict(options or {})
+    classes = None
+    if entry is not None:
+        if model_name is None:
+            exact = [m for m in entry.models if not any(c in m for c in "*?[")]
+            if len(exact) != 1:
+                raise ValueError(
+                    f"weights {entry.name!r} fit {', '.join(entry.models) or 'no fcnkit model'}: "
+                    "pass the model to build (--model NAME)"
+                )
+            model_name = exact[0]
+        if entry.num_classes is None:
+            raise ValueError(
+                f"weights {entry.name!r} are an ImageNet trunk/backbone without a segmentation "
+                "score layer: train a model from them first (fcnkit train), then pass its run"
+            )
+        if entry.modality is not None:
+            options.setdefault("modality", entry.modality)
+        num_classes = num_classes or entry.num_classes
+        classes = entry.class_names()
+    elif model_name is None:
+        raise ValueError(
+            f"{path} is not an fcnkit checkpoint or run directory: cannot tell which model it "
+            "is for; pass --model NAME (and --num-classes N, --model-option KEY=VALUE as needed)"
+        )
+    elif num_classes is None and path.suffix.lower() == ".caffemodel":
+        from fcnkit.caffe import read_caffemodel, score_classes
+
+        num_classes = score_classes(read_caffemodel(path))
+    try:
+        model = create_model(model_name, num_classes, weights=text, **options)
+    except TypeError as err:  # unknown model options
+        raise ValueError(f"cannot build {model_name!r}: {err}") from None
+    model.to(map_location).eval()
+    if classes is not None and len(classes) != model.num_classes:
+        classes = None
+    meta = {
+        "path": text,
+        "model_name": model_name,
+        "num_classes": model.num_classes,
+        "model_options": options,
+        "classes": classes,
+        "palette": None,
+        "weights": getattr(model, "weights", text),
+    }
     return model, meta

@@ -35,7 +35,9 @@ __all__ = [
     "MODALITIES",
     "FixedScale",
     "crop",
+    "HHA_TRUNK_FIRST_CONV",
     "expand_input_filters",
+    "hha_trunk_filters",
     "late_fusion_state_dict",
     "load_rgb_weights",
     "nyud_preprocessing",
@@ -455,6 +457,34 @@ def fcn16s_nyud(num_classes: int, *, modality: str = "rgb", learn_upsampling: bo
 
 # ---------------------------------------------------------------------------------------
 # Weight helpers for the multi-modal nets
+#
+# HHA input-channel convention. fcnkit feeds HHA in *file order* to the late-fusion trunk
+# (``caffe-nyud-color-hha`` swaps only the colour channels to BGR), while the reference
+# reversed the channels of every PNG it read (its BGR swap), HHA included, and so does
+# fcnkit's single-trunk ``hha`` modality (``caffe-nyud-hha``, BGR). Weights trained on
+# reversed channels -- the reference's HHA nets, and any BGR-trained trunk used for HHA
+# (VGG_ILSVRC_16_layers, HED), which the reference fed reversed HHA -- therefore enter a
+# late-fusion HHA trunk with their input channels reversed, through
+# :func:`hha_trunk_filters` only (fcnkit.caffe, fcnkit.weights and
+# :func:`late_fusion_state_dict` all call it). RGB-trained weights (torchvision) pair the
+# HHA channels in file order with the R, G, B filters: exactly the pairing the reversal
+# gives for BGR weights, so they are copied unchanged.
+
+HHA_TRUNK_FIRST_CONV = "conv1_1hha.weight"
+
+
+def hha_trunk_filters(weight: Tensor, channel_order: str = "BGR") -> Tensor:
+    """``conv1_1`` filters for the late-fusion HHA trunk (``conv1_1hha``), which reads HHA in
+    file order, from filters trained on ``channel_order`` input.
+
+    ``"BGR"`` (Caffe-convention weights, the reference's reversed HHA): input channels are
+    reversed. ``"RGB"`` (torchvision): unchanged. See the convention above.
+    """
+    if channel_order not in ("RGB", "BGR"):
+        raise ValueError(f"channel_order must be 'RGB' or 'BGR', got {channel_order!r}")
+    if weight.dim() != 4 or weight.shape[1] != 3:
+        raise ValueError(f"expected [out, 3, kh, kw] HHA filters, got {tuple(weight.shape)}")
+    return weight.flip(1) if channel_order == "BGR" else weight
 
 
 def expand_input_filters(weight: Tensor, in_channels: int) -> Tensor:
@@ -484,12 +514,15 @@ def load_rgb_weights(model: nn.Module, state_dict: Mapping[str, Tensor], strict:
 
 
 def late_fusion_state_dict(
-    color: Mapping[str, Tensor], hha: Mapping[str, Tensor]
+    color: Mapping[str, Tensor], hha: Mapping[str, Tensor], *, hha_channel_order: str = "BGR"
 ) -> dict[str, Tensor]:
     """Two single-trunk state dicts -> one for the late-fusion ``rgb+hha`` net.
 
     Trunk and score layers get the ``color``/``hha`` suffix (``conv1_1color.weight``,
     ``score_frhha.weight``); the shared upsamplers (``upscore*``) come from ``color``.
+    ``hha_channel_order`` is the order the ``hha`` net saw its input in (``"BGR"`` for the
+    ``hha`` modality's ``caffe-nyud-hha`` and the reference): its ``conv1_1`` goes through
+    :func:`hha_trunk_filters`, since the late-fusion net reads HHA in file order.
     """
     fused: dict[str, Tensor] = {}
     for suffix, state in (("color", color), ("hha", hha)):
@@ -499,4 +532,7 @@ def late_fusion_state_dict(
                 fused.setdefault(key, value)
             else:
                 fused[f"{layer}{suffix}.{param}"] = value
+    key = HHA_TRUNK_FIRST_CONV
+    if key in fused:
+        fused[key] = hha_trunk_filters(fused[key], hha_channel_order)
     return fused

@@ -454,3 +454,66 @@ def test_classifier_file_fills_both_late_fusion_trunks(tmp_path) -> None:
     assert report.missing == [
         f"score_fr{s}.{p}" for s in ("color", "hha") for p in ("bias", "weight")
     ]
+
+
+class _Trunk(nn.Module):
+    """Caffe-named mini trunk with a score layer, optionally per suffix (late fusion)."""
+
+    def __init__(self, in_channels: int = 3, suffixes: tuple[str, ...] = ("",)) -> None:
+        super().__init__()
+        for s in suffixes:
+            self.add_module(f"conv1_1{s}", nn.Conv2d(in_channels, 4, 3))
+            self.add_module(f"fc6{s}", nn.Conv2d(4, 6, 2))
+            self.add_module(f"score_fr{s}", nn.Conv2d(6, 2, 1))
+
+
+def test_classifier_file_into_rgbd_widens_conv1_1(tmp_path) -> None:
+    """VGG_ILSVRC_16_layers into early-fusion RGB-D: the depth filter is the mean of the RGB
+    filters (vgg.expand_input_filters), the RGB filters are copied exactly."""
+    conv = np.random.default_rng(0).normal(size=(4, 3, 3, 3)).astype(np.float32)
+    fc6 = np.random.default_rng(1).normal(size=(6, 16)).astype(np.float32)
+    layers = [
+        layer_v1("conv1_1", "Convolution", [conv, np.arange(4)]),
+        layer_v1("fc6", "InnerProduct", [fc6, np.arange(6)]),
+        layer_v1("fc8", "InnerProduct", [np.ones((10, 6)), np.ones(10)]),
+    ]
+    path = tmp_path / "VGG_ILSVRC_mini.caffemodel"
+    path.write_bytes(net(layers))
+    model = _Trunk(in_channels=4)
+    report = load_caffemodel(model, path)
+    w = model.conv1_1.weight
+    assert w.shape == (4, 4, 3, 3) and torch.equal(w[:, :3], torch.from_numpy(conv))
+    torch.testing.assert_close(w[:, 3], torch.from_numpy(conv).mean(1))
+    assert any("conv1_1.weight: extra input channels = mean" in n for n in report.notes)
+    # an FCN's own conv1_1 is never widened: a 3-channel FCN does not fit an RGB-D model
+    fcn = net(layers_from_state(_random_state(_Trunk()), v1=False))
+    with pytest.raises(ValueError, match=r"conv1_1\.weight.*\(4, 3, 3, 3\).*\(4, 4, 3, 3\)"):
+        caffe_state_dict(parse_caffemodel(fcn), _Trunk(in_channels=4))
+
+
+def test_late_fusion_from_single_nets_matches_the_fused_caffemodel() -> None:
+    """One HHA convention everywhere: the reference's single-trunk HHA net (BGR-swapped HHA,
+    loaded unchanged into modality=hha) combined by vgg.late_fusion_state_dict gives exactly
+    the weights the fused reference caffemodel loads (conv1_1hha reversed), and that trunk on
+    file-order HHA computes what the single net computes on reversed HHA."""
+    from fcnkit.models.vgg import late_fusion_state_dict
+
+    color, hha = _random_state(_Trunk()), _random_state(_Trunk())
+    single = {}
+    for name, state in (("color", color), ("hha", hha)):
+        parsed = parse_caffemodel(net(layers_from_state(state, v1=False)))
+        single[name], _ = caffe_state_dict(parsed, _Trunk())
+        assert torch.equal(single[name]["conv1_1.weight"], state["conv1_1.weight"])
+    fused_state = {f"{k.split('.')[0]}{s}.{k.split('.')[1]}": v for s, st in
+                   (("color", color), ("hha", hha)) for k, v in st.items()}  # fmt: skip
+    fused_file = parse_caffemodel(net(layers_from_state(fused_state, v1=False)))
+    from_file, _ = caffe_state_dict(fused_file, _Trunk(suffixes=("color", "hha")))
+    combined = late_fusion_state_dict(single["color"], single["hha"])
+    assert set(combined) == set(from_file)
+    for k in from_file:
+        assert torch.equal(combined[k], from_file[k]), k
+    hha_file_order = torch.randn(1, 3, 5, 5)
+    torch.testing.assert_close(
+        torch.nn.functional.conv2d(hha_file_order, combined["conv1_1hha.weight"]),
+        torch.nn.functional.conv2d(hha_file_order.flip(1), hha["conv1_1.weight"]),
+    )

@@ -100,3 +100,35 @@ def test_registered_model_exports(tmp_path, name) -> None:
         check_sizes=[(64, 80), (97, 71), (33, 130)],
     )
     assert info["max_abs_diff"] < 1e-3
+
+
+class TwoTrunks(nn.Module):
+    """Late fusion at toy scale: 6 input channels split between two 3-channel trunks (the
+    first convolution takes 3 channels, the model 6), as fcn*-nyud modality rgb+hha."""
+
+    input_channels = 6
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.color = nn.Conv2d(3, 2, 3, padding=1)
+        self.hha = nn.Conv2d(3, 2, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] != 6:
+            raise ValueError(f"expected input N x 6 x H x W, got {tuple(x.shape)}")
+        rgb, hha = x.split(3, 1)
+        return 0.5 * self.color(rgb) + 0.5 * self.hha(hha)
+
+
+def test_late_fusion_models_export_with_all_their_input_channels(tmp_path) -> None:
+    from fcnkit.export import _in_channels
+
+    with torch.device("meta"):
+        fused = create_model("fcn32s-nyud", 2, modality="rgb+hha")
+        rgbd = create_model("fcn32s-nyud", 2, modality="rgbd")
+    assert fused.conv1_1color.in_channels == 3 and _in_channels(fused) == 6
+    assert _in_channels(rgbd) == 4 and _in_channels(TinyCaffeFCN()) == 3
+    info = export_onnx(TwoTrunks(), tmp_path / "fused.onnx", example_size=(16, 16))
+    assert info["max_abs_diff"] < 1e-4
+    (inp,) = ort.InferenceSession(str(tmp_path / "fused.onnx")).get_inputs()
+    assert inp.shape[1] == 6

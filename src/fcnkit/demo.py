@@ -25,16 +25,12 @@ from typing import Any
 import torch
 
 from fcnkit.engine.config import Config, load_config
-
-METRIC_LABELS = {
-    "pixel_acc": "pixel accuracy",
-    "mean_acc": "mean accuracy",
-    "mean_iu": "mean IU",
-    "fw_iu": "f.w. IU",
-}
+from fcnkit.metrics import METRIC_NAMES, ConfusionMatrix, format_metrics
 
 
-def demo_config(steps: int | None = None, size: int | None = None, extra: list[str] | None = None):
+def demo_config(
+    steps: int | None = None, size: int | None = None, extra: list[str] | None = None
+) -> Config:
     """The ``demo`` recipe with the shortening options applied."""
     overrides = list(extra or [])
     if steps is not None:
@@ -95,7 +91,7 @@ def run_demo(
     steps_done = max(e["step"] for e in read_log(run_dir) if e["event"] == "train")
     summary = {
         "split": "test",
-        **{k: metrics[k] for k in ("pixel_acc", "mean_acc", "mean_iu", "fw_iu")},
+        **{k: metrics[k] for k in METRIC_NAMES},
         "per_class_iu": dict(zip(test_set.classes, metrics["per_class_iu"], strict=True)),
         "num_images": len(test_set),
         "train_seconds": round(train_seconds, 1),
@@ -108,37 +104,39 @@ def run_demo(
     }
     write_json(run_dir / "metrics.json", summary)
     write_report(config, summary, run_dir / "report.md")
-    print(f"\nheld-out test split ({len(test_set)} images):")
-    for key, label in METRIC_LABELS.items():
-        print(f"  {label:<15} {100 * metrics[key]:6.2f} %")
+    print(f"\nheld-out test split ({len(test_set)} images): {format_metrics(metrics)}")
     print(f"trained in {train_seconds:.0f} s; report: {run_dir / 'report.md'}")
     return {**summary, "run_dir": str(run_dir)}
 
 
-@torch.no_grad()
-def evaluate_test(config: Config, run_dir: Path, num_test: int | None):
-    """The best checkpoint on the synthetic ``test`` split (never seen in training)."""
+def evaluate_test(
+    config: Config, run_dir: Path, num_test: int | None
+) -> tuple[dict[str, Any], Any, torch.nn.Module, ConfusionMatrix]:
+    """The best checkpoint on the synthetic ``test`` split (never seen in training).
+
+    Returns ``(metrics, raw test set, model, confusion matrix)``; the metrics are
+    :func:`fcnkit.engine.evaluate.evaluate`'s (via ``evaluate_confusion`` + ``summarize``,
+    which also give the matrix for the report).
+    """
     from fcnkit.data import create_dataset
-    from fcnkit.data.collate import collate_pad
-    from fcnkit.data.transforms import TransformedDataset, build_transforms
     from fcnkit.engine.checkpoint import load_model
-    from fcnkit.metrics import ConfusionMatrix
+    from fcnkit.engine.evaluate import evaluate_confusion, make_eval_loader, summarize
 
     model, _ = load_model(run_dir)
     options = dict(config.data.val_options or config.data.options)
     if num_test is not None:
         options["num_samples"] = num_test
     raw = create_dataset(config.data.dataset, None, "test", **options)
-    dataset = TransformedDataset(raw, build_transforms(False, model.preprocessing))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=16, collate_fn=collate_pad)
-    matrix = ConfusionMatrix(model.num_classes, 255, "cpu", class_names=raw.classes)
-    for batch in loader:
-        matrix.update(model(batch["image"]).argmax(1), batch["label"])
-    return matrix.compute(), raw, model, matrix
+    loader = make_eval_loader(raw, 16, preprocessing=model.preprocessing, num_replicas=1, rank=0)
+    matrices, count = evaluate_confusion(
+        model, loader, "cpu", num_classes=model.num_classes, class_names=raw.classes
+    )
+    matrix = next(iter(matrices.values()))
+    return summarize(matrices, num_images=count), raw, model, matrix
 
 
 @torch.no_grad()
-def write_overlays(model: torch.nn.Module, dataset, path: Path, n: int = 6) -> None:
+def write_overlays(model: torch.nn.Module, dataset: Any, path: Path, n: int = 6) -> None:
     """A grid: one row per held-out sample, columns image | truth | prediction overlay."""
     import matplotlib
 
@@ -147,29 +145,32 @@ def write_overlays(model: torch.nn.Module, dataset, path: Path, n: int = 6) -> N
     import numpy as np
 
     from fcnkit.data.transforms import build_transforms
+    from fcnkit.inference import colorize, overlay
 
     transform = build_transforms(False, model.preprocessing)
-    palette = np.array(dataset.palette, dtype=np.float32)
+    palette = [tuple(c) for c in dataset.palette]
     n = min(n, len(dataset))
     fig, axes = plt.subplots(n, 3, figsize=(7.5, 2.5 * n), squeeze=False)
     for row in range(n):
         sample = dataset[row]
         pred = model(transform(sample)["image"][None]).argmax(1)[0].numpy()
-        image = sample["image"][:3].permute(1, 2, 0).numpy().astype(np.float32)
-        label = sample["label"].numpy()
-        truth = palette[np.clip(label, 0, len(palette) - 1)]
-        truth[label == 255] = 255.0
-        overlay = 0.45 * image + 0.55 * palette[pred]
+        image = sample["image"][:3].permute(1, 2, 0).numpy()
+        truth = np.asarray(colorize(sample["label"].numpy(), palette).convert("RGB"))
         for col, (img, title) in enumerate(
-            [(image, "image"), (truth, "truth"), (overlay, "prediction")]
+            [
+                (image, "image"),
+                (truth, "truth"),
+                (overlay(image, pred, palette, 0.55), "prediction"),
+            ]
         ):
             ax = axes[row, col]
-            ax.imshow(np.clip(img, 0, 255).astype(np.uint8), interpolation="nearest")
+            ax.imshow(img, interpolation="nearest")
             ax.set_axis_off()
             if row == 0:
                 ax.set_title(title)
     handles = [
-        plt.Rectangle((0, 0), 1, 1, color=palette[i] / 255.0) for i in range(len(dataset.classes))
+        plt.Rectangle((0, 0), 1, 1, color=np.array(palette[i]) / 255.0)
+        for i in range(len(dataset.classes))
     ]
     fig.legend(handles, dataset.classes, loc="lower center", ncol=4, frameon=False)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
@@ -177,7 +178,7 @@ def write_overlays(model: torch.nn.Module, dataset, path: Path, n: int = 6) -> N
     plt.close(fig)
 
 
-def write_confusion(matrix, classes: list[str], path: Path) -> None:
+def write_confusion(matrix: ConfusionMatrix, classes: list[str], path: Path) -> None:
     """Row-normalised confusion matrix (rows: truth) as a PNG."""
     import matplotlib
 
@@ -206,9 +207,6 @@ def write_confusion(matrix, classes: list[str], path: Path) -> None:
 
 
 def write_report(config: Config, summary: dict[str, Any], path: Path) -> None:
-    rows = "\n".join(
-        f"| {label} | {100 * summary[key]:.2f} % |" for key, label in METRIC_LABELS.items()
-    )
     per_class = "\n".join(
         f"| {name} | {100 * iu:.1f} % |" for name, iu in summary["per_class_iu"].items()
     )
@@ -223,9 +221,7 @@ about the class, only shape does) for {summary["steps"]} steps of
 {summary["train_seconds"]:.0f} s, then evaluated on the held-out test split
 ({summary["num_images"]} images never seen in training).
 
-| metric (test) | value |
-|---|---|
-{rows}
+Test metrics (percent): **{format_metrics(summary)}**
 
 ![held-out samples: image, truth, prediction](overlays.png)
 

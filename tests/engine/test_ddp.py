@@ -15,7 +15,8 @@ import torch.multiprocessing as mp
 from fcnkit.engine.checkpoint import load_model
 from fcnkit.engine.config import from_dict
 from fcnkit.engine.distributed import DistInfo
-from fcnkit.engine.train import build_datasets, build_val_loader, train, validate
+from fcnkit.engine.evaluate import make_eval_loader
+from fcnkit.engine.train import build_datasets, train, validate
 
 CONFIG = {
     "name": "ddp",
@@ -94,7 +95,8 @@ def test_two_processes_train_identically_and_evaluate_like_one(tmp_path: Path) -
     config = from_dict(copy.deepcopy(CONFIG))
     data = build_datasets(config)
     info = DistInfo()
-    single = validate(model, build_val_loader(data.val, model, config, info), 7, data, info)
+    loader = make_eval_loader(data.val, 2, preprocessing=model.preprocessing)
+    single = validate(model, loader, 7, data, info)
     assert single["confusion"] == r0["confusion"]
     for key in ("pixel_acc", "mean_acc", "mean_iu", "fw_iu"):
         assert single[key] == pytest.approx(r0[key], abs=0, rel=0)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from fcnkit.demo import demo_config, free_run_dir, run_demo
+from fcnkit.metrics import format_metrics
 
 
 def test_demo_recipe_is_an_fcn8s_on_synthetic_data() -> None:
@@ -21,8 +22,9 @@ def test_short_demo_writes_report(tmp_path: Path, capsys) -> None:
     base = tmp_path / "demo"
     result = run_demo(base, steps=2, size=32, num_test=4, progress=False)
     out = capsys.readouterr().out
-    for label in ("pixel accuracy", "mean accuracy", "mean IU", "f.w. IU"):
+    for label in ("pixel acc", "mean acc", "mean IU", "f.w. IU"):
         assert label in out
+    assert format_metrics(result) in out  # the one shared formatter, not a copy
     run = Path(result["run_dir"])
     assert run == base
     for name in ("report.md", "overlays.png", "curves.png", "confusion.png", "metrics.json"):
@@ -33,6 +35,7 @@ def test_short_demo_writes_report(tmp_path: Path, capsys) -> None:
     assert 0.0 <= metrics["mean_iu"] <= 1.0 and "val" in metrics
     report = (run / "report.md").read_text()
     assert "mean IU" in report and "overlays.png" in report and "confusion.png" in report
+    assert format_metrics(metrics) in report
 
     # A second demo goes to a new directory; the first run is untouched.
     assert free_run_dir(base, overwrite=False) == tmp_path / "demo-2"

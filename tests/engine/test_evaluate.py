@@ -15,7 +15,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from fcnkit.data import build_transforms, collate_pad, create_dataset
-from fcnkit.engine.evaluate import ShardSampler, evaluate, evaluate_confusion, make_eval_loader
+from fcnkit.engine.distributed import ShardSampler
+from fcnkit.engine.evaluate import evaluate, evaluate_confusion, make_eval_loader
 from fcnkit.metrics import ConfusionMatrix
 from fcnkit.preprocessing import get_preprocessing
 
@@ -174,12 +175,10 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
         model = nn.parallel.DistributedDataParallel(TinyNet())
         data = _synthetic()
         results = {}
-        from fcnkit.engine.distributed import ShardSampler as EngineShardSampler
-
         for name, subset, sampler in [
             ("padded", data, DistributedSampler(data, shuffle=True, seed=3)),
             ("shard", data, ShardSampler(data)),
-            ("engine", data, EngineShardSampler(len(data), 2, rank)),
+            ("explicit", data, ShardSampler(len(data), 2, rank)),
             ("empty-shard", data[:1], ShardSampler(data[:1])),  # rank 1 sees nothing
         ]:
             loader = DataLoader(subset, batch_size=2, sampler=sampler, collate_fn=collate_pad)
@@ -209,7 +208,7 @@ def test_two_ranks_give_exactly_the_one_process_metrics(tmp_path) -> None:
     first, _ = evaluate_confusion(model, DataLoader(_synthetic()[:1], collate_fn=collate_pad))
     for rank in range(2):
         results = json.loads((tmp_path / f"rank{rank}.json").read_text())
-        for name in ("padded", "shard", "engine"):
+        for name in ("padded", "shard", "explicit"):
             r = results[name]
             assert r["matrix"] == single["main"].matrix.tolist(), (rank, name)
             assert r["count"] == count == 5

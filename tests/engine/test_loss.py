@@ -44,14 +44,23 @@ def test_ignored_pixels_do_not_contribute() -> None:
     changed = logits.detach().clone()
     changed[0, :, 0, :3] = 100.0
     assert torch.equal(pixel_cross_entropy(changed, target), pixel_cross_entropy(logits, target))
-    out_of_range = target.clone()
-    out_of_range[1, 1, 1] = 7  # labels outside [0, C) are ignored too
-    keep = target.clone()
-    keep[1, 1, 1] = 255
+
+
+def test_ignore_index_is_honoured_and_other_out_of_range_labels_raise() -> None:
+    logits, target = _data()  # 4 classes, some pixels 255
+    other = target.clone()
+    other[other == 255] = 9  # a dataset whose void label is 9
     assert torch.equal(
-        pixel_cross_entropy(logits.detach(), out_of_range),
-        pixel_cross_entropy(logits.detach(), keep),
+        pixel_cross_entropy(logits, other, ignore_index=9), pixel_cross_entropy(logits, target)
     )
+    with pytest.raises(ValueError, match=r"labels 9 are outside \[0, 4\).*4 classes"):
+        pixel_cross_entropy(logits, other)  # 9 is not the ignore label: not silently dropped
+    bad = target.clone()
+    bad[1, 1, 1], bad[1, 2, 2] = 7, -1  # e.g. a 21-class dataset on a 4-class model
+    with pytest.raises(ValueError, match=r"labels -1, 7 are outside \[0, 4\)"):
+        pixel_cross_entropy(logits, bad)
+    with pytest.raises(ValueError, match="outside"):
+        SegmentationLoss()(logits, bad)
 
 
 def test_all_ignored_gives_zero_not_nan() -> None:
@@ -101,6 +110,20 @@ def test_class_weights_match_torch() -> None:
     assert torch.allclose(pixel_cross_entropy(logits, target, class_weights=w), expected)
     crit = SegmentationLoss(class_weights=[0.5, 2.0, 1.0, 3.0])
     assert torch.allclose(crit(logits, target), expected)
+
+
+def test_wrong_length_class_weights_raise() -> None:
+    logits, target = _data()  # 4 classes
+    with pytest.raises(ValueError, match="class_weights has 3 values but the model outputs 4"):
+        pixel_cross_entropy(logits, target, class_weights=torch.ones(3))
+    with pytest.raises(ValueError, match="class_weights has 5 values"):
+        SegmentationLoss(class_weights=[1.0] * 5)(logits, target)
+    # multi-head: the weights belong to the primary head; a wrong length still raises there
+    geo, lg = torch.randn(2, 3, 5, 6), torch.randint(0, 3, (2, 5, 6))
+    crit = SegmentationLoss(class_weights=[1.0, 2.0, 1.0, 1.0])
+    crit({"sem": logits, "geo": geo}, {"sem": target, "geo": lg})  # 4 sem classes: fine
+    with pytest.raises(ValueError, match="class_weights has 4 values but the model outputs 3"):
+        crit({"geo": geo, "sem": logits}, {"sem": target, "geo": lg})
 
 
 def test_multi_head_losses_are_summed() -> None:

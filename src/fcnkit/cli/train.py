@@ -2,28 +2,37 @@
 
 ``fcnkit train CONFIG_OR_RECIPE [--set KEY=VALUE ...] [--run-dir DIR | --name NAME]
 [--resume] [--init-from RUN] [--device DEV]`` trains into ``runs/NAME`` (default: the
-config's name). Under ``torchrun --nproc_per_node N -m fcnkit train ...`` every process runs
-it (DDP; rank 0 writes).
+config's name); ``--resume`` continues a run with its saved ``config.yaml`` (plus ``--set``).
+Under ``torchrun --nproc_per_node N -m fcnkit train ...`` every process runs it (DDP; rank 0
+writes).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fcnkit.cli import CLIError
+
+if TYPE_CHECKING:
+    from fcnkit.engine.config import Config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train",
         help="train an FCN from a recipe or config file",
-        description="Train from a shipped recipe (see `fcnkit recipes`) or a YAML config file.",
+        description="Train from a shipped recipe (see `fcnkit recipes`) or a YAML config file. "
+        "--resume continues a run from its own config.yaml (plus --set overrides).",
     )
     p.add_argument(
         "config",
         nargs="?",
-        help="recipe name or YAML file (optional with --resume: the run's config.yaml)",
+        help="recipe name or YAML file (optional with --resume and --name/--run-dir: the "
+        "run's own config.yaml is used)",
     )
     p.add_argument(
         "--set",
@@ -36,7 +45,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     where = p.add_mutually_exclusive_group()
     where.add_argument("--run-dir", type=Path, help="run directory (default runs/NAME)")
     where.add_argument("--name", help="run name: the run directory is runs/NAME")
-    p.add_argument("--resume", action="store_true", help="continue the run from its last.pt")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run from its checkpoints/last.pt with its saved config.yaml",
+    )
     p.add_argument(
         "--init-from",
         metavar="RUN",
@@ -47,12 +60,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_train)
 
-    r = subparsers.add_parser("recipes", help="list the shipped training recipes, or show one")
-    r.add_argument("action", nargs="?", choices=["list", "show"], default="list")
-    r.add_argument("name", nargs="?", help="recipe to show (YAML, to copy and edit)")
+    r = subparsers.add_parser(
+        "recipes",
+        help="list the shipped training recipes, or show one",
+        description="`fcnkit recipes` lists the recipes; `fcnkit recipes show NAME` (or "
+        "`fcnkit recipes NAME`) prints one as YAML, to copy, edit and `fcnkit train FILE`.",
+    )
+    r.add_argument(
+        "action",
+        nargs="?",
+        default="list",
+        metavar="list | show | NAME",
+        help="list (default), show NAME, or a recipe name to show",
+    )
+    r.add_argument("name", nargs="?", help="the recipe to show (with `show`)")
     r.set_defaults(func=run_recipes)
 
-    pl = subparsers.add_parser("plot", help="plot a run's training curves (loss, mean IU) to PNG")
+    pl = subparsers.add_parser(
+        "plot",
+        help="plot a run's training curves (loss, mean IU) to PNG",
+        description="Plot the training loss and validation mean IU of a run's log.jsonl.",
+    )
     pl.add_argument("run", type=Path, help="run directory")
     pl.add_argument("--out", type=Path, help="PNG path (default RUN/curves.png)")
     pl.set_defaults(func=run_plot)
@@ -64,20 +92,63 @@ def resolve_run_dir(args: argparse.Namespace, config_name: str) -> Path:
     return Path("runs") / (args.name or config_name)
 
 
-def run_train(args: argparse.Namespace) -> int:
+def _load(source: str | Path, overrides: list[str]) -> Config:
     from fcnkit.engine.config import ConfigError, load_config
-    from fcnkit.engine.train import NonFiniteLossError, RunDirExistsError, train
 
-    source = args.config
-    if source is None:
-        if not args.resume or (args.run_dir is None and args.name is None):
-            raise CLIError("give a recipe or config file (see `fcnkit recipes`)")
-        source = resolve_run_dir(args, "") / "config.yaml"
     try:
-        config = load_config(source, args.overrides)
+        return load_config(source, overrides)
     except ConfigError as err:
         raise CLIError(str(err)) from None
-    run_dir = resolve_run_dir(args, config.name)
+
+
+def resume_config(args: argparse.Namespace) -> tuple[Config, Path]:
+    """``--resume``: the run's own ``config.yaml`` plus ``--set`` overrides, and the run dir.
+
+    A recipe or config file given as well only names the run (``runs/NAME``) when neither
+    ``--name`` nor ``--run-dir`` does; where it differs from the saved config a warning says
+    so, and the saved one is used.
+    """
+    from fcnkit.engine.config import config_diff
+
+    given = _load(args.config, args.overrides) if args.config is not None else None
+    if given is None and args.run_dir is None and args.name is None:
+        raise CLIError(
+            "train --resume: which run? pass --name NAME (runs/NAME) or --run-dir DIR "
+            "(or the recipe / config file the run was started with)"
+        )
+    run_dir = resolve_run_dir(args, given.name if given is not None else "")
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        raise CLIError(
+            f"--resume: no run at {run_dir} ({saved} is missing); pass the run with "
+            "--name NAME or --run-dir DIR"
+        )
+    config = _load(saved, args.overrides)
+    if given is not None:
+        changes = config_diff(config.to_dict(), given.to_dict())
+        if changes and _is_main():
+            print(
+                f"fcnkit: warning: resuming with {saved}, not {args.config}; they differ in:\n  "
+                + "\n  ".join(changes)
+                + "\n(change values of a resumed run with --set KEY=VALUE)",
+                file=sys.stderr,
+            )
+    return config, run_dir
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from fcnkit.engine.train import NonFiniteLossError, RunDirExistsError, train
+
+    if args.resume:
+        config, run_dir = resume_config(args)
+    elif args.config is None:
+        raise CLIError(
+            "give a recipe or config file (see `fcnkit recipes`), or --resume with "
+            "--name NAME / --run-dir DIR"
+        )
+    else:
+        config = _load(args.config, args.overrides)
+        run_dir = resolve_run_dir(args, config.name)
     try:
         metrics = train(
             config,
@@ -90,39 +161,42 @@ def run_train(args: argparse.Namespace) -> int:
         )
     except (RunDirExistsError, FileNotFoundError, NonFiniteLossError, ValueError) as err:
         raise CLIError(str(err)) from None
-    _print_metrics(metrics, run_dir)
+    if _is_main():
+        from fcnkit.metrics import METRIC_NAMES, format_metrics
+
+        if all(k in metrics for k in METRIC_NAMES):
+            print("final evaluation: " + format_metrics(metrics))
+        print(f"run directory: {run_dir}")
     return 0
 
 
-def _print_metrics(metrics: dict, run_dir: Path) -> None:
-    import os
-
-    if int(os.environ.get("RANK", "0")) != 0:
-        return
-    labels = {"pixel_acc": "pixel acc", "mean_acc": "mean acc", "mean_iu": "mean IU"}
-    labels["fw_iu"] = "f.w. IU"
-    parts = [f"{label} {100 * metrics[k]:.2f}" for k, label in labels.items() if k in metrics]
-    if parts:
-        print("final evaluation: " + ", ".join(parts))
-    print(f"run directory: {run_dir}")
+def _is_main() -> bool:
+    """Rank 0 (or no torchrun): the process that prints."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def run_recipes(args: argparse.Namespace) -> int:
     from fcnkit.engine.config import ConfigError, list_recipes, recipe_description, recipe_text
 
-    if args.action == "show" or args.name:
-        if not args.name:
-            raise CLIError("usage: fcnkit recipes show NAME")
-        try:
-            print(recipe_text(args.name), end="")
-        except ConfigError as err:
-            raise CLIError(str(err)) from None
+    if args.action == "list" and args.name is None:
+        names = list_recipes()
+        width = max(len(n) for n in names)
+        for name in names:
+            print(f"{name:<{width}}  {recipe_description(name)}")
+        print("\n`fcnkit recipes show NAME` prints one (copy it, edit it, `fcnkit train FILE`).")
         return 0
-    names = list_recipes()
-    width = max(len(n) for n in names)
-    for name in names:
-        print(f"{name:<{width}}  {recipe_description(name)}")
-    print("\n`fcnkit recipes show NAME` prints one (copy it, edit it, `fcnkit train FILE`).")
+    if args.action in ("list", "show"):
+        name = args.name
+        if name is None:
+            raise CLIError("usage: fcnkit recipes show NAME (see `fcnkit recipes`)")
+    elif args.name is not None:
+        raise CLIError(f"usage: fcnkit recipes show NAME; got {args.action!r} {args.name!r}")
+    else:
+        name = args.action  # `fcnkit recipes NAME`
+    try:
+        print(recipe_text(name), end="")
+    except ConfigError as err:
+        raise CLIError(str(err)) from None
     return 0
 
 

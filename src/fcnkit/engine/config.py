@@ -416,6 +416,18 @@ def validate(
         fail("model.num_classes", "an integer >= 1 or null", config.model.num_classes)
 
 
+def config_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """``"key: old -> new"`` lines for every dotted key whose value differs (sorted)."""
+    lines = []
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key, "<unset>"), new.get(key, "<unset>")
+        if isinstance(a, dict) and isinstance(b, dict) and a and b:
+            lines += config_diff(a, b, f"{prefix}{key}.")
+        elif a != b:
+            lines.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return lines
+
+
 def _deep_copy(data: Any) -> Any:
     if isinstance(data, dict):
         return {k: _deep_copy(v) for k, v in data.items()}

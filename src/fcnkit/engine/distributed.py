@@ -8,7 +8,7 @@ Only rank 0 writes (run directory, logs, checkpoints, progress bar).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sized
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,15 +94,6 @@ def all_gather_object(obj: Any, info: DistInfo) -> list[Any]:
     return out
 
 
-def broadcast_object(obj: Any, info: DistInfo) -> Any:
-    """Rank 0's ``obj`` on every rank."""
-    if not info.distributed:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def broadcast_buffers(model: torch.nn.Module, info: DistInfo) -> None:
     """Give every rank rank 0's buffers (BatchNorm running statistics).
 
@@ -134,15 +125,32 @@ class ResumableSampler(DistributedSampler):
         return self.num_samples - self.skip
 
 
+def process_group() -> tuple[int, int]:
+    """``(rank, world_size)`` of the initialised process group, ``(0, 1)`` without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 class ShardSampler(Sampler[int]):
     """Evaluation sharding without padding: rank r gets indices r, r + N, r + 2N, ...
 
     Unlike ``DistributedSampler`` no sample is repeated, so metrics reduced over ranks equal
-    single-process metrics exactly.
+    single-process metrics exactly (shards may differ in length by one). ``data`` is a
+    dataset or its length; ``num_replicas`` / ``rank`` default to the process group's
+    (1 / 0 without one).
     """
 
-    def __init__(self, length: int, num_replicas: int = 1, rank: int = 0) -> None:
-        self.indices = list(range(rank, length, num_replicas))
+    def __init__(
+        self, data: Sized | int, num_replicas: int | None = None, rank: int | None = None
+    ) -> None:
+        default_rank, default_world = process_group()
+        length = data if isinstance(data, int) else len(data)
+        self.num_replicas = default_world if num_replicas is None else int(num_replicas)
+        self.rank = default_rank if rank is None else int(rank)
+        if not 0 <= self.rank < self.num_replicas:
+            raise ValueError(f"rank {self.rank} not in [0, {self.num_replicas})")
+        self.indices = range(self.rank, length, self.num_replicas)
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.indices)

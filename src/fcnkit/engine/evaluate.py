@@ -2,7 +2,8 @@
 
 Under ``torch.distributed`` each rank evaluates its shard and the confusion matrices are
 summed with ``all_reduce``, so N ranks give exactly the metrics of one process provided every
-sample is counted once. :class:`ShardSampler` shards without padding; a loader using
+sample is counted once. :class:`fcnkit.engine.distributed.ShardSampler` (used by
+:func:`make_eval_loader`) shards without padding; a loader using
 ``torch.utils.data.DistributedSampler`` (which pads the shards to equal length by repeating
 samples) is handled too: the repeated samples at the end of a shard are skipped.
 
@@ -15,48 +16,19 @@ near the bottom/right borders.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from fcnkit.engine.distributed import ShardSampler, process_group
 from fcnkit.inference import SlidingWindow, dense_scores
 from fcnkit.metrics import ConfusionMatrix
 
 MAIN = "main"  # head name used for single-output models
-
-
-def _dist_info() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-class ShardSampler(Sampler[int]):
-    """Indices ``rank, rank + W, rank + 2W, ...`` of the dataset: every sample exactly once
-    over all ranks, no padding (shards may differ in length by one).
-
-    ``num_replicas`` / ``rank`` default to the process group's (1 / 0 without one).
-    """
-
-    def __init__(
-        self, dataset: Sized, num_replicas: int | None = None, rank: int | None = None
-    ) -> None:
-        default_rank, default_world = _dist_info()
-        self.num_samples_total = len(dataset)
-        self.num_replicas = default_world if num_replicas is None else int(num_replicas)
-        self.rank = default_rank if rank is None else int(rank)
-        if not 0 <= self.rank < self.num_replicas:
-            raise ValueError(f"rank {self.rank} not in [0, {self.num_replicas})")
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(range(self.rank, self.num_samples_total, self.num_replicas))
-
-    def __len__(self) -> int:
-        return len(range(self.rank, self.num_samples_total, self.num_replicas))
 
 
 def make_eval_loader(
@@ -66,8 +38,21 @@ def make_eval_loader(
     num_workers: int = 0,
     collate_fn: Any = None,
     pin_memory: bool = False,
+    preprocessing: Any = None,
+    num_replicas: int | None = None,
+    rank: int | None = None,
 ) -> DataLoader:
-    """A DataLoader over this rank's shard (:class:`ShardSampler`), padding mixed sizes."""
+    """A DataLoader over this rank's shard (:class:`ShardSampler`), padding mixed sizes.
+
+    ``preprocessing`` (a :class:`~fcnkit.preprocessing.Preprocessing` or preset name): wrap
+    the raw dataset in the evaluation transform (whole images, normalised). ``num_replicas``
+    / ``rank`` default to the process group's. The loader has its own generator, so iterating
+    it never consumes the global RNG (training stays reproducible).
+    """
+    if preprocessing is not None:
+        from fcnkit.data.transforms import TransformedDataset, build_transforms
+
+        dataset = TransformedDataset(dataset, build_transforms(False, preprocessing))
     if collate_fn is None:
         from fcnkit.data.collate import collate_pad
 
@@ -75,23 +60,12 @@ def make_eval_loader(
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        sampler=ShardSampler(dataset),
+        sampler=ShardSampler(dataset, num_replicas, rank),
         num_workers=num_workers,
         collate_fn=collate_fn,
         pin_memory=pin_memory,
+        generator=torch.Generator().manual_seed(0),
     )
-
-
-def _unpadded_shard_samplers() -> tuple[type, ...]:
-    """Samplers known to hand each rank a disjoint shard with no repeated sample."""
-    kinds: list[type] = [ShardSampler]
-    try:  # the training engine's own evaluation sharder
-        from fcnkit.engine.distributed import ShardSampler as EngineShardSampler
-
-        kinds.append(EngineShardSampler)
-    except ImportError:
-        pass
-    return tuple(kinds)
 
 
 def _shard_plan(loader: Iterable) -> tuple[bool, int | None]:
@@ -101,7 +75,7 @@ def _shard_plan(loader: Iterable) -> tuple[bool, int | None]:
     batch_sampler = getattr(loader, "batch_sampler", None)
     inner = getattr(batch_sampler, "sampler", None)
     for s in (sampler, inner):
-        if isinstance(s, _unpadded_shard_samplers()):
+        if isinstance(s, ShardSampler):
             return True, None
         if isinstance(s, DistributedSampler):
             if s.drop_last and len(s.dataset) % s.num_replicas:
@@ -229,7 +203,7 @@ def evaluate_confusion(
             counted += n
     finally:
         module.train(was_training)
-    _, world = _dist_info()
+    _, world = process_group()
     if reduce is None:
         reduce = sharded and world > 1
     if reduce:

@@ -1,7 +1,9 @@
 """Pixelwise cross-entropy for FCNs (paper Sec. 3 and 4.3).
 
 The loss is a sum over the spatial output of per-pixel softmax losses; pixels labelled
-``ignore_index`` (255: VOC's boundary band, padding) contribute nothing. Two normalisations:
+``ignore_index`` (255: VOC's boundary band, padding) contribute nothing; any other label
+outside ``[0, C)`` is an error (a dataset / model class-count mismatch), never silently
+dropped. Two normalisations:
 
 - ``normalize=True``: mean over labelled pixels (goes with lr ~1e-4 for VGG16, SGD, Sec. 4.3);
 - ``normalize=False``: summed over pixels, averaged over the images of the batch (the Caffe
@@ -34,9 +36,10 @@ def pixel_cross_entropy(
 ) -> Tensor:
     """Cross-entropy of ``N x C x H x W`` logits against ``N x H x W`` int labels.
 
-    Pixels with label ``ignore_index`` (or any label outside ``[0, C)``) are ignored. With
-    ``class_weights`` each pixel's term is weighted by its class's weight and the mean divides
-    by the summed weights. A batch with no labelled pixel gives 0 (not NaN).
+    Pixels labelled ``ignore_index`` are ignored; any other label outside ``[0, C)`` raises
+    ``ValueError`` naming the values and ``C``. With ``class_weights`` (``C`` values) each
+    pixel's term is weighted by its class's weight and the mean divides by the summed
+    weights. A batch with no labelled pixel gives 0 (not NaN).
     """
     if logits.dim() != 4 or target.dim() != 3:
         raise ValueError(
@@ -50,7 +53,21 @@ def pixel_cross_entropy(
         )
     num_classes = logits.shape[1]
     target = target.long()
-    valid = (target >= 0) & (target < num_classes)
+    valid = target != ignore_index
+    bad = valid & ((target < 0) | (target >= num_classes))
+    if bool(bad.any()):
+        values = torch.unique(target[bad]).tolist()
+        shown = ", ".join(map(str, values[:10])) + (", ..." if len(values) > 10 else "")
+        raise ValueError(
+            f"labels {shown} are outside [0, {num_classes}): the model outputs {num_classes} "
+            f"classes and {ignore_index} is the ignore label. Does model.num_classes match "
+            "the dataset (or loss.ignore_index its void label)?"
+        )
+    if class_weights is not None and class_weights.numel() != num_classes:
+        raise ValueError(
+            f"class_weights has {class_weights.numel()} values but the model outputs "
+            f"{num_classes} classes"
+        )
     if sample_prob < 1.0:
         keep = torch.rand(target.shape, device=target.device, generator=generator) < sample_prob
         valid = valid & keep
@@ -71,6 +88,7 @@ class SegmentationLoss(nn.Module):
     ``forward(outputs, labels)``: ``outputs`` is a tensor or a ``{head: tensor}`` dict (primary
     head first); ``labels`` a tensor (paired with the primary head) or a ``{head: tensor}``
     dict. Heads without a label are skipped; the reference sums the two SIFT Flow losses.
+    ``class_weights`` apply to the primary head and must have one value per class.
     """
 
     def __init__(
@@ -92,10 +110,7 @@ class SegmentationLoss(nn.Module):
         weights = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float)
         self.register_buffer("class_weights", weights, persistent=False)
 
-    def _one(self, logits: Tensor, target: Tensor) -> Tensor:
-        weights = self.class_weights
-        if weights is not None and weights.numel() != logits.shape[1]:
-            weights = None  # class weights apply to the primary head only
+    def _one(self, logits: Tensor, target: Tensor, weights: Tensor | None) -> Tensor:
         return pixel_cross_entropy(
             logits,
             target,
@@ -109,7 +124,7 @@ class SegmentationLoss(nn.Module):
         if isinstance(outputs, Tensor):
             if not isinstance(labels, Tensor):
                 raise ValueError("a single-output model needs a tensor label, got a dict")
-            return self._one(outputs, labels)
+            return self._one(outputs, labels, self.class_weights)
         heads = list(outputs)
         if isinstance(labels, Tensor):
             labels = {heads[0]: labels}
@@ -120,7 +135,10 @@ class SegmentationLoss(nn.Module):
         for head in heads:
             if head not in labels:
                 continue
-            term = self.head_weights.get(head, 1.0) * self._one(outputs[head], labels[head])
+            weights = self.class_weights if head == heads[0] else None  # primary head only
+            term = self.head_weights.get(head, 1.0) * self._one(
+                outputs[head], labels[head], weights
+            )
             total = term if total is None else total + term
         assert total is not None
         return total

@@ -44,8 +44,9 @@ from torch.utils.data import DataLoader, Dataset
 from fcnkit import __version__
 from fcnkit.engine import distributed
 from fcnkit.engine.checkpoint import load_checkpoint, save_checkpoint
-from fcnkit.engine.config import Config, from_dict
-from fcnkit.engine.distributed import DistInfo, ResumableSampler, ShardSampler
+from fcnkit.engine.config import Config, config_diff, from_dict
+from fcnkit.engine.distributed import DistInfo, ResumableSampler
+from fcnkit.engine.evaluate import make_eval_loader
 from fcnkit.engine.loss import SegmentationLoss
 from fcnkit.engine.optim import build_optimizer, build_scheduler, current_lr
 
@@ -88,12 +89,33 @@ def git_hash() -> str | None:
 
 
 def prepare_run_dir(run_dir: Path, config: Config, *, resume: bool, overwrite: bool) -> None:
-    """Create ``run_dir`` (never silently reusing one) and write the config and metadata."""
+    """Create ``run_dir`` (never silently reusing one) and write the config and metadata.
+
+    On resume the run's ``config.yaml`` is kept when ``config`` equals it; otherwise a
+    warning lists the differences, the previous file is kept as
+    ``config.before-resume-N.yaml`` and ``config.yaml`` becomes the config now in force.
+    ``meta.json`` keeps the original run's entries and records each resume under ``resumes``.
+    """
     last = run_dir / "checkpoints" / "last.pt"
+    meta = {
+        "fcnkit_version": __version__,
+        "git_hash": git_hash(),
+        "torch_version": torch.__version__,
+        "python": sys.version.split()[0],
+        "argv": sys.argv,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
     if resume:
         if not last.is_file():
             raise FileNotFoundError(f"--resume: no checkpoint at {last} (nothing to resume)")
-    elif run_dir.exists() and any(run_dir.iterdir()):
+        _keep_config_history(run_dir, config)
+        meta_path = run_dir / "meta.json"
+        first = json.loads(meta_path.read_text()) if meta_path.is_file() else dict(meta)
+        first["resumed"] = True
+        first.setdefault("resumes", []).append(meta)
+        write_json(meta_path, first)
+        return
+    if run_dir.exists() and any(run_dir.iterdir()):
         if not overwrite:
             raise RunDirExistsError(
                 f"run directory {run_dir} already exists: pass --resume to continue it, "
@@ -102,16 +124,32 @@ def prepare_run_dir(run_dir: Path, config: Config, *, resume: bool, overwrite: b
         shutil.rmtree(run_dir)
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(config.to_yaml())
-    meta = {
-        "fcnkit_version": __version__,
-        "git_hash": git_hash(),
-        "torch_version": torch.__version__,
-        "python": sys.version.split()[0],
-        "argv": sys.argv,
-        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "resumed": resume,
-    }
-    (run_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    write_json(run_dir / "meta.json", {**meta, "resumed": False})
+
+
+def _keep_config_history(run_dir: Path, config: Config) -> None:
+    """On resume: warn about config changes and keep the previous ``config.yaml``."""
+    import yaml
+
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        path.write_text(config.to_yaml())
+        return
+    saved = yaml.safe_load(path.read_text()) or {}
+    changes = config_diff(saved, config.to_dict())
+    if not changes:
+        return
+    n = 1
+    while (backup := run_dir / f"config.before-resume-{n}.yaml").exists():
+        n += 1
+    os.replace(path, backup)
+    path.write_text(config.to_yaml())
+    warnings.warn(
+        f"resuming {run_dir} with a config that differs from its config.yaml:\n  "
+        + "\n  ".join(changes)
+        + f"\nthe previous config is kept as {backup.name}; config.yaml now holds this one",
+        stacklevel=3,
+    )
 
 
 class RunLogger:
@@ -270,22 +308,6 @@ def build_train_set(raw: Dataset, model: nn.Module, config: Config) -> Dataset:
     return TransformedDataset(raw, transform, seed=config.train.seed)
 
 
-def build_val_loader(raw: Dataset, model: nn.Module, config: Config, info: DistInfo) -> DataLoader:
-    """Whole-image evaluation, sharded across ranks without repeats."""
-    from fcnkit.data.collate import collate_pad
-    from fcnkit.data.transforms import TransformedDataset, build_transforms
-
-    dataset = TransformedDataset(raw, build_transforms(False, model.preprocessing))
-    return DataLoader(
-        dataset,
-        batch_size=config.data.val_batch_size,
-        sampler=ShardSampler(len(dataset), info.world_size, info.rank),
-        num_workers=config.data.num_workers,
-        collate_fn=collate_pad,
-        generator=torch.Generator().manual_seed(0),
-    )
-
-
 def micro_batches(
     dataset: Dataset, config: Config, info: DistInfo, start: int
 ) -> Iterator[tuple[int, dict]]:
@@ -346,25 +368,31 @@ def build_model(config: Config, data: DataBundle) -> nn.Module:
 
 
 def init_from_run(model: nn.Module, source: str | os.PathLike) -> dict[str, Any]:
-    """Staged training (Sec. 4.2): copy the earlier stage's weights by name.
+    """Staged training (Sec. 4.2): initialise ``model`` from an earlier stage's checkpoint.
 
-    Layers the new net adds (``score_pool4``, ``upscore2``, ...) keep their initialisation
-    (score layers zero, upsamplers bilinear), so the 16s net starts out computing the 32s
-    net's output exactly.
+    Uses :func:`fcnkit.surgery.init_from`: shared layers are copied by name; the layers the
+    new net adds keep the paper's initialisation (score layers zero, upsamplers bilinear),
+    so the 16s net starts out computing (nearly) the FCN-32s output (exactly on pixels more
+    than 8 px from every stride-32 cell centre, see ``init_from``); new score layers are
+    zero. ``model.preprocessing`` becomes the parent's: the child keeps seeing the inputs
+    the parent was trained on.
     """
-    from fcnkit.surgery import transplant
+    from fcnkit.engine.checkpoint import load_model
+    from fcnkit.surgery import init_from
 
-    ckpt = load_checkpoint(source)
-    report = transplant(ckpt["model"], model)
+    parent, meta = load_model(source)
+    report = init_from(parent, model)
     if not report.loaded:
         raise ValueError(f"--init-from {source}: no parameter names match {model.model_name}")
+    model.preprocessing = parent.preprocessing
     return {
-        "source": ckpt["path"],
-        "source_model": ckpt.get("model_name"),
+        "source": meta["path"],
+        "source_model": meta.get("model_name"),
+        "preprocessing": getattr(parent.preprocessing, "name", None),
         "copied": len(report.copied),
         "reshaped": len(report.reshaped),
         "skipped": report.skipped,
-        "new_layers": report.missing,  # left as initialised: zero score layers, bilinear
+        "new_layers": report.missing,  # initialised by init_from: zero score layers, bilinear
     }
 
 
@@ -481,20 +509,17 @@ def validate(
     return metrics
 
 
-def colorize(label: torch.Tensor, palette: list | None, num_classes: int) -> torch.Tensor:
-    """``H x W`` class map -> ``3 x H x W`` uint8 (ignore in white)."""
-    if palette is None or len(palette) < num_classes:
-        g = torch.Generator().manual_seed(1)
-        palette = torch.randint(0, 256, (max(num_classes, 1), 3), generator=g).tolist()
-    lut = torch.zeros(256, 3, dtype=torch.uint8)
-    lut[: len(palette[:255])] = torch.tensor(palette[:255], dtype=torch.uint8)
-    lut[255] = 255
-    return lut[label.clamp(0, 255).long().cpu()].permute(2, 0, 1)
+def _color(label: torch.Tensor, palette: list | None) -> torch.Tensor:
+    """``H x W`` class map -> ``3 x H x W`` uint8 via :func:`fcnkit.inference.colorize`."""
+    from fcnkit.inference import colorize
+
+    rgb = colorize(label.clamp(0, 255).cpu().numpy(), palette).convert("RGB")
+    return torch.from_numpy(np.array(rgb)).permute(2, 0, 1)
 
 
 @torch.no_grad()
 def sample_predictions(
-    model: nn.Module, val_set: Dataset, data: DataBundle, num_classes: int, k: int, info: DistInfo
+    model: nn.Module, val_set: Dataset, data: DataBundle, k: int, info: DistInfo
 ) -> torch.Tensor | None:
     """A grid (rows: image | truth | prediction) of the first ``k`` validation samples."""
     if k <= 0 or len(val_set) == 0:
@@ -516,8 +541,8 @@ def sample_predictions(
             torch.cat(
                 [
                     image.cpu(),
-                    colorize(label, data.palette, num_classes),
-                    colorize(pred, data.palette, num_classes),
+                    _color(label, data.palette),
+                    _color(pred, data.palette),
                 ],
                 dim=2,
             )
@@ -657,16 +682,23 @@ def _train(
             "or pass --init-from RUN_DIR; `--set train.init_from=null` starts from the "
             "backbone alone"
         )
-    if info.is_main:
-        prepare_run_dir(run_dir, config, resume=resume, overwrite=overwrite)
-    distributed.barrier(info)
-    log = RunLogger(run_dir, info.is_main, tensorboard=True)
-
-    # Model: identical initialisation on every rank.
+    # Data and model first (identical initialisation on every rank): a dataset, model or
+    # class-weight error stops the run before its directory is created.
     seed_everything(tc.seed)
     data = build_datasets(config)
     model = build_model(config, data).to(info.device)
     num_classes = int(model.num_classes)
+    weights = config.loss.class_weights
+    if weights is not None and len(weights) != num_classes:
+        source = "model.num_classes" if config.model.num_classes else "the training dataset"
+        raise ValueError(
+            f"loss.class_weights has {len(weights)} values but the model has {num_classes} "
+            f"classes (from {source}): give one weight per class"
+        )
+    if info.is_main:
+        prepare_run_dir(run_dir, config, resume=resume, overwrite=overwrite)
+    distributed.barrier(info)
+    log = RunLogger(run_dir, info.is_main, tensorboard=True)
     state = RunState()
     if init_source is not None and not resume:
         report = init_from_run(model, init_source)
@@ -697,7 +729,15 @@ def _train(
         ddp_model = DistributedDataParallel(model, device_ids=ids)
 
     train_set = build_train_set(data.train, model, config)
-    val_loader = build_val_loader(data.val, model, config, info)
+    val_loader = make_eval_loader(
+        data.val,
+        config.data.val_batch_size,
+        num_workers=config.data.num_workers,
+        pin_memory=info.device.type == "cuda",
+        preprocessing=model.preprocessing,
+        num_replicas=info.world_size,
+        rank=info.rank,
+    )
     acc = config.optim.accumulate
     stream = micro_batches(train_set, config, info, start=state.step * acc)
     images_per_step = config.data.batch_size * acc * info.world_size
@@ -820,7 +860,7 @@ def evaluate_and_log(
             print(message, file=sys.stderr, flush=True)
     if info.is_main:
         grid = sample_predictions(
-            model, val_loader.dataset, data, num_classes, config.train.num_sample_images, info
+            model, val_loader.dataset, data, config.train.num_sample_images, info
         )
         if grid is not None:
             log.image("val/samples", grid, state.step)
@@ -902,6 +942,10 @@ def read_log(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
 def plot_curves(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
     """PNG with the training loss and the validation mean IU against the step."""
     import matplotlib
@@ -910,8 +954,9 @@ def plot_curves(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
     import matplotlib.pyplot as plt
 
     events = read_log(run_dir)
-    train_ev = [e for e in events if e["event"] == "train"]
-    eval_ev = [e for e in events if e["event"] == "eval"]
+    # null (NaN when logged) values are gaps, not points
+    train_ev = [e for e in events if e["event"] == "train" and _number(e.get("loss"))]
+    eval_ev = [e for e in events if e["event"] == "eval" and _number(e.get("mean_iu"))]
     fig, (ax_loss, ax_iu) = plt.subplots(1, 2, figsize=(10, 3.8))
     ax_loss.plot([e["step"] for e in train_ev], [e["loss"] for e in train_ev], color="C0")
     ax_loss.set_xlabel("step")

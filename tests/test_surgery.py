@@ -235,6 +235,33 @@ def test_convolutionalize_reproduces_logits_at_own_size(name: str) -> None:
         assert dense(torch.randn(1, 3, 224 + 64, 224 + 32)).shape == (1, 7, 3, 2)
 
 
+def test_convolutionalize_efficientnet_lite0_reproduces_logits() -> None:
+    """The efficientnet_pytorch layout (``_avg_pooling``, ``_dropout``, ``_fc`` after an
+    ``extract_features`` trunk, issue 5): ``_fc`` becomes a 1x1 conv; at 224 px the dense
+    net's single cell is the classifier's logits, and without pooling it slides."""
+    from fcnkit.models.efficientnet import EfficientNetLite0
+
+    net = randomize_(EfficientNetLite0(num_classes=7)).eval()
+    dense = convolutionalize(net).eval()
+    conv = dense.classifier[-1]
+    assert isinstance(conv, nn.Conv2d) and conv.kernel_size == (1, 1)
+    assert isinstance(dense.classifier[0], nn.Dropout)
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        logits, scores = net(x), dense(x)
+        assert scores.shape == (2, 7, 1, 1) and logits.std() > 0.1
+        assert (scores.flatten(1) - logits).abs().max() <= 1e-4
+        assert dense(torch.randn(1, 3, 224 + 64, 224 + 32)).shape == (1, 7, 3, 2)
+        sliding = convolutionalize(net, global_pool="none").eval()
+        y = torch.randn(1, 3, 160, 250)
+        assert (sliding(y).mean((2, 3)) - net(y)).abs().max() <= 1e-4
+    assert not any(n.startswith("features.net._fc.") for n, _ in dense.named_parameters())
+    with torch.no_grad():
+        for p in dense.parameters():
+            p.zero_()
+    assert net._fc.weight.abs().sum() > 0  # a copy
+
+
 def test_convolutionalize_vgg16_layers() -> None:
     dense = convolutionalize(models.vgg16(weights=None, num_classes=3))
     convs = [m for m in dense.classifier if isinstance(m, nn.Conv2d)]

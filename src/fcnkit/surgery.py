@@ -157,6 +157,19 @@ def _first_linear(layers: list[nn.Module]) -> nn.Linear:
     raise TypeError("the classifier head has no nn.Linear layer")
 
 
+class _ExtractFeatures(nn.Module):
+    """A copy of a classifier without its head, run through ``extract_features(x)``."""
+
+    def __init__(self, classifier: nn.Module) -> None:
+        super().__init__()
+        self.net = copy.deepcopy(classifier)
+        for name in ("_avg_pooling", "_dropout", "_fc"):
+            setattr(self.net, name, nn.Identity())  # the head runs after the trunk
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.extract_features(x)
+
+
 def convolutionalize(
     classifier: nn.Module, *, global_pool: str = "window", pool_size: int | tuple[int, int] = 7
 ) -> nn.Sequential:
@@ -170,6 +183,10 @@ def convolutionalize(
       (VGG fc6 -> 7x7, fc7/fc8 -> 1x1); at the training size the pool is the identity.
     * children ending in ``avgpool`` -> ``fc`` (ResNet, ResNeXt, RegNet): the trunk is the
       preceding children in definition order (the order their ``forward`` runs them).
+    * children ending in ``_avg_pooling`` -> ``_dropout`` -> ``_fc`` with an
+      ``extract_features(x)`` method (``efficientnet_pytorch`` layout, fcnkit's
+      EfficientNet-Lite0): the trunk is a copy running ``extract_features``, the head
+      ``_dropout``, ``_fc``.
 
     Global pooling (``AdaptiveAvgPool2d(1)``) does not slide, so ``global_pool`` decides:
     ``"window"`` (default) replaces it by a stride-1 ``AvgPool2d(pool_size)``, the pool the
@@ -196,11 +213,17 @@ def convolutionalize(
             )
         )
         pool, head = children["avgpool"], children["fc"]
+    elif names[-3:] == ["_avg_pooling", "_dropout", "_fc"] and callable(
+        getattr(classifier, "extract_features", None)
+    ):
+        trunk = _ExtractFeatures(classifier)
+        pool, head = children["_avg_pooling"], nn.Sequential(children["_dropout"], children["_fc"])
     else:
         raise TypeError(
             f"cannot convolutionalize {type(classifier).__name__}: expected children "
-            "'features', 'avgpool', 'classifier' (VGG/AlexNet/MobileNet style) or ending in "
-            "'avgpool', 'fc' (ResNet style)"
+            "'features', 'avgpool', 'classifier' (VGG/AlexNet/MobileNet style), ending in "
+            "'avgpool', 'fc' (ResNet style) or in '_avg_pooling', '_dropout', '_fc' with an "
+            "extract_features method (efficientnet_pytorch style)"
         )
     if not isinstance(pool, nn.AdaptiveAvgPool2d):
         raise TypeError(f"expected avgpool to be nn.AdaptiveAvgPool2d, got {type(pool).__name__}")

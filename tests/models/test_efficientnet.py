@@ -12,13 +12,19 @@ import torch
 import torch.nn.functional as F
 
 import fcnkit
+from fcnkit.coord_map import CoordMap
 from fcnkit.models import efficientnet as E
+from fcnkit.models.modern import ModernFCN
 from fcnkit.preprocessing import get_preprocessing
 from fcnkit.weights import imagenet_classes
 
-skimage_data = pytest.importorskip("skimage.data")
-
 CLASSES = imagenet_classes()
+
+
+@pytest.fixture
+def skimage_data():
+    """scikit-image's sample photos; only the photo tests need (and skip without) it."""
+    return pytest.importorskip("skimage.data")
 
 
 @pytest.fixture(scope="module")
@@ -107,19 +113,19 @@ PHOTOS = {"chelsea": "tabby", "coffee": "espresso", "camera": "tripod", "rocket"
 
 
 @pytest.mark.parametrize("photo", sorted(PHOTOS))
-def test_real_photos_top5(classifier, photo: str) -> None:
+def test_real_photos_top5(classifier, skimage_data, photo: str) -> None:
     top5 = _topk(classifier, getattr(skimage_data, photo)())
     assert PHOTOS[photo] in top5, top5
 
 
-def test_real_photos_top1_accuracy(classifier) -> None:
+def test_real_photos_top1_accuracy(classifier, skimage_data) -> None:
     hits = {p: _topk(classifier, getattr(skimage_data, p)(), 1)[0] for p in PHOTOS}
     assert sum(hits[p] == label for p, label in PHOTOS.items()) >= 3, hits
     # the tabby cat is a cat even where top-1 picks a neighbouring cat class
     assert hits["chelsea"] in ("tabby", "tiger cat", "Egyptian cat"), hits
 
 
-def test_random_weights_are_not_the_classifier() -> None:
+def test_random_weights_are_not_the_classifier(skimage_data) -> None:
     """Guards the photo tests: an untrained net does not find the espresso."""
     model = E.EfficientNetLite0().eval()
     assert "espresso" not in _topk(model, skimage_data.coffee())
@@ -153,7 +159,7 @@ def test_class_score_map_mean_is_the_classifier(classifier) -> None:
         torch.testing.assert_close(scores.mean((2, 3)), logits, atol=1e-4, rtol=1e-4)
 
 
-def test_heatmap_localises_two_objects(classifier) -> None:
+def test_heatmap_localises_two_objects(classifier, skimage_data) -> None:
     """Paper Fig. 2: cat on the left, espresso on the right -> each class map peaks on its
     own side of one image."""
     cat = _prepare(skimage_data.chelsea())
@@ -194,10 +200,86 @@ def test_fcn_layers_and_init() -> None:
     from fcnkit.surgery import bilinear_kernel
 
     for up in (model.upscore2, model.upscore_pool4):
-        torch.testing.assert_close(up.weight.data, bilinear_kernel(4, 4, 4))
+        torch.testing.assert_close(up.weight.data, bilinear_kernel(4, 4, 3))
         assert up.weight.requires_grad
     assert not any(k.startswith("backbone._fc") for k in model.state_dict())
     assert not hasattr(fcnkit.create_model("fcn32s-efficientnet_lite0", 4), "score_pool4")
+    assert isinstance(model, ModernFCN)  # the shared head, EfficientNet as its backbone
+
+
+def test_class_score_map_is_convolutionalized(classifier) -> None:
+    """The heatmap net is surgery.convolutionalize's (the _fc as a 1x1 conv), a copy."""
+    heat = E.ClassScoreMap(classifier)
+    conv = heat.net.classifier[-1]
+    assert isinstance(conv, torch.nn.Conv2d) and conv.kernel_size == (1, 1)
+    assert torch.equal(conv.weight.flatten(1), classifier._fc.weight)
+    assert conv.weight.data_ptr() != classifier._fc.weight.data_ptr()
+
+
+# ---------------------------------------------------------------------------------------
+# alignment: TF "SAME" padding moves the cell centres with the input size's parity
+
+
+def _composed_shift(model: E.EfficientNetLite0, size: int, stride: int) -> CoordMap:
+    """coord_map composed over the strided SAME convs for one input size (exact)."""
+    composed = CoordMap()
+    for conv in model.strided_convs():
+        if composed.scale == stride:
+            break
+        composed = composed.then(conv.coord_map_at(size))
+        size = -(-size // 2)
+    return composed
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 31, 32, 33, 64, 97, 224, 225])
+def test_feature_offsets_are_the_composed_coordinate_maps(size: int) -> None:
+    net = E.EfficientNetLite0()
+    offsets = net.feature_offsets(size, size + 1)
+    for stride in (8, 16, 32):
+        for axis, n in enumerate((size, size + 1)):
+            expected = _composed_shift(net, n, stride)
+            assert expected.scale == stride and 0 <= expected.shift < stride
+            assert offsets[stride][axis] == expected.shift, (stride, n)
+    # all even sizes on the way: every stride-2 conv centres at 2x + 1
+    assert net.feature_offsets(224, 224)[32] == (31, 31)
+    assert net.feature_offsets(225, 225)[32] == (0, 0)  # 225, 113, 57, 29, 15: all odd
+
+
+@torch.no_grad()
+def _centre_tap_(model: torch.nn.Module) -> torch.nn.Module:
+    """Backbone convs keep only their centre tap (channel mean), batch norms are identity,
+    scores sum channels: stride-s cell i is the input at its receptive-field centre."""
+    for m in model.backbone.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            m.weight.zero_()
+            kh, kw = m.kernel_size
+            m.weight[:, :, kh // 2, kw // 2] = 1.0 / m.weight.shape[1]
+        elif isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_parameters()
+            m.reset_running_stats()
+    for name in ("score_fr", "score_pool4", "score_pool3"):
+        if hasattr(model, name):
+            getattr(model, name).weight.fill_(1.0)
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_impulse_lands_on_its_pixel(name: str) -> None:
+    """A bright pixel at a stride-32 cell centre (32 i + b_32(H), b from SAME padding) peaks
+    at that very pixel in the output, for even and odd sizes. Before the fix (interpolation
+    with align_corners=False) the peak was 7-16 px away, depending on H mod 32."""
+    model = _centre_tap_(fcnkit.create_model(name, 2))
+    for h, w in ((128, 160), (129, 161), (130, 131), (97, 70)):
+        bh, bw = model.backbone.feature_offsets(h, w)[32]
+        for i, j in ((1, 1), (2, 1), (1, 2)):
+            py, px = 32 * i + bh, 32 * j + bw
+            if py >= h or px >= w:
+                continue
+            x = torch.zeros(1, 3, h, w)
+            x[..., py, px] = 1.0
+            with torch.no_grad():
+                out = model(x)[0, 0]
+            assert divmod(int(out.argmax()), w) == (py, px), (name, h, w)
 
 
 def test_fcn_feature_strides() -> None:
@@ -219,7 +301,7 @@ def test_fcn_backbone_imagenet_option_loads_the_package_file() -> None:
         fcnkit.create_model("fcn16s-efficientnet_lite0", 2, backbone_weights="imagenet21k")
 
 
-def test_fcn_trains_on_cpu() -> None:
+def test_fcn_trains_on_cpu(skimage_data) -> None:
     """A few SGD steps on one pretrained FCN-8s fit a simple two-region labelling."""
     torch.manual_seed(0)
     model = fcnkit.create_model("fcn8s-efficientnet_lite0", 2, backbone_weights="imagenet")

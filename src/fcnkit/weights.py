@@ -916,17 +916,21 @@ def model_modality(model: nn.Module) -> str | None:
     return modality if isinstance(modality, str) else None
 
 
-def check_compatible(entry: WeightEntry, model: nn.Module) -> None:
+def check_compatible(
+    entry: WeightEntry, model: nn.Module | str, modality: str | None = None
+) -> None:
     """``ValueError`` unless ``entry`` is made for ``model`` (see :func:`compatible`).
 
-    Models not built by ``create_model`` (no ``model_name``, e.g. a torchvision classifier
-    for ``surgery.convolutionalize``) are not checked here: the loaders check their layout.
+    ``model`` is a model built by ``create_model`` or a model name (then ``modality`` is the
+    one it will be built with). Models not built by ``create_model`` (no ``model_name``,
+    e.g. a torchvision classifier for ``surgery.convolutionalize``) are not checked here:
+    the loaders check their layout.
     """
-    name = getattr(model, "model_name", None)
-    if not isinstance(name, str):
-        return
-    modality = model_modality(model)
-    if compatible(entry, name, modality):
+    if isinstance(model, str):
+        name: Any = model
+    else:
+        name, modality = getattr(model, "model_name", None), model_modality(model)
+    if not isinstance(name, str) or compatible(entry, name, modality):
         return
     if entry.modality is not None and any(fnmatch.fnmatchcase(name, p) for p in entry.models):
         raise ValueError(

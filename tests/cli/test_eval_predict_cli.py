@@ -53,6 +53,33 @@ def _two_heads(num_classes: int) -> nn.Module:
     return TwoHeads(num_classes)
 
 
+class SixChannels(Tiny):
+    """Late-fusion-like input: RGB then HHA (6 channels)."""
+
+    input_channels = 6
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__(num_classes)
+        self.conv = nn.Conv2d(6, 8, 3, padding=1)
+
+
+def _six(num_classes: int) -> nn.Module:
+    return SixChannels(num_classes)
+
+
+class EvenOnly(Tiny):
+    """Rejects odd sizes (as a model may reject an input while tracing)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] % 2:
+            raise ValueError(f"needs an even width, got {x.shape[-1]}")
+        return super().forward(x)
+
+
+def _even(num_classes: int) -> nn.Module:
+    return EvenOnly(num_classes)
+
+
 class TwoTargets(torch.utils.data.Dataset):
     """SIFT Flow-like: semantic + geometric labels; class "c" excluded from the means."""
 
@@ -87,9 +114,13 @@ def _test_entries():
     register_dataset("test-cli-two-targets", description="test", splits=("val",), needs_root=False)(
         _two_targets
     )
+    register_model("test-cli-six", description="test model", default_num_classes=3)(_six)
+    register_model("test-cli-even", description="test model", default_num_classes=3)(_even)
     yield
     unregister_model("test-cli-tiny")
     unregister_model("test-cli-two-heads")
+    unregister_model("test-cli-six")
+    unregister_model("test-cli-even")
     unregister_dataset("test-cli-two-targets")
 
 
@@ -220,3 +251,83 @@ def test_export_cli_writes_a_checked_onnx_file(run_dir, tmp_path, capsys) -> Non
     assert scores.shape == (1, 7, 21, 35)
     assert main(["export", str(run_dir), "--out", str(run_dir / "checkpoints/best.pt")]) == 2
     assert "checkpoint itself" in capsys.readouterr().err
+
+
+def test_eval_and_predict_accept_a_state_dict_with_model(run_dir, tmp_path, capsys) -> None:
+    """Weights that are not a checkpoint: a state-dict file with --model (an entry name or
+    a .caffemodel work the same way, see tests/engine/test_checkpoint.py)."""
+    model = create_model("test-cli-tiny")
+    model.load_state_dict(torch.load(run_dir / "checkpoints/best.pt")["model"])
+    torch.save(model.state_dict(), tmp_path / "w.pth")
+    argv = ["eval", str(tmp_path / "w.pth"), "--dataset", "synthetic", "--split", "val"]
+    argv += ["--option", "num_samples=2", "--option", "size=32", "--out", str(tmp_path / "ev")]
+    assert main(argv) == 2
+    assert "pass --model NAME" in capsys.readouterr().err
+    assert main([*argv, "--model", "test-cli-tiny", "--num-classes", "7"]) == 0
+    by_file = json.loads((tmp_path / "ev/metrics.json").read_text())["metrics"]["mean_iu"]
+    argv[1] = str(run_dir)
+    assert main([*argv[:-1], str(tmp_path / "ev2")]) == 0
+    assert json.loads((tmp_path / "ev2/metrics.json").read_text())["metrics"]["mean_iu"] == by_file
+    (image,) = write_images(tmp_path / "in", [(12, 10)])
+    out = tmp_path / "pred"
+    args = ["predict", str(tmp_path / "w.pth"), str(image), "--out", str(out)]
+    assert main([*args, "--model", "test-cli-tiny"]) == 0
+    label = np.asarray(Image.open(out / "labels/img0.png"))
+    assert np.array_equal(label, Segmenter(run_dir).predict(image))
+    assert main(["predict", "no-such-weights", str(image), "--out", str(out)]) == 2
+    assert "unknown weights 'no-such-weights'" in capsys.readouterr().err
+
+
+def test_predict_geo_head_uses_its_palette(tmp_path) -> None:
+    torch.manual_seed(0)
+    geo_palette = [(200, 100, 0), (0, 100, 200)]
+    save_checkpoint(
+        tmp_path / "two.pt",
+        create_model("test-cli-two-heads"),
+        classes=["a", "b", "c"],
+        palette=PALETTE[:3],
+        targets={"sem": ["a", "b", "c"], "geo": ["sky", "ground"]},
+        palettes={"sem": PALETTE[:3], "geo": geo_palette},
+    )
+    (image,) = write_images(tmp_path / "in", [(8, 8)])
+    out = tmp_path / "out"
+    assert (
+        main(["predict", str(tmp_path / "two.pt"), str(image), "--out", str(out), "--head", "geo"])
+        == 0
+    )
+    label = Image.open(out / "labels/img0.png")
+    assert label.getpalette()[:6] == [*geo_palette[0], *geo_palette[1]]
+
+
+def test_predict_multi_modal_model_fails_clearly(tmp_path, capsys) -> None:
+    save_checkpoint(tmp_path / "six.pt", create_model("test-cli-six"))
+    (image,) = write_images(tmp_path / "in", [(8, 8)])
+    assert (
+        main(["predict", str(tmp_path / "six.pt"), str(image), "--out", str(tmp_path / "o")]) == 2
+    )
+    err = capsys.readouterr().err
+    assert "expects 6-channel input" in err and "Segmenter" in err
+
+
+def test_export_errors_are_user_errors(tmp_path, capsys) -> None:
+    save_checkpoint(tmp_path / "even.pt", create_model("test-cli-even"))
+    args = ["export", str(tmp_path / "even.pt"), "--out", str(tmp_path / "e.onnx")]
+    assert main([*args, "--example-size", "9", "9"]) == 2
+    assert "cannot export test-cli-even: needs an even width" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        ("predict", ["(default 4)", "(default: whole images)", "(default: no limit)"]),
+        ("eval", ["(default 0)"]),
+        ("export", ["(default: 64 64)"]),
+        ("heatmap", ["(default heatmap.png)"]),
+    ],
+)
+def test_help_shows_defaults(command, expected, capsys) -> None:
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for item in expected:
+        assert item in text, item

@@ -12,7 +12,10 @@ from fcnkit.cli.weights import class_heatmap, resolve_class
 from fcnkit.engine.checkpoint import load_model
 from fcnkit.weights import imagenet_classes
 
-skimage_data = pytest.importorskip("skimage.data")
+
+def skimage_data():
+    """scikit-image's sample photos (only the photo tests need them)."""
+    return pytest.importorskip("skimage.data")
 
 
 @pytest.fixture
@@ -81,10 +84,22 @@ def test_convert_errors_are_user_errors(tmp_path, capsys) -> None:
     args[1] = str(tmp_path / "absent.caffemodel")
     assert main(args) == 2
     assert "no caffemodel at" in capsys.readouterr().err
-    with pytest.raises(CLIError, match="KEY=VALUE"):
-        from fcnkit.cli.weights import _parse_options
+    args = ["convert", str(bad), "--model", "fcn8s", "--out", str(tmp_path / "x.pt")]
+    assert main([*args, "--option", "modality"]) == 2  # the shared cli.data.parse_options
+    assert "--option expects key=value" in capsys.readouterr().err
 
-        _parse_options(["modality"])
+
+def test_convert_refuses_a_nyud_entry_for_another_modality(tmp_path, capsys) -> None:
+    from test_caffe import layer_v2, net
+
+    caffemodel = tmp_path / "nyud-fcn32s-hha-heavy.caffemodel"  # named like the known entry
+    caffemodel.write_bytes(net([layer_v2("conv1_1", "Convolution", [np.ones((1, 3, 1, 1))])]))
+    args = ["convert", str(caffemodel), "--model", "fcn32s-nyud", "--out", str(tmp_path / "x.pt")]
+    assert main([*args, "--option", "modality=rgb"]) == 2
+    assert "modality='hha'" in capsys.readouterr().err
+    assert main([*args[:3], "fcn8s", *args[4:]]) == 2
+    assert "made for fcn32s-nyud, not 'fcn8s'" in capsys.readouterr().err
+    assert not (tmp_path / "x.pt").exists()
 
 
 def test_resolve_class_names() -> None:
@@ -103,8 +118,9 @@ def test_resolve_class_names() -> None:
 
 def test_class_heatmap_is_high_on_the_object() -> None:
     """Fig. 2 on a real photo: a cat (left) beside an espresso (right)."""
-    cat = np.asarray(Image.fromarray(skimage_data.chelsea()).resize((300, 300)))
-    cup = np.asarray(Image.fromarray(skimage_data.coffee()).resize((300, 300)))
+    photos = skimage_data()
+    cat = np.asarray(Image.fromarray(photos.chelsea()).resize((300, 300)))
+    cup = np.asarray(Image.fromarray(photos.coffee()).resize((300, 300)))
     image = np.concatenate([cat, cup], axis=1)
     result = class_heatmap(image, 967, size=224)
     half = result.prob.shape[1] // 2
@@ -115,7 +131,7 @@ def test_class_heatmap_is_high_on_the_object() -> None:
 
 def test_heatmap_command_writes_a_png(tmp_path, capsys) -> None:
     image = tmp_path / "chelsea.png"
-    Image.fromarray(skimage_data.chelsea()).save(image)
+    Image.fromarray(skimage_data().chelsea()).save(image)
     out = tmp_path / "heatmap.png"
     args = ["heatmap", str(image), "--class", "tabby cat", "--out", str(out), "--size", "224"]
     assert main(args) == 0
@@ -136,3 +152,5 @@ def test_heatmap_errors(tmp_path, capsys) -> None:
     text.write_text("not an image")
     assert main(["heatmap", str(text)]) == 2
     assert "not an image" in capsys.readouterr().err
+    assert main(["heatmap", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err

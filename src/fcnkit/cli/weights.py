@@ -109,22 +109,26 @@ def run_convert(args: argparse.Namespace) -> int:
     from fcnkit.cli.data import parse_options
     from fcnkit.engine.checkpoint import save_checkpoint
     from fcnkit.models import create_model
-    from fcnkit.weights import list_weights
+    from fcnkit.weights import check_compatible, list_weights
 
+    options = parse_options(args.option)  # argument errors before reading a large file
     try:
         net = read_caffemodel(args.caffemodel)
     except (FileNotFoundError, CaffeFormatError) as err:
         raise CLIError(str(err)) from None
     num_classes = args.num_classes or score_classes(net)
-    options = parse_options(args.option)
+    entry = next((e for e in list_weights() if e.file_name == args.caffemodel.name), None)
+    if entry is not None and entry.modality is not None:  # NYUD: the entry's input by default
+        options.setdefault("modality", entry.modality)
     try:
+        if entry is not None:  # before building: a wrong modality would switch preprocessing
+            check_compatible(entry, args.model, options.get("modality"))
         model = create_model(args.model, num_classes, **options)
         state, report = caffe_state_dict(net, model, name=str(args.caffemodel))
     except (ValueError, TypeError) as err:
         raise CLIError(str(err)) from None
     model.load_state_dict(state, strict=False)
     model.weights = str(args.caffemodel)
-    entry = next((e for e in list_weights() if e.file_name == args.caffemodel.name), None)
     classes = entry.class_names() if entry else None
     if entry is not None:
         from fcnkit.preprocessing import get_preprocessing

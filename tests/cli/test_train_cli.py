@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from fcnkit.cli import main
-from fcnkit.engine.config import load_config
+from fcnkit.engine.config import load_config, recipe_text
 
 TINY = [
     "--set", "model.options.backbone_weights=null",
@@ -35,6 +35,23 @@ def test_recipes_list_and_show(capsys, tmp_path: Path) -> None:
     assert yaml.safe_load(text)["train"]["init_from"] == "runs/voc-fcn32s"
     assert main(["recipes", "show", "voc-fcn99s"]) == 2
     assert "unknown recipe" in capsys.readouterr().err
+    assert main(["recipes", "demo"]) == 0  # a bare name shows the recipe too
+    assert capsys.readouterr().out == recipe_text("demo")
+    assert main(["recipes", "voc-fcn99s"]) == 2
+    assert "unknown recipe" in capsys.readouterr().err
+
+
+def test_help_texts_show_defaults(capsys) -> None:
+    demo = load_config("demo")
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert (
+        f"(default: {demo.train.steps}" in out and f"(default: {demo.data.options['size']}" in out
+    )
+    with pytest.raises(SystemExit):
+        main(["recipes", "--help"])
+    assert "recipes show NAME" in capsys.readouterr().out
 
 
 def test_bad_override_is_a_clear_error(capsys) -> None:
@@ -53,10 +70,30 @@ def test_train_resume_and_plot(tmp_path: Path, capsys) -> None:
     assert main(["train", "demo", "--run-dir", str(run), *TINY]) == 2
     assert "--resume" in capsys.readouterr().err
     # resume from the run's own config, extending it by overriding the step count
-    assert main(["train", "--resume", "--run-dir", str(run), "--set", "train.steps=3",
-                 "--no-progress"]) == 0  # fmt: skip
+    with pytest.warns(UserWarning, match="train.steps: 2 -> 3"):
+        assert main(["train", "--resume", "--run-dir", str(run), "--set", "train.steps=3",
+                     "--no-progress"]) == 0  # fmt: skip
     events = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
     assert [e["step"] for e in events if e["event"] == "train"] == [1, 2, 3]
+    assert "steps: 3" in (run / "config.yaml").read_text()
+    assert "steps: 2" in (run / "config.before-resume-1.yaml").read_text()  # kept, not lost
+    # with the recipe name too: the run's saved config is used (not the recipe's 1400 steps,
+    # full-size images, ...), with a warning listing the differences
+    capsys.readouterr()
+    with pytest.warns(UserWarning, match="train.steps: 3 -> 4"):
+        assert main(["train", "demo", "--resume", "--run-dir", str(run), "--set",
+                     "train.steps=4", "--no-progress"]) == 0  # fmt: skip
+    err = capsys.readouterr().err
+    assert "resuming with" in err and "config.yaml" in err and "data.options.size" in err
+    saved = load_config(run / "config.yaml")
+    assert saved.train.steps == 4 and saved.data.options["size"] == 32
+    assert [json.loads(x)["step"] for x in (run / "log.jsonl").read_text().splitlines()
+            if json.loads(x)["event"] == "train"] == [1, 2, 3, 4]  # fmt: skip
+    # --resume without a run: say how to name it
+    assert main(["train", "--resume", "--no-progress"]) == 2
+    assert "--name" in (err := capsys.readouterr().err) and "--run-dir" in err
+    assert main(["train", "--resume", "--run-dir", str(tmp_path / "none"), "--no-progress"]) == 2
+    assert "--run-dir" in capsys.readouterr().err
     assert main(["plot", str(run)]) == 0
     assert (run / "curves.png").stat().st_size > 1000
     assert main(["plot", str(tmp_path / "nothing")]) == 2

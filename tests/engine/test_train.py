@@ -132,13 +132,19 @@ def test_existing_run_dir_is_never_reused_silently(tmp_path: Path) -> None:
 def test_staged_init_copies_by_name_new_score_layers_stay_zero(tmp_path: Path) -> None:
     """Sec. 4.2: FCN-16s starts from FCN-32s; score_pool4 is new and zero."""
     from fcnkit import create_model
+    from fcnkit.preprocessing import get_preprocessing
 
     run32 = tmp_path / "32s"
     cfg32 = tiny(train={"steps": 2, "eval_every": 2})
-    cfg32["model"]["name"] = "fcn32s-efficientnet_lite0"
+    # the parent was trained on Caffe-style inputs (not the model's default preprocessing)
+    cfg32["model"].update(name="fcn32s-efficientnet_lite0")
+    cfg32["model"]["options"]["preprocessing"] = "caffe-voc"
     train(cfg32, run32, progress=False)
     src = load_checkpoint(run32)["model"]
     model16 = create_model("fcn16s-efficientnet_lite0", 7, backbone_weights=None)
+    assert model16.preprocessing != get_preprocessing("caffe-voc")
+    with torch.no_grad():
+        model16.score_pool4.weight.fill_(1.0)  # init_from (surgery) re-zeroes new score layers
     report = init_from_run(model16, run32)
     assert report["copied"] > 0 and report["source_model"] == "fcn32s-efficientnet_lite0"
     assert "score_pool4.weight" in report["new_layers"]
@@ -146,12 +152,16 @@ def test_staged_init_copies_by_name_new_score_layers_stay_zero(tmp_path: Path) -
     assert torch.equal(state["score_fr.weight"], src["score_fr.weight"])
     assert torch.equal(state["backbone._conv_stem.weight"], src["backbone._conv_stem.weight"])
     assert not state["score_pool4.weight"].any()
-    # and through train(): the init_from event is logged; a missing stage is a clear error
+    assert model16.preprocessing == get_preprocessing("caffe-voc")  # the parent's inputs
+    # and through train(): the init_from event is logged, the child's checkpoint records the
+    # parent's preprocessing; a missing stage is a clear error
     cfg16 = tiny(train={"steps": 1, "eval_every": 1})
     cfg16["model"]["name"] = "fcn16s-efficientnet_lite0"
     train(cfg16, tmp_path / "16s", progress=False, init_from=run32)
     events = (tmp_path / "16s" / "log.jsonl").read_text()
     assert '"event": "init_from"' in events
+    saved = load_checkpoint(tmp_path / "16s" / "checkpoints" / "last.pt")["preprocessing"]
+    assert get_preprocessing(saved) == get_preprocessing("caffe-voc")
     with pytest.raises(FileNotFoundError, match="fcnkit train voc-fcn32s"):
         train(cfg16, tmp_path / "x", progress=False, init_from=tmp_path / "nope")
 
@@ -192,3 +202,45 @@ def test_time_limit_stops_early_with_evaluation_and_checkpoint(tmp_path: Path) -
     assert load_checkpoint(tmp_path / "t" / "checkpoints" / "last.pt")["step"] == 1
     events = [json.loads(x) for x in (tmp_path / "t" / "log.jsonl").read_text().splitlines()]
     assert [e["event"] for e in events] == ["train", "stop", "eval"]
+
+
+def test_class_weights_must_fit_the_class_count_from_the_dataset(tmp_path: Path) -> None:
+    """model.num_classes null: the dataset's 7 classes decide; 3 weights are an error."""
+    config = tiny(loss={"class_weights": [1.0, 2.0, 3.0]})
+    config["model"]["num_classes"] = None
+    with pytest.raises(ValueError, match=r"class_weights has 3 values.*7 classes.*dataset"):
+        train(config, tmp_path / "w", progress=False)
+    assert not (tmp_path / "w").exists()  # failed before creating the run dir
+
+
+def test_resume_with_changed_config_warns_and_keeps_the_original(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    config = tiny(train={"steps": 1, "eval_every": 1})
+    train(config, run, progress=False)
+    original = (run / "config.yaml").read_text()
+    meta = json.loads((run / "meta.json").read_text())
+    train(config, run, progress=False, resume=True)  # same config: nothing to say
+    assert (run / "config.yaml").read_text() == original
+    assert not list(run.glob("config.before-resume-*.yaml"))
+    longer = tiny(train={"steps": 2, "eval_every": 1})
+    with pytest.warns(UserWarning, match=r"train.steps: 1 -> 2"):
+        train(longer, run, progress=False, resume=True)
+    assert (run / "config.before-resume-1.yaml").read_text() == original
+    assert "steps: 2" in (run / "config.yaml").read_text()
+    resumed = json.loads((run / "meta.json").read_text())
+    assert resumed["started"] == meta["started"] and len(resumed["resumes"]) == 2
+
+
+def test_plot_skips_null_metrics(tmp_path: Path) -> None:
+    """NaN losses / metrics are logged as null; the plot leaves them out instead of crashing."""
+    run = tmp_path / "run"
+    run.mkdir()
+    events = [
+        {"event": "train", "step": 1, "loss": 2.0},
+        {"event": "train", "step": 2, "loss": None},
+        {"event": "eval", "step": 2, "mean_iu": None, "pixel_acc": 0.5},
+        {"event": "train", "step": 3, "loss": 1.0},
+        {"event": "eval", "step": 3, "mean_iu": 0.25},
+    ]
+    (run / "log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    assert plot_curves(run, run / "curves.png").stat().st_size > 1000

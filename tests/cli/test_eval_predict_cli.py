@@ -262,7 +262,7 @@ def test_eval_and_predict_accept_a_state_dict_with_model(run_dir, tmp_path, caps
     argv = ["eval", str(tmp_path / "w.pth"), "--dataset", "synthetic", "--split", "val"]
     argv += ["--option", "num_samples=2", "--option", "size=32", "--out", str(tmp_path / "ev")]
     assert main(argv) == 2
-    assert "pass --model NAME" in capsys.readouterr().err
+    assert "--model NAME" in capsys.readouterr().err
     assert main([*argv, "--model", "test-cli-tiny", "--num-classes", "7"]) == 0
     by_file = json.loads((tmp_path / "ev/metrics.json").read_text())["metrics"]["mean_iu"]
     argv[1] = str(run_dir)

@@ -90,7 +90,7 @@ def test_load_any_state_dict_file_needs_a_model_name(tmp_path) -> None:
     torch.manual_seed(0)
     model = fcnkit.create_model("test-ckpt-mini", 4)
     torch.save(model.state_dict(), tmp_path / "w.pth")
-    with pytest.raises(ValueError, match="pass --model NAME"):
+    with pytest.raises(ValueError, match="--model NAME"):
         load_any(tmp_path / "w.pth")
     loaded, meta = load_any(tmp_path / "w.pth", model_name="test-ckpt-mini", num_classes=4)
     assert meta["model_name"] == "test-ckpt-mini" and meta["num_classes"] == 4

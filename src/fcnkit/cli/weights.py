@@ -74,7 +74,8 @@ def run_weights(args: argparse.Namespace) -> int:
         rows = [
             ("name", entry.name),
             ("description", entry.description),
-            ("models", ", ".join(entry.models)),
+            ("models", ", ".join(entry.models) or "none (see description)"),
+            ("modality", entry.modality or "-"),
             ("available", f"yes: {found}" if found else f"no: {entry.where_to_get()}"),
             ("file", entry.file_name),
             ("source", entry.source),

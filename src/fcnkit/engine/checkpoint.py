@@ -214,7 +214,8 @@ def load_any(
                 raise
             if model_name is None:
                 raise ValueError(
-                    f"{err}; to load it as the weights of a model, pass --model NAME"
+                    f"{err}; to load it as the weights of a model, pass the model name "
+                    "(--model NAME; Python: model_name=/model=)"
                 ) from None
     elif not path.exists():
         if _looks_like_path(text):
@@ -228,7 +229,7 @@ def load_any(
             if len(exact) != 1:
                 raise ValueError(
                     f"weights {entry.name!r} fit {', '.join(entry.models) or 'no fcnkit model'}: "
-                    "pass the model to build (--model NAME)"
+                    "pass the model to build (--model NAME; Python: model_name=/model=)"
                 )
             model_name = exact[0]
         if entry.num_classes is None:
@@ -243,7 +244,8 @@ def load_any(
     elif model_name is None:
         raise ValueError(
             f"{path} is not an fcnkit checkpoint or run directory: cannot tell which model it "
-            "is for; pass --model NAME (and --num-classes N, --model-option KEY=VALUE as needed)"
+            "is for; pass --model NAME (and --num-classes N, --model-option KEY=VALUE as needed; "
+            "Python: model_name=/model=, num_classes=, options=/model_options=)"
         )
     elif num_classes is None and path.suffix.lower() == ".caffemodel":
         from fcnkit.caffe import read_caffemodel, score_classes

@@ -718,7 +718,7 @@ def _load_into_submodule(
 DOWNLOAD_TIMEOUT_S = 10.0
 
 
-def torchvision_weight_file(weights: Any) -> Path:
+def torchvision_weight_file(weights: Any, *, option: str = "weights") -> Path:
     """The local file of torchvision weights: **fcnkit's one download policy**.
 
     ``weights`` is a torchvision weight enum member (``ResNet50_Weights.IMAGENET1K_V2``,
@@ -730,7 +730,8 @@ def torchvision_weight_file(weights: Any) -> Path:
     present. Otherwise, unless ``FCNKIT_OFFLINE=1``, one download is tried with a short
     socket timeout (``$FCNKIT_DOWNLOAD_TIMEOUT`` seconds, default 10); any failure (no
     network, HTTP error, timeout) raises ``FileNotFoundError`` at once, naming the file to
-    place, where, and how to pass a local file instead. Load the result with
+    place, where, and how to pass a local file instead (through the caller's ``option``,
+    e.g. ``backbone_weights``). Load the result with
     ``torch.load(path, weights_only=True)``.
     """
     url, label = _torchvision_url(weights)
@@ -740,7 +741,7 @@ def torchvision_weight_file(weights: Any) -> Path:
         return target
     hint = (
         f"place {file_name} at {target} (download {url} on a machine with network), "
-        f"or pass the local file: weights='/path/to/{file_name}'"
+        f"or pass the local file: {option}='/path/to/{file_name}'"
     )
     if os.environ.get("FCNKIT_OFFLINE", "") not in ("", "0"):
         raise FileNotFoundError(

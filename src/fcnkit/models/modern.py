@@ -30,7 +30,6 @@ import os
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 import torch.nn.functional as F
@@ -153,17 +152,13 @@ BACKBONES: dict[
 }
 
 
-def _hub_file(url: str) -> Path:
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
-
-
 def load_backbone_weights(classifier: nn.Module, backbone: str, weights: str | os.PathLike) -> None:
     """Load ImageNet weights into a torchvision classifier, in place.
 
     ``weights`` is a member name of the model's torchvision weight enum (``"IMAGENET1K_V1"``,
-    ``"IMAGENET1K_V2"``, ``"DEFAULT"``), read from the torch hub cache or downloaded there,
-    or a path to a local state-dict file (loaded with ``weights_only=True``). When the
-    download fails (offline), the error names the file expected in the cache.
+    ``"IMAGENET1K_V2"``, ``"DEFAULT"``), resolved by :func:`fcnkit.weights.torchvision_weight_file`
+    (torch hub cache, else one short download attempt, else an error naming the file to place),
+    or a path to a local state-dict file (loaded with ``weights_only=True``).
     """
     path = Path(weights)
     if path.suffix in (".pt", ".pth") or path.is_file():
@@ -179,18 +174,15 @@ def load_backbone_weights(classifier: nn.Module, backbone: str, weights: str | o
                 f"unknown {backbone} weights {weights!r}: use one of "
                 f"{', '.join(enum.__members__)} or a path to a .pth file"
             ) from None
-        expected = _hub_file(entry.url)
-        try:
-            state = torch.hub.load_state_dict_from_url(
-                entry.url, map_location="cpu", progress=False, weights_only=True
-            )
-        except Exception as error:  # URLError, HTTPError, socket errors, ...
-            raise FileNotFoundError(
-                f"cannot get the {backbone} {entry.name} weights: downloading {entry.url} "
-                f"failed ({type(error).__name__}: {error}). Offline, place the file at "
-                f"{expected} (torch.hub.get_dir()/checkpoints), or pass a local file: "
-                f"backbone_weights='/path/to/{expected.name}'"
-            ) from error
+        # one download policy for all torchvision weights: the hub cache, else one short
+        # download attempt, else an immediate error naming the file to place
+        from fcnkit.weights import torchvision_weight_file
+
+        state = torch.load(
+            torchvision_weight_file(entry, option="backbone_weights"),
+            map_location="cpu",
+            weights_only=True,
+        )
     classifier.load_state_dict(state)
 
 

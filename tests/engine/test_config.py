@@ -18,6 +18,7 @@ REQUIRED = [
     "nyud-fcn16s-rgbhha",
     "camvid-fcn8s",
     "demo",
+    "voc-fcn32s-googlenet",
 ]
 
 
@@ -30,7 +31,10 @@ def test_required_recipes_ship_and_validate() -> None:
         assert config.description
 
 
-@pytest.mark.parametrize("name", ["voc-fcn32s", "voc-fcn16s", "voc-fcn8s", "voc-fcn32s-fixed"])
+@pytest.mark.parametrize(
+    "name",
+    ["voc-fcn32s", "voc-fcn16s", "voc-fcn8s", "voc-fcn32s-fixed", "voc-fcn32s-googlenet"],
+)
 def test_paper_sgd_settings(name: str) -> None:
     c = load_config(name)
     assert c.optim.name == "sgd" and c.optim.momentum == 0.9
@@ -44,6 +48,8 @@ def test_paper_sgd_settings(name: str) -> None:
 def test_paper_learning_rates_and_staging() -> None:
     assert load_config("voc-fcn32s").optim.lr == 1e-4  # VGG16
     assert load_config("voc-fcn32s-alexnet").optim.lr == 1e-3  # AlexNet
+    googlenet = load_config("voc-fcn32s-googlenet")  # GoogLeNet (Sec. 4.3)
+    assert googlenet.optim.lr == 5e-5 and googlenet.model.name == "fcn32s-googlenet"
     assert load_config("voc-fcn32s").train.init_from is None
     assert load_config("voc-fcn16s").train.init_from == "runs/voc-fcn32s"  # Sec. 4.2
     assert load_config("voc-fcn8s").train.init_from == "runs/voc-fcn16s"

@@ -1,22 +1,34 @@
-"""DDP on 2 CPU processes (gloo): trains, ranks stay identical, evaluation equals 1 process."""
+"""2 CPU processes (gloo) under ``torchrun``, started once for every 2-process check.
+
+- ``fcnkit train`` under ``torchrun --nproc_per_node 2``: DDP trains (loss down, score layers
+  off zero), ranks keep identical parameters, rank 0 alone writes and prints, and the metrics
+  reduced over 2 ranks equal exactly those of 1 process evaluating the same weights;
+- ``evaluate()`` over 2 ranks (ShardSampler, a padded DistributedSampler, an empty shard)
+  gives exactly the 1-process confusion matrix and metrics.
+"""
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
+import torch.distributed as dist
+import yaml
+from test_evaluate import TinyNet, synthetic_samples
+from torch.utils.data import DataLoader
 
+from fcnkit.data import collate_pad
 from fcnkit.engine.checkpoint import load_model
-from fcnkit.engine.config import from_dict
+from fcnkit.engine.config import load_config
 from fcnkit.engine.distributed import DistInfo
-from fcnkit.engine.evaluate import make_eval_loader
-from fcnkit.engine.train import build_datasets, train, validate
+from fcnkit.engine.evaluate import evaluate, evaluate_confusion, make_eval_loader
+from fcnkit.engine.train import build_datasets, validate
 
 CONFIG = {
     "name": "ddp",
@@ -51,82 +63,77 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world_size: int, port: int, run_dir: str, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        WORLD_SIZE=str(world_size),
-        LOCAL_RANK=str(rank),
-    )
-    weights: dict = {}
-
-    def keep(step: int, model: torch.nn.Module) -> None:
-        if step == CONFIG["train"]["steps"]:
-            weights.update({k: v.clone() for k, v in model.state_dict().items()})
-
-    metrics = train(copy.deepcopy(CONFIG), run_dir, progress=False, callback=keep)
-    torch.save({"metrics": metrics, "weights": weights}, Path(out_dir) / f"rank{rank}.pt")
-
-
-def test_two_processes_train_identically_and_evaluate_like_one(tmp_path: Path) -> None:
-    run = tmp_path / "run"
-    mp.spawn(_worker, args=(2, _free_port(), str(run), str(tmp_path)), nprocs=2, join=True)
-    out0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
-    out1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
-    r0, r1 = out0["metrics"], out1["metrics"]
-    # The ranks' parameters stay identical (DDP averages gradients).
-    params = [k for k in out0["weights"] if "running" not in k and "num_batches" not in k]
-    assert params and all(torch.equal(out0["weights"][k], out1["weights"][k]) for k in params)
-    # Metrics are reduced across ranks: both ranks report the same confusion matrix.
-    assert r0["confusion"] == r1["confusion"]
-    assert sum(map(sum, r0["confusion"])) == 5 * 32 * 32  # every val image counted once
-
-    # It trained: the loss went down, and the score layers moved off zero.
-    events = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-    losses = [e["loss"] for e in events if e["event"] == "train"]
-    assert len(losses) == 4 and losses[-1] < losses[0]
-    model, meta = load_model(run / "checkpoints" / "last.pt")
-    assert meta["world_size"] == 2
-    assert model.score_fr.weight.abs().sum() > 0
-
-    # The same weights evaluated by one process give exactly the 2-process metrics.
-    config = from_dict(copy.deepcopy(CONFIG))
-    data = build_datasets(config)
-    info = DistInfo()
-    loader = make_eval_loader(data.val, 2, preprocessing=model.preprocessing)
-    single = validate(model, loader, 7, data, info)
-    assert single["confusion"] == r0["confusion"]
-    for key in ("pixel_acc", "mean_acc", "mean_iu", "fw_iu"):
-        assert single[key] == pytest.approx(r0[key], abs=0, rel=0)
-
-
-def test_torchrun_cli_two_processes(tmp_path: Path) -> None:
-    """`torchrun --nproc_per_node 2 -m fcnkit train ...`: one run dir, written by rank 0 only."""
-    import subprocess
-    import sys
-
-    run = tmp_path / "run"
-    sets = {
-        "model.options.backbone_weights": "null",
-        "train.steps": "2",
-        "train.eval_every": "2",
-        "train.log_every": "1",
-        "data.options": "{size: 32, num_samples: 8}",
-        "data.val_options": "{size: 32, num_samples: 3}",
-        "data.batch_size": "2",
-    }
+@pytest.fixture(scope="module")
+def launch(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """``torchrun --nproc_per_node 2 ddp_worker.py OUT -- fcnkit train CONFIG ...``, once."""
+    if not dist.is_available() or sys.platform == "win32":
+        pytest.skip("torch.distributed with gloo file init is needed")
+    out = tmp_path_factory.mktemp("ddp")
+    config = out / "ddp.yaml"
+    config.write_text(yaml.safe_dump(CONFIG))
+    run = out / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
-    cmd += ["--master_port", str(_free_port()), "-m", "fcnkit", "train", "demo"]
-    cmd += ["--run-dir", str(run), "--no-progress"]
-    for key, value in sets.items():
-        cmd += ["--set", f"{key}={value}"]
+    cmd += ["--master_port", str(_free_port()), str(Path(__file__).with_name("ddp_worker.py"))]
+    cmd += [str(out), "--", "fcnkit", "train", str(config), "--run-dir", str(run)]
+    cmd += ["--no-progress"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count("final evaluation") == 1  # rank 0 prints
-    events = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
-    assert [e["step"] for e in events if e["event"] == "train"] == [1, 2]  # written once
+    return {"out": out, "run": run, "config": config, "stdout": proc.stdout}
+
+
+def test_torchrun_trains_with_identical_ranks_and_rank0_writing(launch: dict) -> None:
+    run, out = launch["run"], launch["out"]
+    assert launch["stdout"].count("final evaluation") == 1  # rank 0 prints
+    # The ranks' parameters stay identical (DDP averages gradients).
+    w0 = torch.load(out / "weights-rank0.pt", weights_only=True)
+    w1 = torch.load(out / "weights-rank1.pt", weights_only=True)
+    params = [k for k in w0 if "running" not in k and "num_batches" not in k]
+    assert params and all(torch.equal(w0[k], w1[k]) for k in params)
+    # Rank 0 alone wrote the run: each event once, every rank's RNG state in the checkpoint.
+    events = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in events if e["event"] == "train"] == [2, 4, 6, 8]
     ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
-    assert ckpt["world_size"] == 2 and len(ckpt["rng"]) == 2  # every rank's RNG state
+    assert ckpt["world_size"] == 2 and len(ckpt["rng"]) == 2
+    # It trained: the loss went down, and the score layers moved off zero.
+    losses = [e["loss"] for e in events if e["event"] == "train"]
+    assert losses[-1] < losses[0]
+    assert ckpt["model"]["score_fr.weight"].abs().sum() > 0
+    assert all(torch.equal(ckpt["model"][k], w0[k]) for k in params)
+
+
+def test_two_rank_metrics_equal_one_process_metrics(launch: dict) -> None:
+    """The same weights evaluated by one process give exactly the 2-process metrics."""
+    run = launch["run"]
+    reduced = json.loads((run / "metrics.json").read_text())
+    assert sum(map(sum, reduced["confusion"])) == 5 * 32 * 32  # every val image counted once
+    model, meta = load_model(run / "checkpoints" / "last.pt")
+    assert meta["world_size"] == 2
+    config = load_config(launch["config"])
+    data = build_datasets(config)
+    loader = make_eval_loader(data.val, 2, preprocessing=model.preprocessing)
+    single = validate(model, loader, 7, data, DistInfo())
+    assert single["confusion"] == reduced["confusion"]
+    for key in ("pixel_acc", "mean_acc", "mean_iu", "fw_iu"):
+        assert single[key] == pytest.approx(reduced[key], abs=0, rel=0)
+
+
+def test_evaluate_over_two_ranks_equals_one_process(launch: dict) -> None:
+    """ShardSampler, a padded DistributedSampler and an empty shard: exact 1-process figures."""
+    torch.manual_seed(0)
+    model = TinyNet()  # the workers' net (same seed)
+    loader = DataLoader(synthetic_samples(), batch_size=2, collate_fn=collate_pad)
+    single, count = evaluate_confusion(model, loader)
+    metrics = evaluate(model, loader)
+    first, _ = evaluate_confusion(
+        model, DataLoader(synthetic_samples()[:1], collate_fn=collate_pad)
+    )
+    for rank in range(2):
+        results = json.loads((launch["out"] / f"eval-rank{rank}.json").read_text())
+        for name in ("padded", "shard", "explicit"):
+            r = results[name]
+            assert r["matrix"] == single["main"].matrix.tolist(), (rank, name)
+            assert r["count"] == count == 5
+            assert r["mean_iu"] == metrics["mean_iu"] and r["pixel_acc"] == metrics["pixel_acc"]
+        assert results["empty-shard"]["matrix"] == first["main"].matrix.tolist()
+        assert results["empty-shard"]["count"] == 1

@@ -1,15 +1,12 @@
-"""evaluate(): metrics over a DataLoader, multi-head pairing, and exact 2-rank evaluation."""
+"""evaluate(): metrics over a DataLoader, multi-head pairing, sharding.
+
+The exact 2-rank evaluation runs in ``test_ddp.py`` (one 2-process launch for everything).
+"""
 
 from __future__ import annotations
 
-import json
-import os
-import sys
-
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
@@ -157,61 +154,15 @@ def test_shard_sampler_covers_every_sample_once() -> None:
     shards = [list(ShardSampler(range(7), num_replicas=3, rank=r)) for r in range(3)]
     assert sorted(sum(shards, [])) == list(range(7))
     assert [len(ShardSampler(range(7), 3, r)) for r in range(3)] == [3, 2, 2]
+    assert list(ShardSampler(7, 3, 1)) == [1, 4]  # a length works as well as a dataset
+    with pytest.raises(ValueError, match="rank 3"):
+        ShardSampler(7, 3, 3)
     assert list(make_eval_loader(Samples(3)).sampler) == [0, 1, 2]  # no process group
 
 
-# --------------------------------------------------------------------------- 2 processes
-def _synthetic():
+# ------------------------------------------------------------------- 2 processes (test_ddp)
+def synthetic_samples() -> list[dict]:
+    """5 transformed synthetic images: the 2-rank evaluation checks' data (``ddp_worker.py``)."""
     dataset = create_dataset("synthetic", split="val", num_samples=5, size=32)
     transform = build_transforms(False, "caffe-voc")
     return [transform(dataset[i]) for i in range(len(dataset))]
-
-
-def _worker(rank: int, init_file: str, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
-    try:
-        torch.manual_seed(0)
-        model = nn.parallel.DistributedDataParallel(TinyNet())
-        data = _synthetic()
-        results = {}
-        for name, subset, sampler in [
-            ("padded", data, DistributedSampler(data, shuffle=True, seed=3)),
-            ("shard", data, ShardSampler(data)),
-            ("explicit", data, ShardSampler(len(data), 2, rank)),
-            ("empty-shard", data[:1], ShardSampler(data[:1])),  # rank 1 sees nothing
-        ]:
-            loader = DataLoader(subset, batch_size=2, sampler=sampler, collate_fn=collate_pad)
-            matrices, count = evaluate_confusion(model, loader)
-            metrics = evaluate(model, loader)
-            results[name] = {
-                "matrix": matrices["main"].matrix.tolist(),
-                "count": count,
-                "mean_iu": metrics["mean_iu"],
-                "pixel_acc": metrics["pixel_acc"],
-            }
-        with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
-            json.dump(results, f)
-    finally:
-        dist.destroy_process_group()
-
-
-@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
-@pytest.mark.skipif(sys.platform == "win32", reason="gloo file init on POSIX only")
-def test_two_ranks_give_exactly_the_one_process_metrics(tmp_path) -> None:
-    mp.spawn(_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
-    torch.manual_seed(0)
-    model = TinyNet()
-    loader = DataLoader(_synthetic(), batch_size=2, collate_fn=collate_pad)
-    single, count = evaluate_confusion(model, loader)
-    metrics = evaluate(model, loader)
-    first, _ = evaluate_confusion(model, DataLoader(_synthetic()[:1], collate_fn=collate_pad))
-    for rank in range(2):
-        results = json.loads((tmp_path / f"rank{rank}.json").read_text())
-        for name in ("padded", "shard", "explicit"):
-            r = results[name]
-            assert r["matrix"] == single["main"].matrix.tolist(), (rank, name)
-            assert r["count"] == count == 5
-            assert r["mean_iu"] == metrics["mean_iu"] and r["pixel_acc"] == metrics["pixel_acc"]
-        assert results["empty-shard"]["matrix"] == first["main"].matrix.tolist()
-        assert results["empty-shard"]["count"] == 1

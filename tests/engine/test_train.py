@@ -87,17 +87,23 @@ def test_run_directory_contents(tmp_path: Path) -> None:
     assert not list(run.rglob("*.tmp"))  # atomic writes leave no temporaries
 
 
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An uninterrupted run of ``tiny()`` (in the main process: no DataLoader workers)."""
+    run = tmp_path_factory.mktemp("straight") / "run"
+    train(tiny(), run, progress=False)
+    return run
+
+
 @pytest.mark.parametrize("stop, workers", [(3, 0), (4, 2)])
-def test_resume_is_exact(tmp_path: Path, stop: int, workers: int) -> None:
+def test_resume_is_exact(tmp_path: Path, straight: Path, stop: int, workers: int) -> None:
     """N steps straight == N/2 steps, interruption, resume (model, optimiser, RNG, data).
 
     With DataLoader workers too: augmentation depends on (seed, epoch, index), not on which
-    process loads a sample.
+    process loads a sample, so the resumed run with workers matches the straight run without.
     """
     config = tiny(data={"num_workers": workers})
-    straight = tmp_path / "straight"
     resumed = tmp_path / "resumed"
-    train(config, straight, progress=False)
     train(config, resumed, progress=False, stop_at_step=stop)
     assert load_checkpoint(resumed / "checkpoints" / "last.pt")["step"] == stop
     train(config, resumed, progress=False, resume=True)

@@ -250,3 +250,7 @@ def test_plot_skips_null_metrics(tmp_path: Path) -> None:
     ]
     (run / "log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
     assert plot_curves(run, run / "curves.png").stat().st_size > 1000
+    from fcnkit.cli import main
+
+    assert main(["plot", str(run), "--out", str(run / "cli.png")]) == 0  # `fcnkit plot RUN`
+    assert (run / "cli.png").stat().st_size > 1000

@@ -103,18 +103,15 @@ def default_out_dir(weights: str | os.PathLike, dataset: str, split: str) -> Pat
     return run / f"eval-{dataset}-{split}"
 
 
-def _resolve_device(name: str) -> Any:
-    import torch
+def resolve_cli_device(name: str) -> Any:
+    """``--device`` (``auto``, ``cpu``, ``cuda``, ``cuda:1``; under torchrun ``cuda`` means
+    ``cuda:LOCAL_RANK``) with user errors as :class:`CLIError`."""
+    from fcnkit.engine.distributed import resolve_device
 
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        device = torch.device(name)
+        return resolve_device(name, int(os.environ.get("LOCAL_RANK", "0")))
     except RuntimeError as err:
-        raise CLIError(f"unknown device {name!r}: {err}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CLIError(f"device {name!r} requested but CUDA is not available")
-    return device
+        raise CLIError(f"device {name!r}: {err}") from None
 
 
 def _class_names(dataset: Any, model: Any) -> tuple[dict[str, list[str]] | list[str] | None, Any]:
@@ -191,9 +188,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
-    device = _resolve_device(args.device)
-    if device.type == "cuda" and world > 1 and device.index is None:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    device = resolve_cli_device(args.device)
     model, meta = load_cli_model(args, device)
     try:
         raw = create_dataset(args.dataset, args.root, args.split, **parse_options(args.option))

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from fcnkit.cli import CLIError
-from fcnkit.cli.eval import _resolve_device, add_model_arguments, load_cli_model
+from fcnkit.cli.eval import add_model_arguments, load_cli_model, resolve_cli_device
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -119,7 +119,7 @@ def run_predict(args: argparse.Namespace) -> int:
         for target in (label_path, overlay_path):
             if target.resolve() in inputs:
                 raise CLIError(f"writing {target} would overwrite the input {path}; change --out")
-    device = _resolve_device(args.device)
+    device = resolve_cli_device(args.device)
     model, meta = load_cli_model(args, device)
     try:
         segmenter = Segmenter(

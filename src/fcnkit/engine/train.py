@@ -270,6 +270,7 @@ class DataBundle:
     palette: list | None
     eval_exclude: list[str]
     targets: dict[str, list[str]] | None  # multi-head datasets: head -> class names
+    palettes: dict[str, list] | None = None  # multi-head datasets: head -> colours
 
 
 def build_datasets(config: Config) -> DataBundle:
@@ -291,6 +292,7 @@ def build_datasets(config: Config) -> DataBundle:
         palette=getattr(train, "palette", None),
         eval_exclude=list(getattr(_base(val), "eval_exclude", []) or []),
         targets=getattr(train, "targets", None),
+        palettes=getattr(train, "target_palettes", None),
     )
 
 
@@ -573,6 +575,8 @@ def save_training_state(
         model,
         classes=data.classes,
         palette=data.palette,
+        targets=data.targets,
+        palettes=data.palettes,
         optimizer=optimizer.state_dict(),
         scheduler=scheduler.state_dict(),
         scaler=scaler.state_dict(),
@@ -746,8 +750,15 @@ def _train(
     if info.is_main and progress:
         from tqdm import tqdm
 
+        interactive = sys.stderr.isatty()
         bar = tqdm(
-            total=tc.steps, initial=state.step, desc=config.name, unit="step", dynamic_ncols=True
+            total=tc.steps,
+            initial=state.step,
+            desc=config.name,
+            unit="step",
+            dynamic_ncols=True,
+            # in a log file (CI, nohup) redraw rarely instead of on every step
+            mininterval=0.1 if interactive else 30.0,
         )
     epoch = 0
     t_start = time.perf_counter()
@@ -872,6 +883,8 @@ def evaluate_and_log(
             model,
             classes=data.classes,
             palette=data.palette,
+            targets=data.targets,
+            palettes=data.palettes,
             step=state.step,
             metrics={k: v for k, v in metrics.items() if k != "confusion"},
             config=config.to_dict(),

@@ -136,6 +136,17 @@ def test_stats_and_check_with_two_targets(root: Path, tmp_path: Path) -> None:
     assert stats.targets["sem"].pixels.sum() == 7 and stats.targets["sem"].ignore_pixels == 1
     assert (tmp_path / "stats" / "class_frequency.png").is_file()
     write_sample(root, "street_b2", SEM, np.array([[9, 1, 1, 1], [1, 1, 1, 1]]))
-    reports = check("siftflow", root)
+    reports = check("siftflow", root, splits=["trainval", "test"])
     assert [r.ok for r in reports] == [True, False]
     assert "GeoLabels" in reports[1].problems[0] and "street_b2.mat" in reports[1].problems[0]
+
+
+def test_validation_carve_out_is_every_tenth_sorted_trainval_name():
+    from fcnkit.data.siftflow import split_list
+
+    nowhere = Path("/nonexistent")  # no local lists: fcnkit's shipped FCN lists
+    trainval, test = split_list(nowhere, "trainval"), split_list(nowhere, "test")
+    train, val = split_list(nowhere, "train"), split_list(nowhere, "val")
+    assert val == sorted(trainval)[::10] and len(val) == 249
+    assert train == [n for n in trainval if n not in set(val)] and len(train) == 2237
+    assert not set(val) & set(test) and not set(train) & set(test)

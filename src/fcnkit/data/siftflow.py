@@ -7,6 +7,10 @@ variable ``S``. Semantic ``S``: 0 void, 1..33 classes -> labels 0..32, void -> 2
 horizontal, vertical) -> 0..2. The FCN splits ``trainval`` (2,486) and ``test`` (200) are read
 from ``root/<split>.txt`` when present, else from the copies shipped with fcnkit.
 
+For model selection without touching ``test``, fcnkit carves a fixed validation split out of
+``trainval``: ``val`` is every 10th name of the sorted trainval list (249 images) and
+``train`` the other 2,237 (derived from the trainval list in use; see :func:`split_list`).
+
 Labels are ``{"sem": ..., "geo": ...}`` when GeoLabels exist, else the semantic map alone (a
 plain tensor; a warning says so once). ``geo=True`` requires GeoLabels, ``geo=False`` never
 reads them. Evaluation excludes cow, desert and moon, the classes absent from ``test``.
@@ -76,8 +80,22 @@ def parse_classes_txt(path: Path) -> tuple[list[str], list[str]]:
     return sem, geo
 
 
+VAL_EVERY = 10  # the validation carve-out: every 10th name of the sorted trainval list
+
+
 def split_list(root: Path, split: str) -> list[str]:
-    """The FCN split list: ``root/<split>.txt`` if present, else fcnkit's shipped copy."""
+    """The FCN split list: ``root/<split>.txt`` if present, else fcnkit's shipped copy.
+
+    ``train`` / ``val`` are carved out of ``trainval`` (whichever list is in use): ``val`` is
+    every :data:`VAL_EVERY`-th name of the sorted list, ``train`` the rest in list order.
+    """
+    if split in ("train", "val"):
+        trainval = split_list(root, "trainval")
+        val = sorted(trainval)[::VAL_EVERY]
+        if split == "val":
+            return val
+        held_out = set(val)
+        return [name for name in trainval if name not in held_out]
     local = root / f"{split}.txt"
     if local.is_file():
         return read_list(local)
@@ -156,7 +174,7 @@ class SIFTFlow(SegmentationDataset):
 @register_dataset(
     "siftflow",
     description="SIFT Flow: 33 semantic (+3 geometric) classes, FCN trainval/test splits",
-    splits=("trainval", "test"),
+    splits=("trainval", "test", "train", "val"),
 )
 def build_siftflow(root: str | Path, split: str = "trainval", **options: Any) -> SIFTFlow:
     return SIFTFlow(root, split, **options)

@@ -150,3 +150,12 @@ def test_validation_carve_out_is_every_tenth_sorted_trainval_name():
     assert val == sorted(trainval)[::10] and len(val) == 249
     assert train == [n for n in trainval if n not in set(val)] and len(train) == 2237
     assert not set(val) & set(test) and not set(train) & set(test)
+
+
+def test_carve_out_of_a_one_image_trainval_is_refused(tmp_path: Path) -> None:
+    from fcnkit.data.base import SplitUnavailable
+    from fcnkit.data.siftflow import split_list
+
+    (tmp_path / "trainval.txt").write_text("coast_a1\n")
+    with pytest.raises(SplitUnavailable, match="too few to carve"):
+        split_list(tmp_path, "train")

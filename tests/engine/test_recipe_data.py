@@ -51,7 +51,9 @@ def _siftflow(root: Path) -> None:
     d = root / "data" / "siftflow"
     sf.write_sample(d, "coast_a1", sf.SEM, sf.GEO)
     sf.write_sample(d, "street_b2", sf.SEM[::-1].copy(), sf.GEO[::-1].copy())
-    (d / "trainval.txt").write_text("coast_a1\n")
+    sf.write_sample(d, "forest_c3", sf.SEM[::-1].copy(), sf.GEO)
+    # two trainval images: the train/val carve-out keeps one for each
+    (d / "trainval.txt").write_text("coast_a1\nforest_c3\n")
     (d / "test.txt").write_text("street_b2\n")
 
 

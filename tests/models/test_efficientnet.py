@@ -330,3 +330,14 @@ def test_freeze_bn_keeps_backbone_statistics() -> None:
     assert torch.equal(bn.running_mean, before) and bn.weight.grad is not None
     unfrozen = fcnkit.create_model("fcn32s-efficientnet_lite0", 2).train()
     assert unfrozen.backbone._bn0.training
+
+
+def test_freeze_backbone_leaves_only_the_head_trainable():
+    model = fcnkit.create_model("fcn32s-efficientnet_lite0", 3, freeze_backbone=True)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"score_fr.weight", "score_fr.bias"}
+    bn = next(m for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    before = bn.running_mean.clone()
+    model.train()
+    model(torch.randn(2, 3, 40, 40) * 10)
+    assert torch.equal(bn.running_mean, before)  # statistics fixed too: a truly fixed trunk

@@ -92,10 +92,14 @@ def split_list(root: Path, split: str) -> list[str]:
     if split in ("train", "val"):
         trainval = split_list(root, "trainval")
         val = sorted(trainval)[::VAL_EVERY]
-        if split == "val":
-            return val
         held_out = set(val)
-        return [name for name in trainval if name not in held_out]
+        train = [name for name in trainval if name not in held_out]
+        if not train:
+            raise SplitUnavailable(
+                f"the trainval list of {root} has {len(trainval)} name(s): too few to carve "
+                "out a validation split (use split='trainval')"
+            )
+        return val if split == "val" else train
     local = root / f"{split}.txt"
     if local.is_file():
         return read_list(local)

@@ -320,9 +320,18 @@ class EfficientNetFCN(ModernFCN):
 
 
 def _build(
-    stride: int, num_classes: int, backbone_weights: str | None, dropout: float, freeze_bn: bool
+    stride: int,
+    num_classes: int,
+    backbone_weights: str | None,
+    dropout: float,
+    freeze_bn: bool,
+    freeze_backbone: bool = False,
 ) -> EfficientNetFCN:
-    model = EfficientNetFCN(num_classes, stride=stride, dropout=dropout, freeze_bn=freeze_bn)
+    model = EfficientNetFCN(
+        num_classes, stride=stride, dropout=dropout, freeze_bn=freeze_bn or freeze_backbone
+    )
+    if freeze_backbone:  # the paper's "32s-fixed" (Table 1): only the score layers learn
+        model.backbone.requires_grad_(False)
     if backbone_weights not in (None, "imagenet"):
         raise ValueError(
             f"backbone_weights must be None or 'imagenet' (the packaged {LITE0_FILE}), "
@@ -344,12 +353,15 @@ def _register() -> None:
             backbone_weights: str | None = None,
             dropout: float = 0.1,
             freeze_bn: bool = False,
+            freeze_backbone: bool = False,
             _s: int = s,
         ) -> nn.Module:
             """``backbone_weights="imagenet"``: the packaged ImageNet-1k backbone;
             ``dropout``: channel dropout before ``score_fr``; ``freeze_bn``: keep the
-            backbone's batch-norm statistics fixed while training (small batches)."""
-            return _build(_s, num_classes, backbone_weights, dropout, freeze_bn)
+            backbone's batch-norm statistics fixed while training (small batches);
+            ``freeze_backbone``: the whole backbone fixed, only the score layers (and 2x
+            upsamplers) learn -- the paper's FCN-32s-fixed baseline (Sec. 4.1, Table 1)."""
+            return _build(_s, num_classes, backbone_weights, dropout, freeze_bn, freeze_backbone)
 
         register_model(
             f"fcn{s}s-efficientnet_lite0",

@@ -73,31 +73,23 @@ def export_onnx(
     dynamic.update({n: {0: "batch", 2: "height", 3: "width"} for n in names})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings about shape-dependent Python ints
-        if dynamo:
+        if dynamo:  # torch.export names the dynamic sizes of forward's argument ``x``
             from torch.export import Dim
 
-            shapes = {"x": {0: Dim("batch"), 2: Dim("height"), 3: Dim("width")}}
-            torch.onnx.export(
-                _Exportable(model),
-                (example,),
-                str(path),
-                input_names=["input"],
-                output_names=names,
-                dynamic_shapes=shapes,
-                opset_version=opset,
-                dynamo=True,
-            )
+            sizes = {"x": {0: Dim("batch"), 2: Dim("height"), 3: Dim("width")}}
+            dynamic_kwargs: dict = {"dynamic_shapes": sizes}
         else:
-            torch.onnx.export(
-                _Exportable(model),
-                (example,),
-                str(path),
-                input_names=["input"],
-                output_names=names,
-                dynamic_axes=dynamic,
-                opset_version=opset,
-                dynamo=False,
-            )
+            dynamic_kwargs = {"dynamic_axes": dynamic}
+        torch.onnx.export(
+            _Exportable(model),
+            (example,),
+            str(path),
+            input_names=["input"],
+            output_names=names,
+            opset_version=opset,
+            dynamo=dynamo,
+            **dynamic_kwargs,
+        )
     _add_metadata(path, model)
     result: dict[str, Any] = {"path": str(path), "outputs": names, "opset": opset}
     if check:

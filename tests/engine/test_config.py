@@ -173,3 +173,28 @@ def test_recipe_names_real_models_datasets_and_weights(name: str) -> None:
         assert get_weight_entry(c.model.weights).name == c.model.weights
     if c.loss.class_weights is not None:
         assert len(c.loss.class_weights) == model.num_classes
+
+
+def test_siftflow_lite0_reproduction_recipes() -> None:
+    """Issue 6: one recipe per row; selection on the val carve-out, never on test."""
+    fixed, r32, r16, r8, scratch = (
+        load_config(f"siftflow-{n}")
+        for n in ("fcn32s-fixed-lite0", "fcn32s-lite0", "fcn16s-lite0", "fcn8s-lite0",
+                  "fcn8s-lite0-scratch")
+    )  # fmt: skip
+    for c in (fixed, r32, r16, r8, scratch):
+        assert c.data.dataset == "siftflow" and c.model.num_classes == 33
+        assert (c.data.split, c.data.val_split) == ("train", "val")
+        assert c.train.best_metric == "mean_iu"
+    # 32s-fixed = the 32s recipe with the trunk frozen, same budget
+    assert fixed.model.options == {"backbone_weights": "imagenet", "freeze_backbone": True}
+    assert r32.model.options == {"backbone_weights": "imagenet"}
+    assert (fixed.optim, fixed.schedule, fixed.train.steps) == (r32.optim, r32.schedule, 1680)
+    # staged 32s -> 16s -> 8s (Sec. 4.2), later stages at a tenth of the rate
+    assert r16.train.init_from == "runs/siftflow-fcn32s-lite0"
+    assert r8.train.init_from == "runs/siftflow-fcn16s-lite0"
+    assert r16.optim.lr == r8.optim.lr == r32.optim.lr / 10
+    # scratch: no ImageNet, the whole chain's budget
+    assert scratch.model.name == "fcn8s-efficientnet_lite0" and scratch.train.init_from is None
+    assert scratch.model.options == {"backbone_weights": None}
+    assert scratch.train.steps == r32.train.steps + r16.train.steps + r8.train.steps

@@ -42,11 +42,16 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 0
+    saved_argv = sys.argv
+    if argv is not None:  # called in-process: run records (meta.json) show this command
+        sys.argv = ["fcnkit", *argv]
     try:
         return int(args.func(args) or 0)
     except CLIError as err:
         print(f"fcnkit: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        sys.argv = saved_argv
 
 
 if __name__ == "__main__":

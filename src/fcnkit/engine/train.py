@@ -104,6 +104,7 @@ def prepare_run_dir(run_dir: Path, config: Config, *, resume: bool, overwrite: b
         "python": sys.version.split()[0],
         "argv": sys.argv,
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "started_unix": round(time.time(), 3),
     }
     if resume:
         if not last.is_file():

@@ -1,0 +1,215 @@
+"""SIFT Flow results table (issue 6): evaluate saved runs on test, write the Markdown tables.
+
+For every run of the shipped EfficientNet-Lite0 recipes found under ``--runs`` this calls
+``fcnkit eval RUN --dataset siftflow --root ROOT --split test`` (the run's ``best.pt``,
+chosen on the ``val`` carve-out during training) unless ``RUN/eval-siftflow-test/metrics.json``
+already exists (``--reeval`` forces it), then prints (and with ``--write FILE`` puts between the
+``<!-- results:begin -->`` / ``<!-- results:end -->`` markers of FILE) three tables: the four
+metrics per model beside the paper's VGG16 FCN-16s and the naive-script baseline, with the
+training time taken from the run's own log; per-class IU; and the paper's pattern checked.
+
+    python -m benchmarks.siftflow_results --root ../shared/data/siftflow
+    python -m benchmarks.siftflow_results --root ../shared/data/siftflow --write docs/results.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from fcnkit.data.siftflow import EVAL_EXCLUDE, SEMANTIC_CLASSES
+
+#: (recipe, short label) in table order
+ROWS = (
+    ("siftflow-fcn32s-fixed-lite0", "FCN-32s-fixed-Lite0"),
+    ("siftflow-fcn32s-lite0", "FCN-32s-Lite0"),
+    ("siftflow-fcn16s-lite0", "FCN-16s-Lite0"),
+    ("siftflow-fcn8s-lite0", "FCN-8s-Lite0"),
+    ("siftflow-fcn8s-lite0-scratch", "FCN-8s-Lite0, scratch"),
+)
+#: published / given figures: (label, pixel acc, mean acc, mean IU, f.w. IU) in percent
+REFERENCE_ROWS = (
+    ("paper: FCN-16s VGG16 (Table 3)", 85.2, 51.7, 39.5, 76.1),
+    ("naive script (issue 6)", 84.7, 41.0, 32.7, 75.0),
+)
+METRICS = ("pixel_acc", "mean_acc", "mean_iu", "fw_iu")
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+
+@dataclass
+class RunResult:
+    recipe: str
+    label: str
+    run_dir: Path
+    metrics: dict[str, Any]
+    train_seconds: float | None
+    steps: int | None
+    best_step: int | None
+    command: str
+
+
+def evaluate_run(run_dir: Path, root: Path, reeval: bool = False, limit: int | None = None) -> dict:
+    """The run's test metrics (``fcnkit eval`` of its best checkpoint), cached in the run."""
+    out = run_dir / ("eval-siftflow-test" if limit is None else f"eval-siftflow-test-{limit}")
+    path = out / "metrics.json"
+    if reeval or not path.is_file():
+        from fcnkit.cli import main
+
+        argv = [str(run_dir), "--dataset", "siftflow", "--root", str(root), "--split", "test"]
+        argv += ["--batch-size", "8", "--out", str(out)]
+        if limit is not None:
+            argv += ["--limit", str(limit)]
+        if main(["eval", *argv]) != 0:
+            raise RuntimeError(f"fcnkit eval {' '.join(argv)} failed")
+    return json.loads(path.read_text())
+
+
+def training_record(run_dir: Path) -> tuple[float | None, int | None, int | None, str]:
+    """(wall seconds from start to the last logged event, steps, best step, command)."""
+    meta = json.loads((run_dir / "meta.json").read_text())
+    events = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line]
+    started = meta.get("started_unix")
+    if started is None:  # runs before started_unix was recorded: local time, this machine's zone
+        started = datetime.strptime(meta["started"], "%Y-%m-%d %H:%M:%S").timestamp()
+    seconds = events[-1]["time"] - started if events else None
+    steps = max((e["step"] for e in events if e["event"] == "train"), default=None)
+    metrics_file = run_dir / "metrics.json"
+    best = json.loads(metrics_file.read_text()).get("best", {}) if metrics_file.is_file() else {}
+    argv = list(meta.get("argv", []))
+    argv[0] = Path(argv[0]).name if argv else "fcnkit"
+    return seconds, steps, best.get("step"), " ".join(argv)
+
+
+def collect(runs: Path, root: Path, reeval: bool = False, limit: int | None = None) -> list:
+    results = []
+    for recipe, label in ROWS:
+        run_dir = runs / recipe
+        if not (run_dir / "checkpoints").is_dir():
+            print(f"skipping {recipe}: no run at {run_dir}")
+            continue
+        record = evaluate_run(run_dir, root, reeval, limit)
+        seconds, steps, best_step, command = training_record(run_dir)
+        results.append(
+            RunResult(recipe, label, run_dir, record["metrics"], seconds, steps, best_step, command)
+        )
+    return results
+
+
+def _pct(value: float | None) -> str:
+    return (
+        "-"
+        if value is None or (isinstance(value, float) and math.isnan(value))
+        else (f"{100 * value:.1f}")
+    )
+
+
+def main_table(results: list[RunResult]) -> str:
+    lines = [
+        "| model | pixel acc. | mean acc. | mean IU | f.w. IU | training (wall) | steps (best) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        m = r.metrics
+        minutes = "-" if r.train_seconds is None else f"{r.train_seconds / 60:.0f} min"
+        scores = " | ".join(_pct(m[k]) for k in METRICS)
+        lines.append(f"| {r.label} | {scores} | {minutes} | {r.steps} ({r.best_step}) |")
+    for label, *values in REFERENCE_ROWS:
+        lines.append(f"| {label} | " + " | ".join(f"{v:.1f}" for v in values) + " | | |")
+    return "\n".join(lines)
+
+
+def per_class_table(results: list[RunResult]) -> str:
+    head = "| class | test freq. % | " + " | ".join(r.label for r in results) + " |"
+    lines = [head, "|---|---:|" + "---:|" * len(results)]
+    freq = results[0].metrics["per_class_freq"]
+    for i, name in enumerate(SEMANTIC_CLASSES):
+        ious = [r.metrics["per_class_iu"][i] for r in results]
+        label = f"{name} (excluded)" if name in EVAL_EXCLUDE else name
+        lines.append(f"| {label} | {100 * freq[i]:.2f} | " + " | ".join(map(_pct, ious)) + " |")
+    return "\n".join(lines)
+
+
+def pattern_checks(results: list[RunResult]) -> str:
+    by = {r.recipe: r.metrics for r in results}
+
+    def check(text: str, a: str, b: str, strict: bool = True) -> str | None:
+        if a not in by or b not in by:
+            return None
+        x, y = 100 * by[a]["mean_iu"], 100 * by[b]["mean_iu"]
+        ok = x > y if strict else x >= y
+        return f"| {text} | {x:.1f} vs {y:.1f} | {'yes' if ok else '**no**'} |"
+
+    rows = [
+        check("fine-tuned > fixed (32s)", "siftflow-fcn32s-lite0", "siftflow-fcn32s-fixed-lite0"),
+        check("pretrained > scratch (8s)", "siftflow-fcn8s-lite0", "siftflow-fcn8s-lite0-scratch"),
+        check("16s >= 32s", "siftflow-fcn16s-lite0", "siftflow-fcn32s-lite0", strict=False),
+        check("8s >= 32s", "siftflow-fcn8s-lite0", "siftflow-fcn32s-lite0", strict=False),
+        check("8s >= 16s", "siftflow-fcn8s-lite0", "siftflow-fcn16s-lite0", strict=False),
+    ]
+    if "siftflow-fcn16s-lite0" in by:
+        m = by["siftflow-fcn16s-lite0"]
+        _, *paper = REFERENCE_ROWS[0]
+        beats = [100 * m[k] > p for k, p in zip(METRICS, paper, strict=True)]
+        rows.append(
+            "| FCN-16s-Lite0 > paper FCN-16s VGG16, all four metrics | "
+            + " / ".join(f"{100 * m[k]:.1f}" for k in METRICS)
+            + f" vs {' / '.join(map(str, paper))} | "
+            + ("yes" if all(beats) else f"**no** ({sum(beats)} of 4)")
+            + " |"
+        )
+    lines = ["| paper's finding (mean IU on test) | ours | holds |", "|---|---|---|"]
+    return "\n".join(lines + [r for r in rows if r])
+
+
+def render(results: list[RunResult]) -> str:
+    commands = "\n".join(f"    {r.command}" for r in results)
+    return "\n\n".join(
+        [
+            main_table(results),
+            pattern_checks(results),
+            "Commands (each row's run, as recorded in its `meta.json`):\n\n" + commands,
+            "Per-class IU (%) on the 200 test images; `-` = no pixel of the class in truth or "
+            "prediction:\n\n" + per_class_table(results),
+        ]
+    )
+
+
+def write_between_markers(path: Path, text: str) -> None:
+    """Replace what lies between the markers of ``path`` (atomically: temp file + rename)."""
+    old = path.read_text()
+    if BEGIN not in old or END not in old:
+        raise SystemExit(f"{path}: needs the lines {BEGIN} and {END} around the tables")
+    before, rest = old.split(BEGIN, 1)
+    after = rest.split(END, 1)[1]
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(f"{before}{BEGIN}\n{text}\n{END}{after}")
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--root", required=True, help="the SIFT Flow folder (original layout)")
+    parser.add_argument("--runs", default="runs", help="folder holding the runs (default runs)")
+    parser.add_argument("--write", help="Markdown file whose results markers get the tables")
+    parser.add_argument("--reeval", action="store_true", help="evaluate again even if cached")
+    parser.add_argument("--limit", type=int, help="only the first N test images (a smoke test)")
+    args = parser.parse_args(argv)
+    results = collect(Path(args.runs), Path(args.root), args.reeval, args.limit)
+    if not results:
+        raise SystemExit(f"no runs of {', '.join(r for r, _ in ROWS)} under {args.runs}")
+    text = render(results)
+    print(text)
+    if args.write:
+        write_between_markers(Path(args.write), text)
+        print(f"wrote the tables into {args.write}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

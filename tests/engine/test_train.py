@@ -124,6 +124,26 @@ def test_resume_is_exact(tmp_path: Path, straight: Path, stop: int, workers: int
     )
 
 
+def test_channels_last_trains_the_same_and_loads_anywhere(tmp_path: Path, straight: Path) -> None:
+    """``train.channels_last``: the same loss up to kernel rounding (compared before the random
+    init's large steps amplify it), NHWC weights saved, loaded by an ordinary model."""
+    from fcnkit.engine.checkpoint import load_model
+
+    run = tmp_path / "run"
+    train(tiny(train={"channels_last": True}), run, progress=False)
+
+    def losses(r: Path) -> list[float]:
+        lines = (r / "log.jsonl").read_text().splitlines()
+        return [e["loss"] for e in map(json.loads, lines) if e["event"] == "train"]
+
+    assert losses(run)[0] == pytest.approx(losses(straight)[0], rel=1e-4)
+    state = load_checkpoint(run / "checkpoints" / "last.pt")["model"]
+    assert state["backbone._conv_stem.weight"].is_contiguous(memory_format=torch.channels_last)
+    model, _ = load_model(run / "checkpoints" / "last.pt")
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 40, 36)).shape == (1, 7, 40, 36)
+
+
 def test_existing_run_dir_is_never_reused_silently(tmp_path: Path) -> None:
     run = tmp_path / "run"
     config = tiny(train={"steps": 1, "eval_every": 1})

@@ -455,6 +455,8 @@ def train_step(
     total = torch.zeros((), device=info.device)
     for i, batch in enumerate(batches):
         images = batch["image"].to(info.device, non_blocking=True)
+        if config.train.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         labels = to_device(batch["label"], info.device)
         last = i == len(batches) - 1
         sync = nullcontext() if last or not info.distributed else model.no_sync()
@@ -692,6 +694,8 @@ def _train(
     seed_everything(tc.seed)
     data = build_datasets(config)
     model = build_model(config, data).to(info.device)
+    if tc.channels_last:  # in place: checkpoints and optimiser see the same parameters
+        model = model.to(memory_format=torch.channels_last)
     num_classes = int(model.num_classes)
     weights = config.loss.class_weights
     if weights is not None and len(weights) != num_classes:

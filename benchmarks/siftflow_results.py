@@ -51,6 +51,7 @@ class RunResult:
     train_seconds: float | None
     steps: int | None
     best_step: int | None
+    best_val: float | None
     command: str
 
 
@@ -70,8 +71,11 @@ def evaluate_run(run_dir: Path, root: Path, reeval: bool = False, limit: int | N
     return json.loads(path.read_text())
 
 
-def training_record(run_dir: Path) -> tuple[float | None, int | None, int | None, str]:
-    """(wall seconds from start to the last logged event, steps, best step, command)."""
+def training_record(
+    run_dir: Path,
+) -> tuple[float | None, int | None, int | None, float | None, str]:
+    """(wall seconds from start to the last logged event, steps, best step, its val mean IU,
+    command)."""
     meta = json.loads((run_dir / "meta.json").read_text())
     events = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line]
     started = meta.get("started_unix")
@@ -83,7 +87,7 @@ def training_record(run_dir: Path) -> tuple[float | None, int | None, int | None
     best = json.loads(metrics_file.read_text()).get("best", {}) if metrics_file.is_file() else {}
     argv = list(meta.get("argv", []))
     argv[0] = Path(argv[0]).name if argv else "fcnkit"
-    return seconds, steps, best.get("step"), " ".join(argv)
+    return seconds, steps, best.get("step"), best.get("mean_iu"), " ".join(argv)
 
 
 def collect(runs: Path, root: Path, reeval: bool = False, limit: int | None = None) -> list:
@@ -94,10 +98,8 @@ def collect(runs: Path, root: Path, reeval: bool = False, limit: int | None = No
             print(f"skipping {recipe}: no run at {run_dir}")
             continue
         record = evaluate_run(run_dir, root, reeval, limit)
-        seconds, steps, best_step, command = training_record(run_dir)
-        results.append(
-            RunResult(recipe, label, run_dir, record["metrics"], seconds, steps, best_step, command)
-        )
+        training = training_record(run_dir)
+        results.append(RunResult(recipe, label, run_dir, record["metrics"], *training))
     return results
 
 
@@ -111,16 +113,18 @@ def _pct(value: float | None) -> str:
 
 def main_table(results: list[RunResult]) -> str:
     lines = [
-        "| model | pixel acc. | mean acc. | mean IU | f.w. IU | training (wall) | steps (best) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| model | pixel acc. | mean acc. | mean IU | f.w. IU | training (wall) | steps (best) "
+        "| val mean IU (best) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         m = r.metrics
         minutes = "-" if r.train_seconds is None else f"{r.train_seconds / 60:.0f} min"
         scores = " | ".join(_pct(m[k]) for k in METRICS)
-        lines.append(f"| {r.label} | {scores} | {minutes} | {r.steps} ({r.best_step}) |")
+        steps = f"{r.steps} ({r.best_step})"
+        lines.append(f"| {r.label} | {scores} | {minutes} | {steps} | {_pct(r.best_val)} |")
     for label, *values in REFERENCE_ROWS:
-        lines.append(f"| {label} | " + " | ".join(f"{v:.1f}" for v in values) + " | | |")
+        lines.append(f"| {label} | " + " | ".join(f"{v:.1f}" for v in values) + " | | | |")
     return "\n".join(lines)
 
 

@@ -74,20 +74,33 @@ def evaluate_run(run_dir: Path, root: Path, reeval: bool = False, limit: int | N
 def training_record(
     run_dir: Path,
 ) -> tuple[float | None, int | None, int | None, float | None, str]:
-    """(wall seconds from start to the last logged event, steps, best step, its val mean IU,
-    command)."""
+    """(wall seconds of training, steps, best step, its val mean IU, command).
+
+    The time runs from the start to the last logged event. A run stopped and continued with
+    ``--resume`` (exact: same weights as an uninterrupted run) is timed without the pause and
+    without the steps it redid: each ``resume`` event at step k removes the time from the last
+    event at or before step k (its checkpoint) to the resume. The command is the recorded
+    ``argv``, followed by each resume's.
+    """
     meta = json.loads((run_dir / "meta.json").read_text())
     events = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line]
     started = meta.get("started_unix")
     if started is None:  # runs before started_unix was recorded: local time, this machine's zone
         started = datetime.strptime(meta["started"], "%Y-%m-%d %H:%M:%S").timestamp()
     seconds = events[-1]["time"] - started if events else None
+    for i, event in enumerate(events):
+        if event["event"] == "resume" and seconds is not None:
+            before = [e for e in events[:i] if e.get("step", math.inf) <= event["step"]]
+            seconds -= event["time"] - (before[-1]["time"] if before else started)
     steps = max((e["step"] for e in events if e["event"] == "train"), default=None)
     metrics_file = run_dir / "metrics.json"
     best = json.loads(metrics_file.read_text()).get("best", {}) if metrics_file.is_file() else {}
-    argv = list(meta.get("argv", []))
-    argv[0] = Path(argv[0]).name if argv else "fcnkit"
-    return seconds, steps, best.get("step"), best.get("mean_iu"), " ".join(argv)
+    commands = []
+    for record in (meta, *meta.get("resumes", [])):
+        argv = list(record.get("argv", [])) or ["fcnkit"]
+        argv[0] = Path(argv[0]).name
+        commands.append(" ".join(argv))
+    return seconds, steps, best.get("step"), best.get("mean_iu"), "  &&  ".join(commands)
 
 
 def collect(runs: Path, root: Path, reeval: bool = False, limit: int | None = None) -> list:
@@ -177,7 +190,8 @@ def render(results: list[RunResult]) -> str:
         [
             main_table(results),
             pattern_checks(results),
-            "Commands (each row's run, as recorded in its `meta.json`):\n\n" + commands,
+            "Commands (each row's run, as recorded in its `meta.json`; `&&` joins a `--resume`):"
+            "\n\n" + commands,
             "Per-class IU (%) on the 200 test images; `-` = no pixel of the class in truth or "
             "prediction:\n\n" + per_class_table(results),
         ]

@@ -155,3 +155,26 @@ def test_checkpoint_to_metrics_on_real_test_images(
     metrics = json.loads((out / "metrics.json").read_text())["metrics"]
     names = (real / "test.txt").read_text().split()[:6]
     assert_same(metrics, reference_metrics(run_dir, real, names))
+
+
+def test_training_time_leaves_out_a_resume_pause(tmp_path: Path) -> None:
+    """Stopped after the step-20 checkpoint, resumed 1000 s later: the pause and the redone
+    steps (21-30) are not training time; both commands are listed."""
+    argv = ["/venv/bin/fcnkit", "train", RECIPE, "--name", "r"]
+    resume = {"argv": ["fcnkit", "train", "--resume", "--name", "r"], "started_unix": 2000.0}
+    meta = {"argv": argv, "started_unix": 1000.0, "resumed": True, "resumes": [resume]}
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    events = [
+        {"event": "train", "time": 1010.0, "step": 10},
+        {"event": "eval", "time": 1020.0, "step": 20},  # checkpoint at step 20
+        {"event": "train", "time": 1030.0, "step": 30},  # lost with the stop
+        {"event": "resume", "time": 2005.0, "step": 20},
+        {"event": "train", "time": 2015.0, "step": 30},
+        {"event": "eval", "time": 2025.0, "step": 40},
+    ]
+    (tmp_path / "log.jsonl").write_text("\n".join(json.dumps(e) for e in events) + "\n")
+    (tmp_path / "metrics.json").write_text(json.dumps({"best": {"step": 40, "mean_iu": 0.5}}))
+    seconds, steps, best_step, best_val, command = siftflow_results.training_record(tmp_path)
+    assert seconds == pytest.approx(20.0 + 20.0)  # 1000 -> 1020, then 2005 -> 2025
+    assert (steps, best_step, best_val) == (30, 40, 0.5)
+    assert command == f"fcnkit train {RECIPE} --name r  &&  fcnkit train --resume --name r"

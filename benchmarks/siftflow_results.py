@@ -88,8 +88,8 @@ def training_record(
     if started is None:  # runs before started_unix was recorded: local time, this machine's zone
         started = datetime.strptime(meta["started"], "%Y-%m-%d %H:%M:%S").timestamp()
     seconds = events[-1]["time"] - started if events else None
-    for i, event in enumerate(events):
-        if event["event"] == "resume" and seconds is not None:
+    for i, event in enumerate(events):  # (no events: no resume either)
+        if event["event"] == "resume":
             before = [e for e in events[:i] if e.get("step", math.inf) <= event["step"]]
             seconds -= event["time"] - (before[-1]["time"] if before else started)
     steps = max((e["step"] for e in events if e["event"] == "train"), default=None)

@@ -137,3 +137,18 @@ def test_load_any_weight_entry_infers_model_classes_and_modality(tmp_path, monke
         load_any("test-mini-hha", options={"modality": "rgb"})
     with pytest.raises(ValueError, match="without a segmentation score layer"):
         load_any("test-mini-trunk")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_weights_are_never_written(tmp_path, bad: float) -> None:
+    """Issue 12 §0: a checkpoint is always a usable model; the file already there survives."""
+    model = fcnkit.create_model("test-ckpt-mini", 3)
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, model, step=1)
+    before = path.read_bytes()
+    with torch.no_grad():
+        model.score_fr.weight[0, 0, 0, 0] = bad
+    with pytest.raises(ValueError, match=r"refusing to write .*score_fr.weight.*NaN or inf"):
+        save_checkpoint(path, model, step=2)
+    assert path.read_bytes() == before and load_checkpoint(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary left

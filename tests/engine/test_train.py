@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,9 @@ from fcnkit.engine.train import (
 # A tiny but complete setup: real model (random init), synthetic data with every kind of
 # randomness on: dropout, augmentation (scale, jitter, flip, crop), loss sampling; gradient
 # accumulation; warm-up + poly. 10 images in batches of 2 x 2 cross epoch boundaries mid-step.
+# lr 0.003 keeps the run finite on every CPU of the pool: at 0.05 it diverged (loss 1.9 -> 826
+# by step 6) with rounding that differs between AVX2 and AVX-512 kernels, so exact-resume
+# comparisons of NaN weights failed on one kind and passed on the other.
 TINY = {
     "name": "tiny",
     "model": {
@@ -37,7 +41,7 @@ TINY = {
         "augment": {"crop_size": 28, "scale_range": [0.75, 1.25], "color_jitter": 0.2},
     },
     "loss": {"sample_prob": 0.7},
-    "optim": {"name": "sgd", "lr": 0.05, "accumulate": 2},
+    "optim": {"name": "sgd", "lr": 0.003, "accumulate": 2},
     "schedule": {"name": "poly", "warmup_steps": 2},
     "train": {
         "steps": 6,
@@ -92,6 +96,10 @@ def straight(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An uninterrupted run of ``tiny()`` (in the main process: no DataLoader workers)."""
     run = tmp_path_factory.mktemp("straight") / "run"
     train(tiny(), run, progress=False)
+    events = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    losses = [e["loss"] for e in events if e["event"] == "train"]
+    # the fixture itself must not diverge (ln 7 = 1.95 at the zero-initialised start)
+    assert all(loss is not None and loss < 4.0 for loss in losses), losses
     return run
 
 
@@ -274,3 +282,84 @@ def test_plot_skips_null_metrics(tmp_path: Path) -> None:
 
     assert main(["plot", str(run), "--out", str(run / "cli.png")]) == 0  # `fcnkit plot RUN`
     assert (run / "cli.png").stat().st_size > 1000
+
+
+def _poison_gradient(monkeypatch: pytest.MonkeyPatch, at_backward: int) -> None:
+    """The model's ``score_fr.weight`` gets a NaN gradient at one backward pass (the loss
+    stays finite): a layer overflowing in its backward pass only."""
+    import fcnkit.engine.train as engine_train
+
+    build = engine_train.build_model
+    calls = {"n": 0}
+
+    def poison(grad: torch.Tensor) -> torch.Tensor:
+        calls["n"] += 1
+        return grad * math.nan if calls["n"] == at_backward else grad
+
+    def build_poisoned(config, data):
+        model = build(config, data)
+        model.score_fr.weight.register_hook(poison)
+        return model
+
+    monkeypatch.setattr(engine_train, "build_model", build_poisoned)
+
+
+def _all_finite(state: dict) -> bool:
+    return all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+def test_non_finite_gradient_stops_before_the_update(tmp_path, monkeypatch) -> None:
+    """Issue 12 §0: the guard looks at the gradients, not only at the loss."""
+    _poison_gradient(monkeypatch, at_backward=5)  # step 3, first of its 2 micro-batches
+    run = tmp_path / "run"
+    with pytest.raises(NonFiniteLossError, match="gradient of score_fr.weight") as err:
+        train(tiny(train={"checkpoint_every": 1}), run, progress=False)
+    assert "at step 3" in str(err.value) and "last good state (step 2)" in str(err.value)
+    ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert ckpt["step"] == 2 and _all_finite(ckpt["model"])
+    assert _all_finite(ckpt["optimizer"]["state"][0])
+
+
+def test_non_finite_gradient_skipped_by_option(tmp_path, monkeypatch, straight) -> None:
+    """train.nonfinite=skip: the step is counted but makes no update; the run goes on."""
+    _poison_gradient(monkeypatch, at_backward=5)
+    run = tmp_path / "run"
+    train(tiny(train={"nonfinite": "skip"}), run, progress=False)
+    events = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    skips = [e for e in events if e["event"] == "skip"]
+    assert [e["step"] for e in skips] == [3] and "score_fr.weight" in skips[0]["reason"]
+    assert all(e["loss"] is not None for e in events if e["event"] == "train")
+    ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert ckpt["step"] == 6 and _all_finite(ckpt["model"])
+    # one update fewer than the straight run: the weights differ
+    a = load_checkpoint(straight / "checkpoints" / "last.pt")["model"]["score_fr.weight"]
+    assert not torch.equal(a, ckpt["model"]["score_fr.weight"])
+
+
+def test_update_that_breaks_the_weights_is_never_saved(tmp_path) -> None:
+    """Finite loss and gradients, but lr so large that the update overflows to inf."""
+    config = tiny(optim={"lr": 1e38, "momentum": 0.0}, loss={"normalize": False})
+    config["train"].update(steps=3, eval_every=100, checkpoint_every=1)
+    config["schedule"].update(name="fixed", warmup_steps=0)
+    run = tmp_path / "run"
+    with pytest.raises(NonFiniteLossError, match="the update made .* non-finite") as err:
+        train(config, run, progress=False)
+    assert "weights were not saved" in str(err.value)
+    assert not (run / "checkpoints" / "last.pt").exists()
+    assert not list(run.rglob("*.tmp"))
+
+
+def test_weights_broken_outside_the_step_are_not_checkpointed(tmp_path) -> None:
+    """Whatever breaks the weights (here a callback), no checkpoint is written with them."""
+
+    def break_at_step_2(step: int, model: torch.nn.Module) -> None:
+        if step == 2:
+            with torch.no_grad():
+                model.score_fr.bias.fill_(math.nan)
+
+    run = tmp_path / "run"
+    config = tiny(train={"checkpoint_every": 1, "eval_every": 100})
+    with pytest.raises(ValueError, match=r"refusing to write .*last.pt.*score_fr.bias"):
+        train(config, run, progress=False, callback=break_at_step_2)
+    ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert ckpt["step"] == 1 and _all_finite(ckpt["model"])

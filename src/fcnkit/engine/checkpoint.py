@@ -91,11 +91,19 @@ def save_checkpoint(
     """Write ``model``'s weights and metadata (plus ``extra`` training state) atomically.
 
     Multi-head models: ``targets`` (head -> class names) and ``palettes`` (head -> colours),
-    so that predicting or evaluating any head uses its own names and colours.
+    so that predicting or evaluating any head uses its own names and colours. Weights holding
+    NaN or inf are refused (``ValueError``): a checkpoint is always a usable model.
     """
     module = model.module if hasattr(model, "module") else model  # unwrap DDP
     ckpt = model_metadata(module, classes, palette, targets=targets, palettes=palettes)
     ckpt["model"] = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    bad = [k for k, v in ckpt["model"].items() if v.is_floating_point() and not v.isfinite().all()]
+    if bad:  # the previous file at `path` stays as it was
+        raise ValueError(
+            f"refusing to write {path}: the weights {', '.join(bad[:3])}"
+            + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+            + " hold NaN or inf values"
+        )
     ckpt.update(extra)
     return atomic_save(ckpt, path)
 

@@ -110,6 +110,9 @@ class TrainConfig:
     num_sample_images: int = 4  # sample predictions written to TensorBoard
     zero_check_step: int = 100  # warn if zero-initialised score layers are still all zero
     time_limit: float | None = None  # seconds: stop early (evaluate, checkpoint) once exceeded
+    # a step whose loss or gradients are NaN / inf: "stop" (save the last good state, raise)
+    # or "skip" (no update, count it, go on; stops after 10 skips in a row)
+    nonfinite: str = "stop"
 
 
 @dataclass
@@ -133,6 +136,7 @@ class Config:
 _CHOICES: dict[str, tuple[str, ...]] = {
     "optim.name": ("sgd", "adamw"),
     "schedule.name": ("fixed", "poly", "step"),
+    "train.nonfinite": ("stop", "skip"),
 }
 
 

@@ -52,7 +52,21 @@ from fcnkit.engine.optim import build_optimizer, build_scheduler, current_lr
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the message says what to change."""
+    """The loss, a gradient or a weight became NaN or infinite; the message says what to do.
+
+    Raised before the optimiser step when the loss or a gradient is non-finite (the weights
+    are still those of the last good step), or after it when the update itself made a weight
+    non-finite. Either way no non-finite weight is ever written to a checkpoint.
+    """
+
+    def __init__(self, what: str, *, weights_ok: bool = True) -> None:
+        super().__init__(what)
+        self.weights_ok = weights_ok  # False: the update ran and broke the weights
+
+
+# train.nonfinite=skip: this many skipped steps in a row stop the run (a lasting divergence,
+# not a stray overflow)
+MAX_CONSECUTIVE_SKIPS = 10
 
 
 class RunDirExistsError(FileExistsError):
@@ -467,14 +481,40 @@ def train_step(
         total += loss.detach().float()
     loss_value = float(distributed.all_reduce_mean(total / len(batches), info))
     if not math.isfinite(loss_value):
-        raise NonFiniteLossError(loss_value)
+        raise NonFiniteLossError(f"loss is {loss_value}")
+    module = model.module if isinstance(model, DistributedDataParallel) else model
+    if not amp:  # under AMP inf gradients are expected: the GradScaler skips those steps
+        grads = ((n, p.grad) for n, p in module.named_parameters() if p.grad is not None)
+        if bad := nonfinite_names(grads):  # DDP: gradients are all-reduced, every rank agrees
+            raise NonFiniteLossError(f"the gradient of {_listing(bad)} is non-finite")
     if config.optim.grad_clip is not None:
         scaler.unscale_(optimizer)
         nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
     scaler.step(optimizer)
     scaler.update()
     scheduler.step()
+    if bad := nonfinite_names(module.named_parameters()):
+        raise NonFiniteLossError(
+            f"the update made {_listing(bad)} non-finite (loss {loss_value:.4g})",
+            weights_ok=False,
+        )
     return loss_value
+
+
+def nonfinite_names(named_tensors: Iterator[tuple[str, torch.Tensor]]) -> list[str]:
+    """Names of the floating-point tensors holding a NaN or inf (one device sync)."""
+    named = [(n, t) for n, t in named_tensors if t.is_floating_point()]
+    if not named:
+        return []
+    finite = torch.stack([torch.isfinite(t).all() for _, t in named])
+    if bool(finite.all()):
+        return []
+    return [n for (n, _), ok in zip(named, finite.tolist(), strict=True) if not ok]
+
+
+def _listing(names: list[str], limit: int = 3) -> str:
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
 
 
 # ------------------------------------------------------------------------------ evaluation
@@ -767,7 +807,8 @@ def _train(
         )
     epoch = 0
     t_start = time.perf_counter()
-    t_log, steps_since_log, loss_sum = time.perf_counter(), 0, 0.0
+    t_log, steps_since_log, loss_sum, losses_since_log = time.perf_counter(), 0, 0.0, 0
+    skipped_in_row = 0
     result: dict[str, Any] = dict(state.last_metrics)
     try:
         while state.step < tc.steps:
@@ -781,15 +822,28 @@ def _train(
                 loss = train_step(
                     ddp_model, batches, criterion, optimizer, scheduler, scaler, config, info
                 )
+                skipped_in_row = 0
             except NonFiniteLossError as err:
                 with torch.no_grad():  # the failing forward pass updated them
                     for buf, saved in zip(model.buffers(), buffers_before, strict=True):
                         buf.copy_(saved)
-                _stop_nonfinite(err, model, optimizer, scheduler, scaler, state, config, data,
-                                rng_before, epoch, run_dir, log, info)  # fmt: skip
+                skipped_in_row += 1
+                if not (err.weights_ok and tc.nonfinite == "skip"):
+                    _stop_nonfinite(err, model, optimizer, scheduler, scaler, state, config, data,
+                                    rng_before, epoch, run_dir, log, info)  # fmt: skip
+                if skipped_in_row > MAX_CONSECUTIVE_SKIPS:
+                    err.args = (f"{err.args[0]} ({skipped_in_row} steps in a row skipped)",)
+                    _stop_nonfinite(err, model, optimizer, scheduler, scaler, state, config, data,
+                                    rng_before, epoch, run_dir, log, info)  # fmt: skip
+                # train.nonfinite=skip: no update; the step counts (as a GradScaler skip does)
+                optimizer.zero_grad(set_to_none=True)
+                scheduler.step()
+                log.event("skip", step=state.step + 1, reason=err.args[0])
+                loss = math.nan
             state.step += 1
             steps_since_log += 1
-            loss_sum += loss
+            if math.isfinite(loss):
+                loss_sum, losses_since_log = loss_sum + loss, losses_since_log + 1
             if bar is not None:
                 bar.update(1)
             timed_out = out_of_time(t_start, tc.time_limit, info)
@@ -800,7 +854,7 @@ def _train(
                 record = {
                     "step": state.step,
                     "epoch": epoch,
-                    "loss": loss_sum / steps_since_log,
+                    "loss": loss_sum / losses_since_log if losses_since_log else math.nan,
                     "lr": current_lr(optimizer),
                     "images_per_s": rate,
                 }
@@ -809,7 +863,7 @@ def _train(
                     bar.set_postfix(
                         loss=f"{record['loss']:.4g}", lr=f"{record['lr']:.3g}", img_s=f"{rate:.1f}"
                     )
-                t_log, steps_since_log, loss_sum = time.perf_counter(), 0, 0.0
+                t_log, steps_since_log, loss_sum, losses_since_log = time.perf_counter(), 0, 0.0, 0
             if state.step == tc.zero_check_step and state.zero_init:
                 still = check_zero_score_layers(model, state.zero_init, state.step)
                 if still:
@@ -921,32 +975,36 @@ def _stop_nonfinite(
     log: RunLogger,
     info: DistInfo,
 ) -> None:
-    """Save the last good state (before the failing step) and raise a clear error."""
+    """Save the last good state (before the failing step), if it is still whole, and raise.
+
+    When the update itself broke the weights they are not saved: ``last.pt`` keeps the last
+    checkpoint written (its step is named in the message).
+    """
     last = run_dir / "checkpoints" / "last.pt"
-    finite = all(
-        bool(torch.isfinite(t).all()) for t in model.state_dict().values() if t.is_floating_point()
-    )
+    finite = err.weights_ok and not nonfinite_names(iter(model.state_dict().items()))
     rngs = distributed.all_gather_object(rng_before, info)
     if info.is_main and finite:
         save_training_state(
             last, model, optimizer, scheduler, scaler, state, config, data, rngs, epoch
         )
-    saved = (
-        f"the last good state (step {state.step}) is saved in {last}"
-        if finite
-        else (f"the weights are already non-finite; the last checkpoint is {last}")
-    )
+    if finite:
+        saved = f"the last good state (step {state.step}) is saved in {last}"
+    elif last.is_file():
+        step = load_checkpoint(last).get("step")
+        saved = f"the weights were not saved; the last good checkpoint is {last} (step {step})"
+    else:
+        saved = "the weights were not saved (no checkpoint was written before)"
     lr = current_lr(optimizer)
     norm = "normalised (mean)" if config.loss.normalize else "summed (unnormalised)"
     message = (
-        f"loss is {err.args[0]} at step {state.step + 1} (lr {lr:g}, {norm} loss). "
+        f"{err.args[0]} at step {state.step + 1} (lr {lr:g}, {norm} loss). "
         f"{saved}. The learning rate must match the loss normalisation: "
         "loss.normalize=true goes with lr ~1e-4 (VGG, SGD), false with lr 1e-10 (32s) / "
         "1e-12 (16s) / 1e-14 (8s). Lower optim.lr and continue with "
         "--resume --set optim.lr=..."
     )
     log.event("error", step=state.step, message=message)
-    raise NonFiniteLossError(message) from None
+    raise NonFiniteLossError(message, weights_ok=finite) from None
 
 
 # ------------------------------------------------------------------------------- plotting

@@ -18,9 +18,19 @@ from fcnkit.surgery import (
     init_from,
     linear_to_conv,
     resize_score_layer,
-    stage,
     transplant,
 )
+
+
+def stage(parent: torch.nn.Module, child: str) -> torch.nn.Module:
+    """The next stage (Sec. 4.2): a fresh ``child`` net initialised from ``parent``."""
+    import fcnkit
+
+    model = fcnkit.create_model(child, parent.num_classes)
+    model.preprocessing = parent.preprocessing
+    model.stage_report = init_from(parent, model)
+    return model
+
 
 # ---------------------------------------------------------------------------------------
 # helpers

@@ -1,17 +1,18 @@
 """fcnkit: Fully Convolutional Networks for semantic segmentation, in PyTorch.
 
 Long, Shelhamer & Darrell, "Fully Convolutional Networks for Semantic Segmentation",
-CVPR 2015. ``create_model(name, num_classes)`` builds any registered FCN;
-``list_models()`` names them.
+CVPR 2015. ``create_model(name, num_classes, weights=...)`` builds any registered FCN with
+its pretrained weights; ``list_models()`` names them.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fcnkit.models import create_model, list_models
+from fcnkit.models import list_models
+from fcnkit.version import __version__
+from fcnkit.weights import create_model
 
-__version__ = "0.1.0"
 __all__ = ["create_model", "list_models", "Segmenter", "__version__"]
 
 

@@ -309,7 +309,7 @@ class Segmenter:
     Args:
         weights_or_model: a checkpoint file or run directory, a known weight entry name or a
             weights file with ``model`` (loaded with
-            :func:`fcnkit.engine.checkpoint.load_any`), or an ``nn.Module``.
+            :func:`fcnkit.weights.load_any`), or an ``nn.Module``.
         device: where to run.
         batch_size: images of the same size run together, this many at a time.
         tta: average with the horizontally flipped image's scores.
@@ -322,7 +322,7 @@ class Segmenter:
             (``classes``/``palette`` are the primary head's; see :meth:`classes_for`).
         amp: autocast on CUDA (never on CPU).
         model, num_classes, model_options: build this model for an entry name or a weights
-            file that is not a checkpoint (see :func:`fcnkit.engine.checkpoint.load_any`).
+            file that is not a checkpoint (see :func:`fcnkit.weights.load_any`).
         meta: with an ``nn.Module``, its checkpoint metadata (``classes``, ``palette``,
             ``targets``, ``palettes``), as returned by ``load_any``/``load_model``.
 
@@ -353,7 +353,7 @@ class Segmenter:
         if isinstance(weights_or_model, nn.Module):
             net, meta = weights_or_model, dict(meta or {})
         else:
-            from fcnkit.engine.checkpoint import load_any
+            from fcnkit.weights import load_any
 
             net, meta = load_any(
                 weights_or_model,

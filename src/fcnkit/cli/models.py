@@ -16,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fcnkit.models import create_model, get_model_entry, list_models
+    from fcnkit.models import build_model, get_model_entry, list_models
 
     names = list_models(args.tag)
     width = max((len(n) for n in names), default=5)
@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             # Built on the meta device: shapes only, no memory, no initialisation cost.
             with torch.device("meta"):
-                model = create_model(name, args.num_classes)
+                model = build_model(name, args.num_classes)
         except Exception as err:  # report every model, then fail
             failed.append(name)
             print(f"{name:<{width}}  {'?':>7}  {'?':>13}  cannot build: {err}")

@@ -106,11 +106,15 @@ def run_weights(args: argparse.Namespace) -> int:
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    from fcnkit.caffe import CaffeFormatError, caffe_state_dict, read_caffemodel, score_classes
     from fcnkit.cli.data import parse_options
-    from fcnkit.engine.checkpoint import save_checkpoint
-    from fcnkit.models import create_model
-    from fcnkit.weights import check_compatible, list_weights
+    from fcnkit.models import build_model
+    from fcnkit.weights import check_compatible, list_weights, save_checkpoint
+    from fcnkit.weights.caffe import (
+        CaffeFormatError,
+        caffe_state_dict,
+        read_caffemodel,
+        score_classes,
+    )
 
     options = parse_options(args.option)  # argument errors before reading a large file
     try:
@@ -124,7 +128,7 @@ def run_convert(args: argparse.Namespace) -> int:
     try:
         if entry is not None:  # before building: a wrong modality would switch preprocessing
             check_compatible(entry, args.model, options.get("modality"))
-        model = create_model(args.model, num_classes, **options)
+        model = build_model(args.model, num_classes, **options)
         state, report = caffe_state_dict(net, model, name=str(args.caffemodel))
     except (ValueError, TypeError) as err:
         raise CLIError(str(err)) from None
@@ -193,9 +197,9 @@ def class_heatmap(image: np.ndarray, class_index: int | None = None, size: int =
     convolution at every stride-32 cell gives class scores, softmaxed per cell. The mean of
     the score map equals the classifier's logits: ``top5`` is the whole-image prediction.
     """
-    from fcnkit.models.efficientnet import ClassScoreMap, efficientnet_lite0
     from fcnkit.preprocessing import get_preprocessing
-    from fcnkit.weights import imagenet_classes
+    from fcnkit.surgery import convolutionalize
+    from fcnkit.weights import efficientnet_lite0_imagenet, imagenet_classes
 
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=2)
@@ -207,7 +211,8 @@ def class_heatmap(image: np.ndarray, class_index: int | None = None, size: int =
         antialias=True, align_corners=False,
     )  # fmt: skip
     resized = x[0].permute(1, 2, 0).clamp(0, 255).round().to(torch.uint8).numpy()
-    net = ClassScoreMap(efficientnet_lite0(pretrained=True)).eval()
+    # Sec. 3.1, Fig. 2: _fc as a 1x1 convolution before the (dropped) global pooling
+    net = convolutionalize(efficientnet_lite0_imagenet(), global_pool="none").eval()
     with torch.no_grad():
         scores = net(get_preprocessing("tf-efficientnet-lite").normalize(x))[0]
     probs = scores.mean((1, 2)).softmax(0)

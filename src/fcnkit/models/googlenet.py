@@ -26,9 +26,8 @@ from torchvision.models import googlenet as tv_googlenet
 from torchvision.models.googlenet import BasicConv2d, Inception
 
 from fcnkit.coord_map import CoordMap, crop_offset, layer_map, path_map
+from fcnkit.models.heads import bilinear_upsampler, crop, score_layer
 from fcnkit.models.registry import register_model
-from fcnkit.models.vgg import crop
-from fcnkit.surgery import init_bilinear_
 
 __all__ = ["CONV1_PADDING", "FCNGoogLeNet"]
 
@@ -90,12 +89,8 @@ class FCNGoogLeNet(nn.Module):
             self.add_module(name, getattr(net, name))
         self.transform_input = transform_input
         self.dropout = nn.Dropout(dropout)
-        self.score_fr = nn.Conv2d(1024, num_classes, 1)
-        nn.init.zeros_(self.score_fr.weight)
-        nn.init.zeros_(self.score_fr.bias)
-        self.upscore = nn.ConvTranspose2d(num_classes, num_classes, 63, stride=32, bias=False)
-        init_bilinear_(self.upscore)
-        self.upscore.weight.requires_grad_(False)
+        self.score_fr = score_layer(1024, num_classes)
+        self.upscore = bilinear_upsampler(num_classes, 32, kernel_size=63, learnable=False)
         path = [_coord_map(getattr(self, n)) for n in _TRUNK] + [self.score_fr, self.upscore]
         self.crop_offsets = {"score": crop_offset(path, [])}
 

@@ -26,12 +26,9 @@ Backbone weights are torchvision's ImageNet weights, named by their enum member
 
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
 from collections.abc import Callable
-from pathlib import Path
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision import models as tvm
@@ -40,15 +37,14 @@ from torchvision.models.resnet import BasicBlock, Bottleneck
 from torchvision.ops.misc import SqueezeExcitation
 
 from fcnkit.coord_map import CoordMap, layer_map, path_map
+from fcnkit.models.heads import bilinear_upsampler, score_layer
 from fcnkit.models.registry import register_model
-from fcnkit.surgery import init_bilinear_
 
 __all__ = [
     "ModernFCN",
     "FeatureTaps",
     "build_backbone",
     "BACKBONES",
-    "load_backbone_weights",
     "trunk_map",
     "aligned_upsample",
 ]
@@ -152,58 +148,16 @@ BACKBONES: dict[
 }
 
 
-def load_backbone_weights(classifier: nn.Module, backbone: str, weights: str | os.PathLike) -> None:
-    """Load ImageNet weights into a torchvision classifier, in place.
+def build_backbone(name: str) -> FeatureTaps:
+    """A torchvision classifier's trunk (random init) returning ``{8: ..., 16: ..., 32: ...}``.
 
-    ``weights`` is a member name of the model's torchvision weight enum (``"IMAGENET1K_V1"``,
-    ``"IMAGENET1K_V2"``, ``"DEFAULT"``), resolved by :func:`fcnkit.weights.torchvision_weight_file`
-    (torch hub cache, else one short download attempt, else an error naming the file to place),
-    or a path to a local state-dict file (loaded with ``weights_only=True``).
+    ImageNet weights are loaded above the models (:mod:`fcnkit.weights.backbones`).
     """
-    path = Path(weights)
-    if path.suffix in (".pt", ".pth") or path.is_file():
-        if not path.is_file():
-            raise FileNotFoundError(f"backbone weights file {path} does not exist")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    else:
-        enum = tvm.get_model_weights(backbone)
-        try:
-            entry = enum[str(weights)]
-        except KeyError:
-            raise ValueError(
-                f"unknown {backbone} weights {weights!r}: use one of "
-                f"{', '.join(enum.__members__)} or a path to a .pth file"
-            ) from None
-        # one download policy for all torchvision weights: the hub cache, else one short
-        # download attempt, else an immediate error naming the file to place
-        from fcnkit.weights import torchvision_weight_file
-
-        state = torch.load(
-            torchvision_weight_file(entry, option="backbone_weights"),
-            map_location="cpu",
-            weights_only=True,
-        )
-    classifier.load_state_dict(state)
-
-
-def build_backbone(name: str, weights: str | os.PathLike | None = None) -> FeatureTaps:
-    """A torchvision classifier's trunk that returns ``{8: ..., 16: ..., 32: ...}`` features."""
     try:
         builder, trunk, taps, _ = BACKBONES[name]
     except KeyError:
         raise ValueError(f"unknown backbone {name!r}; known: {', '.join(BACKBONES)}") from None
-    classifier = builder(weights=None)
-    if weights is not None:
-        load_backbone_weights(classifier, name, weights)
-    return FeatureTaps(OrderedDict(trunk(classifier).named_children()), taps)
-
-
-def score_layer(in_channels: int, num_classes: int) -> nn.Conv2d:
-    """A 1x1 score layer, zero-initialised (Sec. 4.3)."""
-    layer = nn.Conv2d(in_channels, num_classes, 1)
-    nn.init.zeros_(layer.weight)
-    nn.init.zeros_(layer.bias)
-    return layer
+    return FeatureTaps(OrderedDict(trunk(builder(weights=None)).named_children()), taps)
 
 
 def upsampler2x(num_classes: int, learnable: bool = True) -> nn.ConvTranspose2d:
@@ -212,9 +166,7 @@ def upsampler2x(num_classes: int, learnable: bool = True) -> nn.ConvTranspose2d:
     Its map is ``x_up = 2 x + 1``; the 3-tap kernel ``(0.5, 1, 0.5)`` interpolates between
     co-centred grids (coarse cell ``i`` on fine cell ``2i``), see :meth:`ModernFCN._fuse`.
     """
-    layer = init_bilinear_(nn.ConvTranspose2d(num_classes, num_classes, 3, 2, bias=False))
-    layer.weight.requires_grad_(learnable)
-    return layer
+    return bilinear_upsampler(num_classes, 2, kernel_size=3, learnable=learnable)
 
 
 def _edge_pad(x: Tensor) -> Tensor:
@@ -349,24 +301,26 @@ def _builder(backbone: str, stride: int) -> Callable[..., ModernFCN]:
     def build(
         num_classes: int,
         *,
-        backbone_weights: str | os.PathLike | None = None,
         fusion: str = "transposed",
         learn_upsampling: bool = True,
     ) -> ModernFCN:
-        return ModernFCN(
-            build_backbone(backbone, backbone_weights),
+        model = ModernFCN(
+            build_backbone(backbone),
             BACKBONES[backbone][3],
             num_classes,
             stride,
             fusion=fusion,
             learn_upsampling=learn_upsampling,
         )
+        model.backbone_name = backbone  # which ImageNet weights fit (fcnkit.weights)
+        return model
 
     build.__name__ = f"fcn{stride}s_{backbone}"
     build.__doc__ = (
-        f"FCN-{stride}s on torchvision {backbone}. ``backbone_weights``: a torchvision enum "
-        "member name (``'IMAGENET1K_V1'``, ...) or a local ``.pth`` file; ``fusion``: "
-        "``'transposed'`` (learnable bilinear-initialised 2x) or ``'interpolate'``."
+        f"FCN-{stride}s on torchvision {backbone}. ``fusion``: ``'transposed'`` (learnable "
+        "bilinear-initialised 2x) or ``'interpolate'``. ImageNet weights: "
+        "``fcnkit.create_model(..., backbone_weights='IMAGENET1K_V1')`` (a torchvision enum "
+        "member name or a local ``.pth`` file)."
     )
     return build
 

@@ -88,27 +88,25 @@ def get_model_entry(name: str) -> ModelEntry:
         ) from None
 
 
-def create_model(
+def build_model(
     name: str,
     num_classes: int | None = None,
     *,
-    weights: Any = None,
     preprocessing: str | Preprocessing | None = None,
     **options: Any,
 ) -> nn.Module:
-    """Build a registered model.
+    """Build a registered network, randomly initialised (the score layers zero, Sec. 4.3).
 
     Args:
         name: a name from :func:`list_models`, e.g. ``"fcn8s"`` or ``"fcn8s-resnet50"``.
         num_classes: number of output classes (the entry's default when ``None``).
-        weights: ``None`` (random init), the name of a known weight entry
-            (see ``fcnkit weights``), or a path to a local file (``.pt``/``.pth``/
-            ``.caffemodel``). The weights decide the model's ``preprocessing``.
         preprocessing: override the preprocessing recorded on the model.
         **options: model-specific options (documented on each builder).
 
     The returned module carries ``model_name``, ``num_classes``, ``model_options`` (the options
-    it was built with, so a checkpoint can rebuild it) and ``preprocessing``.
+    it was built with, so a checkpoint can rebuild it) and ``preprocessing``. Pretrained
+    weights are loaded above the models: :func:`fcnkit.create_model` (``weights=``,
+    ``backbone_weights=``).
     """
     entry = get_model_entry(name)
     if num_classes is None:
@@ -122,10 +120,37 @@ def create_model(
     # A builder may choose the preprocessing from its options (e.g. the NYUD modality).
     if not isinstance(getattr(model, "preprocessing", None), Preprocessing):
         model.preprocessing = get_preprocessing(entry.preprocessing)
-    if weights is not None:
-        from fcnkit.weights import load_weights
-
-        load_weights(model, weights)
     if preprocessing is not None:
         model.preprocessing = get_preprocessing(preprocessing)
     return model
+
+
+# ``fcnkit.weights`` (above the models) registers its ``create_model`` here, so that the older
+# spelling ``fcnkit.models.create_model(name, weights=...)`` keeps loading weights for one
+# release without the models importing the weights package.
+_WEIGHTS_FACTORY: Callable[..., nn.Module] | None = None
+
+
+def _register_weights_factory(factory: Callable[..., nn.Module]) -> None:
+    global _WEIGHTS_FACTORY
+    _WEIGHTS_FACTORY = factory
+
+
+def create_model(
+    name: str,
+    num_classes: int | None = None,
+    *,
+    weights: Any = None,
+    preprocessing: str | Preprocessing | None = None,
+    **options: Any,
+) -> nn.Module:
+    """:func:`build_model`, or with ``weights`` / ``backbone_weights`` the same as
+    :func:`fcnkit.create_model` (kept here for one release; prefer ``fcnkit.create_model``)."""
+    if weights is None and options.get("backbone_weights") is None:
+        options.pop("backbone_weights", None)
+        return build_model(name, num_classes, preprocessing=preprocessing, **options)
+    if _WEIGHTS_FACTORY is None:  # only when fcnkit.weights was never imported
+        raise RuntimeError("loading weights needs fcnkit.weights: use fcnkit.create_model")
+    return _WEIGHTS_FACTORY(
+        name, num_classes, weights=weights, preprocessing=preprocessing, **options
+    )

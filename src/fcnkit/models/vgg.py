@@ -22,24 +22,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import torch
 from torch import Tensor, nn
 
 from fcnkit.coord_map import CoordMap, crop_offset
+from fcnkit.models.heads import bilinear_upsampler, crop, score_layer
 from fcnkit.models.registry import register_model
 from fcnkit.preprocessing import Preprocessing, get_preprocessing
-from fcnkit.surgery import init_bilinear_
 
 __all__ = [
     "FCN",
     "MODALITIES",
     "FixedScale",
     "crop",
-    "HHA_TRUNK_FIRST_CONV",
-    "expand_input_filters",
-    "hha_trunk_filters",
-    "late_fusion_state_dict",
-    "load_rgb_weights",
     "nyud_preprocessing",
     "vgg16_layers",
 ]
@@ -91,26 +85,6 @@ class FixedScale(nn.Module):
 
     def extra_repr(self) -> str:
         return f"scale={self.scale}"
-
-
-def crop(x: Tensor, offset: int, like: Tensor) -> Tensor:
-    """Caffe's ``Crop`` on the spatial axes: ``x[..., o:o+H, o:o+W]`` with ``like``'s H, W."""
-    h, w = like.shape[-2:]
-    return x[:, :, offset : offset + h, offset : offset + w]
-
-
-def _upsampler(channels: int, factor: int, learnable: bool) -> nn.ConvTranspose2d:
-    layer = nn.ConvTranspose2d(channels, channels, 2 * factor, stride=factor, bias=False)
-    init_bilinear_(layer)
-    layer.weight.requires_grad_(learnable)
-    return layer
-
-
-def _score(in_channels: int, num_classes: int) -> nn.Conv2d:
-    layer = nn.Conv2d(in_channels, num_classes, 1)
-    nn.init.zeros_(layer.weight)  # Sec. 4.3: zero-initialised score layers
-    nn.init.zeros_(layer.bias)
-    return layer
 
 
 class FCN(nn.Module):
@@ -176,16 +150,22 @@ class FCN(nn.Module):
             self.scale_pool3 = FixedScale(skip_scales[1])
         for h, n in self.heads.items():
             for t in self.trunks:
-                self.add_module(f"score_fr{h}{t}", _score(4096, n))
+                self.add_module(f"score_fr{h}{t}", score_layer(4096, n))
                 if stride <= 16:
-                    self.add_module(f"score_pool4{h}{t}", _score(512, n))
+                    self.add_module(f"score_pool4{h}{t}", score_layer(512, n))
                 if stride == 8:
-                    self.add_module(f"score_pool3{h}{t}", _score(256, n))
+                    self.add_module(f"score_pool3{h}{t}", score_layer(256, n))
             if stride <= 16:
-                self.add_module(f"upscore2{h}", _upsampler(n, 2, learn_upsampling))
+                self.add_module(
+                    f"upscore2{h}", bilinear_upsampler(n, 2, learnable=learn_upsampling)
+                )
             if stride == 8:
-                self.add_module(f"upscore_pool4{h}", _upsampler(n, 2, learn_upsampling))
-            self.add_module(_FINAL_UPSCORE[stride] + h, _upsampler(n, stride, False))
+                self.add_module(
+                    f"upscore_pool4{h}", bilinear_upsampler(n, 2, learnable=learn_upsampling)
+                )
+            self.add_module(
+                _FINAL_UPSCORE[stride] + h, bilinear_upsampler(n, stride, learnable=False)
+            )
 
         self.crop_offsets = self._derive_crop_offsets()
 
@@ -453,86 +433,3 @@ def fcn32s_nyud(num_classes: int, *, modality: str = "rgb") -> FCN:
 def fcn16s_nyud(num_classes: int, *, modality: str = "rgb", learn_upsampling: bool = True) -> FCN:
     """As ``fcn32s-nyud``, with the pool4 skip (each trunk has its ``score_pool4``)."""
     return _nyud(16, num_classes, modality, learn_upsampling)
-
-
-# ---------------------------------------------------------------------------------------
-# Weight helpers for the multi-modal nets
-#
-# HHA input-channel convention. fcnkit feeds HHA in *file order* to the late-fusion trunk
-# (``caffe-nyud-color-hha`` swaps only the colour channels to BGR), while the reference
-# reversed the channels of every PNG it read (its BGR swap), HHA included, and so does
-# fcnkit's single-trunk ``hha`` modality (``caffe-nyud-hha``, BGR). Weights trained on
-# reversed channels -- the reference's HHA nets, and any BGR-trained trunk used for HHA
-# (VGG_ILSVRC_16_layers, HED), which the reference fed reversed HHA -- therefore enter a
-# late-fusion HHA trunk with their input channels reversed, through
-# :func:`hha_trunk_filters` only (fcnkit.caffe, fcnkit.weights and
-# :func:`late_fusion_state_dict` all call it). RGB-trained weights (torchvision) pair the
-# HHA channels in file order with the R, G, B filters: exactly the pairing the reversal
-# gives for BGR weights, so they are copied unchanged.
-
-HHA_TRUNK_FIRST_CONV = "conv1_1hha.weight"
-
-
-def hha_trunk_filters(weight: Tensor, channel_order: str = "BGR") -> Tensor:
-    """``conv1_1`` filters for the late-fusion HHA trunk (``conv1_1hha``), which reads HHA in
-    file order, from filters trained on ``channel_order`` input.
-
-    ``"BGR"`` (Caffe-convention weights, the reference's reversed HHA): input channels are
-    reversed. ``"RGB"`` (torchvision): unchanged. See the convention above.
-    """
-    if channel_order not in ("RGB", "BGR"):
-        raise ValueError(f"channel_order must be 'RGB' or 'BGR', got {channel_order!r}")
-    if weight.dim() != 4 or weight.shape[1] != 3:
-        raise ValueError(f"expected [out, 3, kh, kw] HHA filters, got {tuple(weight.shape)}")
-    return weight.flip(1) if channel_order == "BGR" else weight
-
-
-def expand_input_filters(weight: Tensor, in_channels: int) -> Tensor:
-    """Widen a ``[out, 3, k, k]`` filter bank to ``in_channels`` inputs.
-
-    The new input filters are the mean of the RGB filters, as the reference initialises
-    the depth filter of early-fusion RGB-D ``conv1_1`` from a colour net.
-    """
-    extra = in_channels - weight.shape[1]
-    if extra < 0:
-        raise ValueError(f"cannot shrink {weight.shape[1]} input channels to {in_channels}")
-    mean = weight[:, :3].mean(dim=1, keepdim=True)
-    return torch.cat([weight, mean.expand(-1, extra, -1, -1)], dim=1)
-
-
-def load_rgb_weights(model: nn.Module, state_dict: Mapping[str, Tensor], strict: bool = True):
-    """Load 3-channel weights into a model whose ``conv1_1`` takes more channels (RGB-D).
-
-    ``conv1_1.weight`` is widened with :func:`expand_input_filters`; the rest loads as is.
-    Returns ``load_state_dict``'s result.
-    """
-    state = dict(state_dict)
-    target = model.conv1_1.weight
-    if "conv1_1.weight" in state and state["conv1_1.weight"].shape[1] < target.shape[1]:
-        state["conv1_1.weight"] = expand_input_filters(state["conv1_1.weight"], target.shape[1])
-    return model.load_state_dict(state, strict=strict)
-
-
-def late_fusion_state_dict(
-    color: Mapping[str, Tensor], hha: Mapping[str, Tensor], *, hha_channel_order: str = "BGR"
-) -> dict[str, Tensor]:
-    """Two single-trunk state dicts -> one for the late-fusion ``rgb+hha`` net.
-
-    Trunk and score layers get the ``color``/``hha`` suffix (``conv1_1color.weight``,
-    ``score_frhha.weight``); the shared upsamplers (``upscore*``) come from ``color``.
-    ``hha_channel_order`` is the order the ``hha`` net saw its input in (``"BGR"`` for the
-    ``hha`` modality's ``caffe-nyud-hha`` and the reference): its ``conv1_1`` goes through
-    :func:`hha_trunk_filters`, since the late-fusion net reads HHA in file order.
-    """
-    fused: dict[str, Tensor] = {}
-    for suffix, state in (("color", color), ("hha", hha)):
-        for key, value in state.items():
-            layer, _, param = key.partition(".")
-            if layer.startswith("upscore"):
-                fused.setdefault(key, value)
-            else:
-                fused[f"{layer}{suffix}.{param}"] = value
-    key = HHA_TRUNK_FIRST_CONV
-    if key in fused:
-        fused[key] = hha_trunk_filters(fused[key], hha_channel_order)
-    return fused

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import fcnkit
-from fcnkit.caffe import (
+from fcnkit.weights.caffe import (
     CaffeFormatError,
     caffe_state_dict,
     load_caffemodel,
@@ -469,7 +469,7 @@ class _Trunk(nn.Module):
 
 def test_classifier_file_into_rgbd_widens_conv1_1(tmp_path) -> None:
     """VGG_ILSVRC_16_layers into early-fusion RGB-D: the depth filter is the mean of the RGB
-    filters (vgg.expand_input_filters), the RGB filters are copied exactly."""
+    filters (modality.expand_input_filters), the RGB filters are copied exactly."""
     conv = np.random.default_rng(0).normal(size=(4, 3, 3, 3)).astype(np.float32)
     fc6 = np.random.default_rng(1).normal(size=(6, 16)).astype(np.float32)
     layers = [
@@ -493,10 +493,10 @@ def test_classifier_file_into_rgbd_widens_conv1_1(tmp_path) -> None:
 
 def test_late_fusion_from_single_nets_matches_the_fused_caffemodel() -> None:
     """One HHA convention everywhere: the reference's single-trunk HHA net (BGR-swapped HHA,
-    loaded unchanged into modality=hha) combined by vgg.late_fusion_state_dict gives exactly
+    loaded unchanged into modality=hha) combined by modality.late_fusion_state_dict gives exactly
     the weights the fused reference caffemodel loads (conv1_1hha reversed), and that trunk on
     file-order HHA computes what the single net computes on reversed HHA."""
-    from fcnkit.models.vgg import late_fusion_state_dict
+    from fcnkit.weights.modality import late_fusion_state_dict
 
     color, hha = _random_state(_Trunk()), _random_state(_Trunk())
     single = {}

@@ -19,6 +19,8 @@ import fcnkit
 from fcnkit import weights as W
 from fcnkit.engine.checkpoint import save_checkpoint
 from fcnkit.preprocessing import Preprocessing, get_preprocessing
+from fcnkit.weights import download as weight_download
+from fcnkit.weights import load as weight_load
 
 
 @pytest.fixture
@@ -51,7 +53,7 @@ def test_every_entry_has_complete_metadata() -> None:
     entries = W.list_weights()
     assert len({e.name for e in entries}) == len(entries)
     for e in entries:
-        assert e.kind in W._LOADERS, e.name
+        assert e.kind in weight_load._LOADERS, e.name
         assert e.source and e.license and e.file_name and e.description, e.name
         assert e.models or "convolutionalize only" in e.description, e.name
         assert isinstance(get_preprocessing(e.preprocessing), Preprocessing), e.name
@@ -227,11 +229,11 @@ def test_hed_weights_really_detect_edges() -> None:
 def test_trunk_weights_keep_a_caffe_models_dataset_mean() -> None:
     model = nn.Module()
     model.preprocessing = get_preprocessing("caffe-siftflow")
-    W._set_preprocessing(model, "caffe-voc", trunk=True)  # HED trunk into SIFT Flow
+    weight_load._set_preprocessing(model, "caffe-voc", trunk=True)  # HED trunk into SIFT Flow
     assert model.preprocessing.name == "caffe-siftflow"
-    W._set_preprocessing(model, "torchvision-imagenet", trunk=True)  # other convention
+    weight_load._set_preprocessing(model, "torchvision-imagenet", trunk=True)  # other convention
     assert model.preprocessing.name == "torchvision-imagenet"
-    W._set_preprocessing(model, "caffe-voc", trunk=False)  # a full FCN's own
+    weight_load._set_preprocessing(model, "caffe-voc", trunk=False)  # a full FCN's own
     assert model.preprocessing.name == "caffe-voc"
 
 
@@ -263,7 +265,7 @@ def test_torchvision_weight_file_policy(offline_cache, monkeypatch) -> None:
         calls.append((url, timeout))
         target.write_bytes(b"downloaded")
 
-    monkeypatch.setattr(W, "_download", fake_download)
+    monkeypatch.setattr(weight_download, "_download", fake_download)
     member = ResNet50_Weights.IMAGENET1K_V2
     path = W.torchvision_weight_file(member)
     assert path == cache / "resnet50-11ad3fa6.pth" and calls == [(member.url, 10.0)]
@@ -302,7 +304,9 @@ def test_torchvision_vgg16_mapping_is_the_classifier(vgg_fcn) -> None:
     from torchvision.models import vgg16
 
     tv = vgg16()
-    W._copy_trunk(vgg_fcn, W.torchvision_vgg16_to_caffe(tv.state_dict()), "tv", channel_order="RGB")
+    weight_load._copy_trunk(
+        vgg_fcn, W.torchvision_vgg16_to_caffe(tv.state_dict()), "tv", channel_order="RGB"
+    )
     assert torch.equal(vgg_fcn.conv4_2.weight, tv.features[19].weight)
     pool5 = torch.randn(1, 512, 7, 7)
     with torch.no_grad():
@@ -467,7 +471,7 @@ def test_hed_into_rgbd_trunk_widens_conv1_1() -> None:
 def test_hed_into_late_fusion_fills_both_trunks() -> None:
     """BGR-trained HED filters: the colour trunk gets them as they are (BGR input); the HHA
     trunk reads HHA in file order, so its conv1_1 input channels are reversed, as the
-    reference fed reversed HHA to the same filters (one helper: vgg.hha_trunk_filters)."""
+    reference fed reversed HHA to the same filters (one helper: modality.hha_trunk_filters)."""
     model = VGGTrunk(suffixes=("color", "hha"))
     report = W.load_weights(model, "vgg16-hed-bsds500")
     convs = W.read_hed_h5(W.get_weight_entry("vgg16-hed-bsds500").path())
@@ -527,7 +531,7 @@ def test_local_torchvision_classifier_file_maps_fc6_fc7(tmp_path, vgg_fcn) -> No
 
 
 def test_rgb_state_dict_initialises_an_rgbd_net(tmp_path) -> None:
-    """An RGB net's weights into early-fusion RGB-D: conv1_1 widened (vgg.load_rgb_weights)."""
+    """An RGB net's weights into early-fusion RGB-D: conv1_1 widened (modality.load_rgb_weights)."""
     rgb, rgbd = nn.Module(), nn.Module()
     rgb.conv1_1, rgb.fc6 = nn.Conv2d(3, 8, 3), nn.Conv2d(8, 4, 1)
     rgbd.conv1_1, rgbd.fc6 = nn.Conv2d(4, 8, 3), nn.Conv2d(8, 4, 1)

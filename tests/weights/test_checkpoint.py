@@ -9,15 +9,17 @@ from torch import nn
 
 import fcnkit
 from fcnkit import weights as W
-from fcnkit.engine.checkpoint import (
-    head_names,
+from fcnkit.models import register_model, unregister_model
+from fcnkit.weights import entries as weight_entries
+from fcnkit.weights import (
+    head_classes,
     head_palette,
     load_any,
     load_checkpoint,
     load_model,
     save_checkpoint,
 )
-from fcnkit.models import register_model, unregister_model
+from fcnkit.weights import load as weight_load
 
 
 class Mini(nn.Module):
@@ -79,11 +81,11 @@ def test_multi_head_targets_and_palettes_round_trip(tmp_path) -> None:
     meta = load_checkpoint(path)
     assert meta["targets"] == targets
     assert meta["palettes"] == {h: [list(c) for c in p] for h, p in palettes.items()}
-    assert head_names(meta) == ["a", "b", "c"] and head_names(meta, "geo") == ["sky", "ground"]
+    assert head_classes(meta) == ["a", "b", "c"] and head_classes(meta, "geo") == ["sky", "ground"]
     assert head_palette(meta, "geo") == [[9, 9, 9], [8, 8, 8]]
     assert head_palette(meta) == [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
     single = load_checkpoint(save_checkpoint(tmp_path / "s.pt", model, classes=["x"] * 3))
-    assert single["targets"] is None and head_names(single) == ["x"] * 3
+    assert single["targets"] is None and head_classes(single) == ["x"] * 3
 
 
 def test_load_any_state_dict_file_needs_a_model_name(tmp_path) -> None:
@@ -126,8 +128,12 @@ def test_load_any_weight_entry_infers_model_classes_and_modality(tmp_path, monke
         modality="hha",
     )
     trunk = W.WeightEntry(**{**entry.__dict__, "name": "test-mini-trunk", "num_classes": None})
-    monkeypatch.setattr(W, "_ENTRIES", {"test-mini-hha": entry, "test-mini-trunk": trunk})
-    monkeypatch.setitem(W._LOADERS, "local-test", lambda m, p, e: W._load_torch_file(m, p))
+    monkeypatch.setattr(
+        weight_entries, "_ENTRIES", {"test-mini-hha": entry, "test-mini-trunk": trunk}
+    )
+    monkeypatch.setitem(
+        weight_load._LOADERS, "local-test", lambda m, p, e: weight_load._load_torch_file(m, p)
+    )
     model, meta = load_any("test-mini-hha")
     assert meta["model_name"] == "test-ckpt-mini" and meta["num_classes"] == 2
     assert model.modality == "hha" and meta["model_options"] == {"modality": "hha"}

@@ -1,0 +1,198 @@
+"""The fcnkit checkpoint format: writing it atomically, recognising it, rebuilding its model.
+
+A checkpoint is a plain dict (see docs/architecture.md) that loads with
+``torch.load(..., weights_only=True)``: tensors, numbers, strings, lists and dicts only. It
+holds the weights (``model``) and what is needed to rebuild and read the model
+(:func:`model_metadata`); a training checkpoint adds the training state (optimiser, RNG
+streams, ...), which :mod:`fcnkit.engine.train` writes and reads.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fcnkit.models.registry import build_model
+from fcnkit.preprocessing import get_preprocessing
+from fcnkit.version import __version__
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file beside ``path``, fsync, then rename over ``path``.
+
+    A crash mid-write leaves the previous file intact: never a half-written checkpoint.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+# create_model options that fetch pretrained weights while building: not used when a
+# checkpoint rebuilds its model (the checkpoint holds every weight; the backbone file may be
+# absent or need a download), but kept in the checkpoint for provenance.
+WEIGHT_OPTIONS = ("backbone_weights",)
+
+
+def _palette(palette: Any) -> list[list[int]] | None:
+    return [list(map(int, c)) for c in palette] if palette is not None else None
+
+
+def model_metadata(
+    model: nn.Module,
+    classes: list[str] | None = None,
+    palette: list | None = None,
+    *,
+    targets: dict[str, list[str]] | None = None,
+    palettes: dict[str, list] | None = None,
+) -> dict[str, Any]:
+    """What is needed to rebuild ``model`` (built by ``create_model``) and read its output.
+
+    ``classes``/``palette`` are the primary head's; multi-head models also record ``targets``
+    (head -> class names, the dataset's ``targets``) and ``palettes`` (head -> colours, the
+    dataset's ``target_palettes``).
+    """
+    for attr in ("model_name", "num_classes"):
+        if not hasattr(model, attr):
+            raise ValueError(f"model has no {attr!r}: build it with fcnkit.create_model")
+    preprocessing = getattr(model, "preprocessing", None)
+    return {
+        "model_name": model.model_name,
+        "num_classes": int(model.num_classes),
+        "model_options": dict(getattr(model, "model_options", {})),
+        "preprocessing": preprocessing.to_dict() if preprocessing is not None else None,
+        "classes": list(classes) if classes is not None else None,
+        "palette": _palette(palette),
+        "targets": {str(h): list(c) for h, c in targets.items()} if targets else None,
+        "palettes": {str(h): _palette(p) for h, p in palettes.items()} if palettes else None,
+        "fcnkit_version": __version__,
+    }
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module,
+    *,
+    classes: list[str] | None = None,
+    palette: list | None = None,
+    targets: dict[str, list[str]] | None = None,
+    palettes: dict[str, list] | None = None,
+    **extra: Any,
+) -> Path:
+    """Write ``model``'s weights and metadata (plus ``extra`` training state) atomically.
+
+    Multi-head models: ``targets`` (head -> class names) and ``palettes`` (head -> colours),
+    so that predicting or evaluating any head uses its own names and colours. Weights holding
+    NaN or inf are refused (``ValueError``): a checkpoint is always a usable model.
+    """
+    module = model.module if hasattr(model, "module") else model  # unwrap DDP
+    ckpt = model_metadata(module, classes, palette, targets=targets, palettes=palettes)
+    ckpt["model"] = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    bad = [k for k, v in ckpt["model"].items() if v.is_floating_point() and not v.isfinite().all()]
+    if bad:  # the previous file at `path` stays as it was
+        raise ValueError(
+            f"refusing to write {path}: the weights {', '.join(bad[:3])}"
+            + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+            + " hold NaN or inf values"
+        )
+    ckpt.update(extra)
+    return atomic_save(ckpt, path)
+
+
+def resolve_checkpoint(path_or_run: str | os.PathLike) -> Path:
+    """A checkpoint file, or a run directory (its ``checkpoints/best.pt``, else ``last.pt``)."""
+    path = Path(path_or_run)
+    if path.is_dir():
+        for name in ("best.pt", "last.pt"):
+            candidate = path / "checkpoints" / name
+            if candidate.is_file():
+                return candidate
+        raise FileNotFoundError(
+            f"{path} is a directory but holds no checkpoints/best.pt or checkpoints/last.pt; "
+            "pass a run directory written by `fcnkit train` or a checkpoint file"
+        )
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint or run directory at {path}")
+    return path
+
+
+def is_checkpoint(obj: Any) -> bool:
+    """Whether a loaded object is an fcnkit checkpoint (the one place the format is recognised)."""
+    return isinstance(obj, dict) and "model" in obj and "model_name" in obj
+
+
+def load_checkpoint(path_or_run: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    """Load a checkpoint dict safely (``weights_only=True``), with a clear error if it isn't one."""
+    path = resolve_checkpoint(path_or_run)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # pickle/zip errors: name the file
+        raise ValueError(f"{path} is not a readable fcnkit checkpoint: {err}") from err
+    if not is_checkpoint(ckpt):
+        raise ValueError(
+            f"{path} is not an fcnkit checkpoint (expected a dict with 'model' and 'model_name'; "
+            "for a plain state dict use create_model(name, weights=path))"
+        )
+    ckpt["path"] = str(path)
+    return ckpt
+
+
+def load_model(
+    path_or_run: str | os.PathLike, map_location: Any = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model saved in a checkpoint or run directory; returns ``(model, metadata)``.
+
+    The model is in eval mode; ``metadata`` is the checkpoint without its tensors' bulk.
+    Options that fetch pretrained weights (``backbone_weights``) are not used: the
+    checkpoint holds every weight (they stay in ``metadata["model_options"]``).
+    """
+    ckpt = load_checkpoint(path_or_run, map_location)
+    options = {
+        k: v for k, v in (ckpt.get("model_options") or {}).items() if k not in WEIGHT_OPTIONS
+    }
+    model = build_model(ckpt["model_name"], ckpt["num_classes"], **options)
+    try:
+        model.load_state_dict(ckpt["model"], strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"{ckpt['path']}: weights do not fit {ckpt['model_name']}: {err}") from err
+    if ckpt.get("preprocessing"):
+        model.preprocessing = get_preprocessing(ckpt["preprocessing"])
+    model.to(map_location).eval()
+    meta = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "scheduler", "rng")}
+    return model, meta
+
+
+def head_classes(meta: dict[str, Any], head: str | None = None) -> list[str] | None:
+    """Class names of ``head`` (the primary head when ``None``) from checkpoint metadata."""
+    targets = meta.get("targets") or {}
+    if head is not None and head in targets:
+        return list(targets[head])
+    if head is None or not targets or head == next(iter(targets)):
+        return meta.get("classes") or (list(next(iter(targets.values()))) if targets else None)
+    return None
+
+
+def head_palette(meta: dict[str, Any], head: str | None = None) -> list[list[int]] | None:
+    """Colours of ``head`` (the primary head when ``None``) from checkpoint metadata."""
+    palettes = meta.get("palettes") or {}
+    if head is not None and head in palettes:
+        return palettes[head]
+    targets = meta.get("targets") or {}
+    primary = next(iter(palettes or targets), None)
+    if head is None or head == primary or not (palettes or targets):
+        return meta.get("palette") or (palettes.get(primary) if primary else None)
+    return None

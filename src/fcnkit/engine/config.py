@@ -3,8 +3,11 @@
 A config is a YAML file with the sections below (``model``, ``data``, ``loss``, ``optim``,
 ``schedule``, ``train``). The package ships readable recipes (``fcnkit recipes``) for the
 paper's experiments (Sec. 4.3 training, Sec. 4.2 staged 32s -> 16s -> 8s) and the reference
-implementation's "heavy" variant. Every value can be overridden on the command line with
-``--set section.key=value``; values are parsed as YAML and checked against the field's type.
+implementation's "heavy" variant. A file may build on others with a top-level ``_base_:``
+(a recipe name, a path relative to the file, or a list of them): its own keys are deep-merged
+over the bases' (mmsegmentation's convention; ``name`` and ``description`` are not inherited).
+Every value can be overridden on the command line with ``--set section.key=value`` (applied
+after the merge); values are parsed as YAML and checked against the field's type.
 
 Errors name the source (file or ``--set``), the field and what was expected, e.g.
 ``voc.yaml: optim.lr: expected a number, got 'fast'``.
@@ -14,14 +17,18 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import types
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import yaml
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 
 class ConfigError(ValueError):
@@ -141,29 +148,206 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 
 
 # ---------------------------------------------------------------------------------------------
-# Recipes
+# Recipes and inheritance (`_base_`)
+
+#: top-level key naming the file(s) a config builds on
+BASE_KEY = "_base_"
+#: keys never inherited from a base: every file names and describes itself
+NOT_INHERITED = ("name", "description")
+
+
+def _recipes_folder() -> Traversable:
+    return resources.files("fcnkit") / "recipes"
+
+
+def _recipe_names(hidden: bool = False) -> list[str]:
+    """Shipped recipe names; with ``hidden``, also the ``_*`` bases."""
+    names = (
+        p.name[: -len(".yaml")]
+        for p in _recipes_folder().iterdir()
+        if p.is_file() and p.name.endswith(".yaml")
+    )
+    return sorted(n for n in names if hidden or not n.startswith("_"))
 
 
 def list_recipes() -> list[str]:
-    """Names of the recipes shipped in ``fcnkit/recipes``."""
-    folder = resources.files("fcnkit") / "recipes"
-    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    """Names of the trainable recipes shipped in ``fcnkit/recipes``.
+
+    Files named ``_*.yaml`` are bases for other recipes (``_base_: _name``), not listed.
+    """
+    return _recipe_names()
+
+
+def _recipe_file(name: str, hidden: bool = False) -> Traversable:
+    """The shipped file of recipe ``name``; an unknown name suggests close ones (``hidden``:
+    bases too)."""
+    path = _recipes_folder() / f"{name}.yaml"
+    if "/" in name or "\\" in name or not path.is_file():
+        recipes = list_recipes()
+        close = difflib.get_close_matches(name, _recipe_names(hidden), n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ConfigError(f"unknown recipe {name!r}.{hint} Recipes: {', '.join(recipes)}")
+    return path
 
 
 def recipe_text(name: str) -> str:
-    """The YAML text of a shipped recipe (to print, copy and edit)."""
-    path = resources.files("fcnkit") / "recipes" / f"{name}.yaml"
-    if not path.is_file():
-        recipes = list_recipes()
-        close = difflib.get_close_matches(name, recipes, n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ConfigError(f"unknown recipe {name!r}.{hint} Recipes: {', '.join(recipes)}")
-    return path.read_text()
+    """The YAML text of a shipped recipe as written (``_base_`` not merged)."""
+    return _recipe_file(name).read_text()
 
 
 def recipe_description(name: str) -> str:
+    """The first line of a recipe's own ``description`` (never inherited)."""
     data = yaml.safe_load(recipe_text(name)) or {}
     return str(data.get("description", "")).strip().splitlines()[0] if data else ""
+
+
+@dataclass(frozen=True)
+class _Source:
+    label: str  # how messages name it: "recipe voc-fcn32s", a path, "<dict>"
+    key: str  # identity, to find cycles
+    folder: Path | Traversable  # where its relative `_base_` paths resolve
+    file: Path | Traversable | None = None  # None: a dict given in memory
+
+
+def _file_source(path: Path | Traversable) -> _Source:
+    key = str(path.resolve()) if isinstance(path, Path) else str(path)
+    return _Source(str(path), key, path.parent, path)
+
+
+def _recipe_source(name: str, hidden: bool = False) -> _Source:
+    path = _recipe_file(name, hidden)
+    key = str(path.resolve()) if isinstance(path, Path) else str(path)
+    return _Source(f"recipe {name}", key, _recipes_folder(), path)
+
+
+@dataclass
+class ResolvedSource:
+    """A config source with its ``_base_`` chain merged (not yet validated)."""
+
+    data: dict[str, Any]  # the merged mapping, without `_base_`
+    label: str  # the source as messages name it
+    files: list[str] = field(default_factory=list)  # every file merged, bases first
+    origins: dict[str, str] = field(default_factory=dict)  # dotted key -> file that set it
+
+
+def resolve_source(source: str | Path | dict) -> ResolvedSource:
+    """Read a recipe name, YAML file or dict and deep-merge its ``_base_`` files under it.
+
+    ``_base_`` (top level) is a recipe name, a path (relative to the including file's folder;
+    for a dict, the working directory) or a list of them, later ones overriding earlier ones.
+    Mappings merge key by key, lists and scalars replace; ``name`` and ``description`` are
+    never inherited. Bases may have bases; a cycle or a missing base is a ConfigError.
+    """
+    if isinstance(source, dict):
+        top, data = _Source("<dict>", "<dict>", Path(".")), _deep_copy(source)
+    else:
+        path = Path(source)
+        if path.is_file():
+            top, data = _file_source(path), None
+        elif path.suffix in (".yaml", ".yml") or len(path.parts) > 1:
+            raise ConfigError(f"no config file at {path} (and it is not a recipe name)")
+        else:
+            top, data = _recipe_source(str(source)), None
+    files: list[str] = []
+    merged, origins = _resolve(top, data, [], files)
+    return ResolvedSource(merged, top.label, files, origins)
+
+
+def _read(source: _Source) -> dict:
+    assert source.file is not None
+    try:
+        data = yaml.safe_load(source.file.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{source.label}: not valid YAML: {err}") from err
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{source.label}: expected a mapping of sections, got {type(data).__name__}"
+        )
+    return data
+
+
+def _resolve(
+    source: _Source, data: dict | None, stack: list[_Source], files: list[str]
+) -> tuple[dict, dict[str, str]]:
+    """``source`` merged over its bases, and the file that set each dotted key."""
+    keys = [s.key for s in stack]
+    if source.key in keys:
+        cycle = [*stack[keys.index(source.key) :], source]
+        raise ConfigError(f"{BASE_KEY} cycle: {' -> '.join(s.label for s in cycle)}")
+    own = _read(source) if data is None else data
+    refs = own.pop(BASE_KEY, None)
+    refs = [] if refs is None else [refs] if isinstance(refs, str) else refs
+    if not isinstance(refs, list) or not all(isinstance(r, str) and r.strip() for r in refs):
+        raise ConfigError(
+            f"{source.label}: {BASE_KEY}: expected a recipe name, a path or a list of them, "
+            f"got {refs!r}"
+        )
+    merged: dict = {}
+    origins: dict[str, str] = {}
+    for ref in refs:
+        base = _locate(ref.strip(), source)
+        base_data, base_origins = _resolve(base, None, [*stack, source], files)
+        for key in NOT_INHERITED:
+            base_data.pop(key, None)
+            base_origins.pop(key, None)
+        _merge(merged, origins, base_data, base_origins)
+    own_origins: dict[str, str] = {}
+    _record(own, source.label, "", own_origins)
+    _merge(merged, origins, own, own_origins)
+    files.append(source.label)
+    return merged, origins
+
+
+def _locate(ref: str, including: _Source) -> _Source:
+    """The source a ``_base_`` entry names: a path if it looks like one, else a recipe."""
+    if ref.endswith((".yaml", ".yml")) or "/" in ref or "\\" in ref:
+        if Path(ref).is_absolute():
+            path: Path | Traversable = Path(ref)
+        elif isinstance(including.folder, Path):
+            path = Path(os.path.normpath(including.folder / ref))
+        else:
+            path = including.folder / ref
+        if not path.is_file():
+            raise ConfigError(f"{including.label}: {BASE_KEY}: no file {ref!r} (looked for {path})")
+        return _file_source(path)
+    try:
+        return _recipe_source(ref, hidden=True)
+    except ConfigError as err:
+        hint = ""
+        if isinstance(including.folder, Path) and (including.folder / f"{ref}.yaml").is_file():
+            hint = f" (for the file next to it, write {ref}.yaml)"
+        raise ConfigError(f"{including.label}: {BASE_KEY}: {err}{hint}") from None
+
+
+def _record(data: dict, label: str, prefix: str, origins: dict[str, str]) -> None:
+    for key, value in data.items():
+        origins[f"{prefix}{key}"] = label
+        if isinstance(value, dict):
+            _record(value, label, f"{prefix}{key}.", origins)
+
+
+def _merge(
+    target: dict,
+    origins: dict[str, str],
+    update: dict,
+    update_origins: dict[str, str],
+    prefix: str = "",
+) -> None:
+    """Deep-merge ``update`` into ``target`` (mappings merge, the rest replaces), with origins."""
+    for key, value in update.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge(target[key], origins, value, update_origins, f"{path}.")
+            origins[path] = update_origins[path]
+        else:
+            for stale in [k for k in origins if k.startswith(f"{path}.")]:
+                del origins[stale]
+            target[key] = value
+            origins.update(
+                {k: v for k, v in update_origins.items() if k == path or k.startswith(f"{path}.")}
+            )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,33 +357,18 @@ def recipe_description(name: str) -> str:
 def load_config(source: str | Path | dict, overrides: list[str] | None = None) -> Config:
     """A validated :class:`Config` from a recipe name, a YAML file or a dict, plus overrides.
 
-    ``overrides`` are ``"section.key=value"`` strings (value parsed as YAML).
+    ``_base_`` files are merged first (see :func:`resolve_source`); ``overrides`` are
+    ``"section.key=value"`` strings (value parsed as YAML), applied after the merge.
     """
-    if isinstance(source, dict):
-        data, origin = source, "<dict>"
-    else:
-        path = Path(source)
-        if path.is_file():
-            origin = str(path)
-            try:
-                data = yaml.safe_load(path.read_text())
-            except yaml.YAMLError as err:
-                raise ConfigError(f"{path}: not valid YAML: {err}") from err
-        elif path.suffix in (".yaml", ".yml") or len(path.parts) > 1:
-            raise ConfigError(f"no config file at {path} (and it is not a recipe name)")
-        else:
-            origin = f"recipe {source}"
-            data = yaml.safe_load(recipe_text(str(source)))
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{origin}: expected a mapping of sections, got {type(data).__name__}")
-    data = _deep_copy(data)
-    key_origins = {}
+    resolved = resolve_source(source)
+    data, top = resolved.data, resolved.label
+    key_origins = {
+        key: f"{label} (via {top})" for key, label in resolved.origins.items() if label != top
+    }
     for item in overrides or []:
         key = apply_override(data, item)
         key_origins[key] = f"--set {item}"
-    return from_dict(data, origin, key_origins)
+    return from_dict(data, top, key_origins)
 
 
 def apply_override(data: dict, item: str) -> str:
@@ -275,7 +444,8 @@ def from_dict(
 def _build(cls: Any, data: Any, origin: str, prefix: str, key_origins: dict[str, str]) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(
-            f"{origin}: {prefix.rstrip('.') or 'config'}: expected a mapping, "
+            f"{key_origins.get(prefix.rstrip('.'), origin)}: {prefix.rstrip('.') or 'config'}: "
+            "expected a mapping, "
             f"got {type(data).__name__} {data!r}"
         )
     hints = typing.get_type_hints(cls)
@@ -286,7 +456,8 @@ def _build(cls: Any, data: Any, origin: str, prefix: str, key_origins: dict[str,
         hint = f" (did you mean {prefix + close[0]!r}?)" if close else ""
         where = f"in {prefix.rstrip('.')!r}" if prefix else "at the top level"
         raise ConfigError(
-            f"{origin}: unknown config key {prefix + str(key)!r}{hint}; "
+            f"{key_origins.get(prefix + str(key), origin)}: unknown config key "
+            f"{prefix + str(key)!r}{hint}; "
             f"valid keys {where}: {', '.join(hints)}"
         )
     kwargs = {}

@@ -1,0 +1,150 @@
+"""The package's import graph: no cycles, and the one-way arrows of docs/architecture.md.
+
+Every ``import`` of ``src/fcnkit`` is read from the source (``ast``), those inside functions
+included (a lazy import is still a dependency). Two graphs are checked: modules, and the
+package's parts (``models``, ``weights``, ``data``, ``engine``, ``cli`` and the top-level
+modules ``inference``, ``metrics``, ``surgery`` ...), with the root ``fcnkit/__init__.py`` (the
+public facade that re-exports from the parts) left out of the part graph.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+PACKAGE = SRC / "fcnkit"
+
+# part -> parts it must never import (docs/architecture.md, "the arrows")
+FORBIDDEN = {
+    "models": {"weights", "engine", "data", "inference", "cli", "surgery", "export", "demo"},
+    "data": {"models", "engine", "weights", "inference", "cli"},
+    "metrics": {"engine", "models", "weights", "data", "cli"},
+    "weights": {"engine", "cli", "inference"},
+    "engine": {"cli"},
+    "inference": {"engine", "cli"},
+    "surgery": {"weights", "engine", "data", "cli"},
+}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(SRC).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def all_modules() -> dict[str, Path]:
+    return {module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
+    """The fcnkit modules ``name`` imports (``from a import b`` counts ``a.b`` when it is a
+    module, else ``a``), relative imports resolved."""
+    is_package = path.name == "__init__.py"
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = name.split(".") if is_package else name.split(".")[:-1]
+                anchor = anchor[: len(anchor) - (node.level - 1)]
+                base = ".".join([*anchor, base] if base else anchor)
+            targets = [
+                f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base
+                for alias in node.names
+            ]
+        else:
+            continue
+        out |= {t for t in targets if t == "fcnkit" or t.startswith("fcnkit.")}
+    return out - {name}
+
+
+def graph() -> dict[str, set[str]]:
+    modules = all_modules()
+    known = set(modules)
+    return {name: imports_of(name, path, known) & known for name, path in modules.items()}
+
+
+def part(module: str) -> str | None:
+    """``fcnkit.engine.train`` -> ``engine``; the root facade ``fcnkit`` -> ``None``."""
+    pieces = module.split(".")
+    return pieces[1] if len(pieces) > 1 else None
+
+
+def find_cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one node (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in edges.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return cycles
+
+
+def part_graph() -> tuple[dict[str, set[str]], dict[tuple[str, str], list[str]]]:
+    edges: dict[str, set[str]] = defaultdict(set)
+    witnesses: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for src, targets in graph().items():
+        for dst in targets:
+            a, b = part(src), part(dst)
+            if a and b and a != b:
+                edges[a].add(b)
+                witnesses[a, b].append(f"{src} -> {dst}")
+    return edges, witnesses
+
+
+def test_the_graph_sees_lazy_and_relative_imports() -> None:
+    """The reader itself: an import inside a function counts."""
+    g = graph()
+    assert "fcnkit.weights.load" in g["fcnkit.weights.factory"]
+    assert "fcnkit.inference" in g["fcnkit"]  # `Segmenter` is imported inside __getattr__
+    assert find_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_import_cycle_between_modules() -> None:
+    assert find_cycles(graph()) == []
+
+
+def test_no_import_cycle_between_parts() -> None:
+    edges, witnesses = part_graph()
+    cycles = find_cycles(edges)
+    detail = {
+        f"{a} -> {b}": witnesses[a, b] for c in cycles for a in c for b in c if (a, b) in witnesses
+    }
+    assert cycles == [], detail
+
+
+@pytest.mark.parametrize("source", sorted(FORBIDDEN))
+def test_forbidden_directions(source: str) -> None:
+    edges, witnesses = part_graph()
+    bad = sorted(edges.get(source, set()) & FORBIDDEN[source])
+    assert bad == [], [w for b in bad for w in witnesses[source, b]]

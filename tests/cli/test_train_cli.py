@@ -1,4 +1,4 @@
-"""`fcnkit train`, `fcnkit recipes`, `fcnkit plot` from the command line."""
+"""`fcnkit train`, `fcnkit plot` from the command line (recipes: test_recipes_cli.py)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 from fcnkit.cli import main
-from fcnkit.engine.config import load_config, recipe_text
+from fcnkit.engine.config import load_config
 
 TINY = [
     "--set", "model.options.backbone_weights=null",
@@ -23,24 +22,6 @@ TINY = [
 ]  # fmt: skip
 
 
-def test_recipes_list_and_show(capsys, tmp_path: Path) -> None:
-    assert main(["recipes"]) == 0
-    out = capsys.readouterr().out
-    assert "voc-fcn32s" in out and "demo" in out and "siftflow-fcn16s" in out
-    assert main(["recipes", "show", "voc-fcn16s"]) == 0
-    text = capsys.readouterr().out
-    copy = tmp_path / "mine.yaml"
-    copy.write_text(text)  # the printed recipe is a usable config file
-    assert load_config(copy) == load_config("voc-fcn16s")
-    assert yaml.safe_load(text)["train"]["init_from"] == "runs/voc-fcn32s"
-    assert main(["recipes", "show", "voc-fcn99s"]) == 2
-    assert "unknown recipe" in capsys.readouterr().err
-    assert main(["recipes", "demo"]) == 0  # a bare name shows the recipe too
-    assert capsys.readouterr().out == recipe_text("demo")
-    assert main(["recipes", "voc-fcn99s"]) == 2
-    assert "unknown recipe" in capsys.readouterr().err
-
-
 def test_help_texts_show_defaults(capsys) -> None:
     demo = load_config("demo")
     with pytest.raises(SystemExit):
@@ -49,9 +30,6 @@ def test_help_texts_show_defaults(capsys) -> None:
     assert (
         f"(default: {demo.train.steps}" in out and f"(default: {demo.data.options['size']}" in out
     )
-    with pytest.raises(SystemExit):
-        main(["recipes", "--help"])
-    assert "recipes show NAME" in capsys.readouterr().out
 
 
 def test_bad_override_is_a_clear_error(capsys) -> None:

@@ -1,4 +1,4 @@
-"""``fcnkit train``, ``fcnkit recipes`` and ``fcnkit plot``.
+"""``fcnkit train`` and ``fcnkit plot`` (``fcnkit recipes``: cli/recipes.py).
 
 ``fcnkit train CONFIG_OR_RECIPE [--set KEY=VALUE ...] [--run-dir DIR | --name NAME]
 [--resume] [--init-from RUN] [--device DEV]`` trains into ``runs/NAME`` (default: the
@@ -59,22 +59,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_train)
-
-    r = subparsers.add_parser(
-        "recipes",
-        help="list the shipped training recipes, or show one",
-        description="`fcnkit recipes` lists the recipes; `fcnkit recipes show NAME` (or "
-        "`fcnkit recipes NAME`) prints one as YAML, to copy, edit and `fcnkit train FILE`.",
-    )
-    r.add_argument(
-        "action",
-        nargs="?",
-        default="list",
-        metavar="list | show | NAME",
-        help="list (default), show NAME, or a recipe name to show",
-    )
-    r.add_argument("name", nargs="?", help="the recipe to show (with `show`)")
-    r.set_defaults(func=run_recipes)
 
     pl = subparsers.add_parser(
         "plot",
@@ -173,31 +157,6 @@ def run_train(args: argparse.Namespace) -> int:
 def _is_main() -> bool:
     """Rank 0 (or no torchrun): the process that prints."""
     return int(os.environ.get("RANK", "0")) == 0
-
-
-def run_recipes(args: argparse.Namespace) -> int:
-    from fcnkit.engine.config import ConfigError, list_recipes, recipe_description, recipe_text
-
-    if args.action == "list" and args.name is None:
-        names = list_recipes()
-        width = max(len(n) for n in names)
-        for name in names:
-            print(f"{name:<{width}}  {recipe_description(name)}")
-        print("\n`fcnkit recipes show NAME` prints one (copy it, edit it, `fcnkit train FILE`).")
-        return 0
-    if args.action in ("list", "show"):
-        name = args.name
-        if name is None:
-            raise CLIError("usage: fcnkit recipes show NAME (see `fcnkit recipes`)")
-    elif args.name is not None:
-        raise CLIError(f"usage: fcnkit recipes show NAME; got {args.action!r} {args.name!r}")
-    else:
-        name = args.action  # `fcnkit recipes NAME`
-    try:
-        print(recipe_text(name), end="")
-    except ConfigError as err:
-        raise CLIError(str(err)) from None
-    return 0
 
 
 def run_plot(args: argparse.Namespace) -> int:

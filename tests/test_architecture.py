@@ -22,7 +22,7 @@ PACKAGE = SRC / "fcnkit"
 FORBIDDEN = {
     "models": {"weights", "engine", "data", "inference", "cli", "surgery", "export", "demo"},
     "data": {"models", "engine", "weights", "inference", "cli"},
-    "metrics": {"engine", "models", "weights", "data", "cli"},
+    "metrics": {"engine", "models", "weights", "inference", "cli"},
     "weights": {"engine", "cli", "inference"},
     "engine": {"cli"},
     "inference": {"engine", "cli"},

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from fcnkit.models.outputs import SINGLE_HEAD, heads
+
 DEFAULT_CHECK_SIZES: tuple[tuple[int, int], ...] = ((64, 80), (97, 71))
 
 
@@ -29,14 +31,15 @@ class _Exportable(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         out = self.model(x)
-        return tuple(out.values()) if isinstance(out, dict) else (out,)
+        return tuple(heads(out).values())
 
 
 def output_names(model: nn.Module, example: torch.Tensor) -> list[str]:
     """``["scores"]`` for single-output models, ``["scores_<head>", ...]`` otherwise."""
     with torch.no_grad():
         out = model(example)
-    return [f"scores_{k}" for k in out] if isinstance(out, dict) else ["scores"]
+    names = list(heads(out))
+    return ["scores"] if names == [SINGLE_HEAD] else [f"scores_{k}" for k in names]
 
 
 def export_onnx(

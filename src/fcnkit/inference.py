@@ -29,36 +29,17 @@ from torch import nn
 
 from fcnkit.data.base import voc_palette
 from fcnkit.metrics import scores_to_labels
+from fcnkit.models.outputs import Outputs, heads, map_heads, same_form, select_head, zip_heads
 from fcnkit.preprocessing import Preprocessing, get_preprocessing
 
-Outputs = Union[torch.Tensor, dict[str, torch.Tensor]]  # noqa: UP007 (runtime alias, py3.10)
 ImageLike = Union[str, os.PathLike, "Image.Image", np.ndarray, torch.Tensor]  # noqa: F821, UP007
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
 # --------------------------------------------------------------------------- outputs
-def _map(out: Outputs, fn: Callable[[torch.Tensor], torch.Tensor]) -> Outputs:
-    return {k: fn(v) for k, v in out.items()} if isinstance(out, dict) else fn(out)
-
-
-def _zip_map(outs: Sequence[Outputs], fn: Callable[..., torch.Tensor]) -> Outputs:
-    if isinstance(outs[0], dict):
-        return {k: fn(*(o[k] for o in outs)) for k in outs[0]}
-    return fn(*outs)
-
-
-def select_head(out: Outputs, head: str | None = None) -> torch.Tensor:
-    """The scores of ``head`` (the primary, i.e. first, head when ``None``)."""
-    if not isinstance(out, dict):
-        if head is not None:
-            raise ValueError(f"the model has a single output; cannot select head {head!r}")
-        return out
-    if head is None:
-        return next(iter(out.values()))
-    if head not in out:
-        raise ValueError(f"unknown head {head!r}; the model's heads: {', '.join(out)}")
-    return out[head]
+# The output contract (a tensor, or a dict of heads with the primary first) and its helpers
+# live in fcnkit.models.outputs; `select_head` is re-exported here for one release.
 
 
 def _as_outputs(out: Any) -> Outputs:
@@ -122,23 +103,20 @@ def sliding_window_forward(
     boxes = window.windows(h, w)
     if len(boxes) == 1:
         return forward(x)
-    total: Outputs | None = None
+    total: dict[str, torch.Tensor] = {}
     count = torch.zeros(1, 1, h, w, device=x.device)
     for i in range(0, len(boxes), window.batch_size):
         chunk = boxes[i : i + window.batch_size]
         tiles = torch.cat([x[:, :, t:b, l:r] for t, l, b, r in chunk])  # all tiles same size
         out = forward(tiles)
-        if total is None:
-            total = _map(out, lambda s: s.new_zeros(n, s.shape[1], h, w, dtype=torch.float32))
-        for j, (t, l, b, r) in enumerate(chunk):
-            part = _map(out, lambda s, j=j: s[j * n : (j + 1) * n].float())
-            if isinstance(total, dict):
-                for k in total:
-                    total[k][:, :, t:b, l:r] += part[k]
-            else:
-                total[:, :, t:b, l:r] += part
+        for k, s in heads(out).items():
+            if k not in total:
+                total[k] = s.new_zeros(n, s.shape[1], h, w, dtype=torch.float32)
+            for j, (t, l, b, r) in enumerate(chunk):
+                total[k][:, :, t:b, l:r] += s[j * n : (j + 1) * n].float()
+        for t, l, b, r in chunk:
             count[:, :, t:b, l:r] += 1
-    return _map(total, lambda s: s / count)
+    return same_form(out, {k: s / count for k, s in total.items()})
 
 
 # --------------------------------------------------------------------------- shift-and-stitch
@@ -160,22 +138,17 @@ def shift_and_stitch(
     n, _, h, w = x.shape
     padded = F.pad(x, (0, f - 1, 0, f - 1))  # room to shift by up to f-1
     shifts = [(dy, dx) for dy in range(f) for dx in range(f)]
-    stitched: Outputs | None = None
+    stitched: dict[str, torch.Tensor] = {}
     for i in range(0, len(shifts), batch_size):
         chunk = shifts[i : i + batch_size]
         batch = torch.cat([padded[:, :, dy : dy + h, dx : dx + w] for dy, dx in chunk])
         out = _as_outputs(net(batch))
-        if stitched is None:
-            stitched = _map(
-                out, lambda s: s.new_zeros(n, s.shape[1], f * s.shape[2], f * s.shape[3])
-            )
-        for j, (dy, dx) in enumerate(chunk):
-            if isinstance(stitched, dict):
-                for k in stitched:
-                    stitched[k][:, :, dy::f, dx::f] = out[k][j * n : (j + 1) * n]
-            else:
-                stitched[:, :, dy::f, dx::f] = out[j * n : (j + 1) * n]
-    return _map(stitched, lambda s: _fit(s, h, w))
+        for k, s in heads(out).items():
+            if k not in stitched:
+                stitched[k] = s.new_zeros(n, s.shape[1], f * s.shape[2], f * s.shape[3])
+            for j, (dy, dx) in enumerate(chunk):
+                stitched[k][:, :, dy::f, dx::f] = s[j * n : (j + 1) * n]
+    return same_form(out, {k: _fit(s, h, w) for k, s in stitched.items()})
 
 
 def _fit(s: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -218,7 +191,7 @@ def dense_scores(
                 s = F.interpolate(s, size=size, mode="bilinear", align_corners=False)
             return s
 
-        return _map(out, resize)
+        return map_heads(out, resize)
 
     def tiled(t: torch.Tensor) -> Outputs:
         if sliding_window is None:
@@ -227,8 +200,8 @@ def dense_scores(
 
     out = tiled(x)
     if flip:
-        flipped = _map(tiled(x.flip(-1)), lambda s: s.flip(-1))
-        out = _zip_map([out, flipped], lambda a, b: (a + b) / 2)
+        flipped = map_heads(tiled(x.flip(-1)), lambda s: s.flip(-1))
+        out = zip_heads([out, flipped], lambda a, b: (a + b) / 2)
     return out
 
 
@@ -308,7 +281,7 @@ class Segmenter:
 
     Args:
         weights_or_model: a checkpoint file or run directory, a known weight entry name or a
-            weights file with ``model`` (loaded with
+            weights file with ``model_name`` (loaded with
             :func:`fcnkit.weights.load_any`), or an ``nn.Module``.
         device: where to run.
         batch_size: images of the same size run together, this many at a time.
@@ -321,8 +294,10 @@ class Segmenter:
         preprocessing, classes, palette: override what the checkpoint / model records
             (``classes``/``palette`` are the primary head's; see :meth:`classes_for`).
         amp: autocast on CUDA (never on CPU).
-        model, num_classes, model_options: build this model for an entry name or a weights
-            file that is not a checkpoint (see :func:`fcnkit.weights.load_any`).
+        model_name, num_classes, model_options: build this model for an entry name or a
+            weights file that is not a checkpoint (see :func:`fcnkit.weights.load_any`); the
+            names of ``create_model`` and of the checkpoint's metadata (``model=`` is the older
+            spelling of ``model_name=``, kept for one release).
         meta: with an ``nn.Module``, its checkpoint metadata (``classes``, ``palette``,
             ``targets``, ``palettes``), as returned by ``load_any``/``load_model``.
 
@@ -344,12 +319,14 @@ class Segmenter:
         classes: Sequence[str] | None = None,
         palette: Sequence[Sequence[int]] | None = None,
         amp: bool = False,
-        model: str | None = None,
+        model_name: str | None = None,
         num_classes: int | None = None,
         model_options: dict[str, Any] | None = None,
         meta: dict[str, Any] | None = None,
+        model: str | None = None,
     ) -> None:
         self.device = torch.device(device)
+        model_name = model_name or model  # ``model=``: the older spelling, one more release
         if isinstance(weights_or_model, nn.Module):
             net, meta = weights_or_model, dict(meta or {})
         else:
@@ -357,9 +334,9 @@ class Segmenter:
 
             net, meta = load_any(
                 weights_or_model,
-                model_name=model,
+                model_name=model_name,
                 num_classes=num_classes,
-                options=model_options,
+                model_options=model_options,
                 map_location=self.device,
             )
         self.model = net.to(self.device).eval()
@@ -386,20 +363,25 @@ class Segmenter:
 
     def classes_for(self, head: str | None = None) -> list[str] | None:
         """Class names of ``head`` (default: the primary head)."""
-        if head is not None and head in self.targets:
-            return list(self.targets[head])
-        if head is None or not self.targets or head == next(iter(self.targets)):
-            return self.classes
-        return None
+        from fcnkit.weights.checkpoint import head_classes
+
+        return head_classes(self._head_meta(), head)
 
     def palette_for(self, head: str | None = None) -> list[tuple[int, ...]] | None:
         """Colours of ``head`` (default: the primary head); ``None``: the VOC colour map."""
-        if head is not None and head in self.palettes:
-            return [tuple(c) for c in self.palettes[head]]
-        primary = next(iter(self.palettes or self.targets), None)
-        if head is None or head == primary or not (self.palettes or self.targets):
-            return self.palette
-        return None
+        from fcnkit.weights.checkpoint import head_palette
+
+        palette = head_palette(self._head_meta(), head)
+        return [tuple(c) for c in palette] if palette else None
+
+    def _head_meta(self) -> dict[str, Any]:
+        """The checkpoint metadata with this segmenter's ``classes`` / ``palette`` overrides."""
+        return {
+            "classes": self.classes,
+            "palette": self.palette,
+            "targets": self.targets,
+            "palettes": self.palettes,
+        }
 
     def check_channels(self, image: torch.Tensor) -> None:
         """``ValueError`` naming the model's expected input unless ``image`` (``C x H x W``)

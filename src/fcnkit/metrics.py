@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from fcnkit.data.base import IGNORE_INDEX
+
 METRIC_NAMES = ("pixel_acc", "mean_acc", "mean_iu", "fw_iu")
 
 
@@ -39,7 +41,7 @@ class ConfusionMatrix:
     def __init__(
         self,
         num_classes: int,
-        ignore_index: int | None = 255,
+        ignore_index: int | None = IGNORE_INDEX,
         device: torch.device | str | None = None,
         class_names: Sequence[str] | None = None,
     ) -> None:

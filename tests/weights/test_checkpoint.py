@@ -140,7 +140,7 @@ def test_load_any_weight_entry_infers_model_classes_and_modality(tmp_path, monke
     assert model.preprocessing.name == "caffe-nyud-hha"
     assert torch.equal(model.score_fr.weight, source.score_fr.weight)
     with pytest.raises(ValueError, match="modality='hha'.*built with modality='rgb'"):
-        load_any("test-mini-hha", options={"modality": "rgb"})
+        load_any("test-mini-hha", model_options={"modality": "rgb"})
     with pytest.raises(ValueError, match="without a segmentation score layer"):
         load_any("test-mini-trunk")
 

@@ -28,12 +28,23 @@ IGNORE_INDEX = 255
 Sample = dict[str, Any]
 
 
-class DatasetError(Exception):
+class DatasetError(ValueError):
     """A sample or a dataset layout is not what the reader expects (message names the files)."""
 
 
 class SplitUnavailable(DatasetError):
     """The split's list of samples cannot be found under the dataset root."""
+
+
+def require_root(root: str | Path | None, owner: str, hint: str) -> Path:
+    """The one check of a dataset root: given, and a folder; else :class:`DatasetError` naming
+    ``owner`` (the dataset) and ``hint`` (the layout expected under the root)."""
+    if root is None:
+        raise DatasetError(f"{owner} needs its root folder (root=, data.root in a config): {hint}")
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise DatasetError(f"{path}: dataset root is not a folder ({hint})")
+    return path
 
 
 # ------------------------------------------------------------------------------------------
@@ -297,10 +308,8 @@ class SegmentationDataset(Dataset):
     ) -> None:
         if root is None and not self.needs_root:
             self.root: Path | None = None
-        elif root is None:
-            raise DatasetError(f"{type(self).__name__} needs a root folder ({self.layout_hint()})")
         else:
-            self.root = Path(root).expanduser()
+            self.root = require_root(root, type(self).__name__, self.layout_hint())
         self.split = split
         self.transform = transform
         self.strict = strict
@@ -309,8 +318,6 @@ class SegmentationDataset(Dataset):
         self.index_problems: list[str] = []
         self.notes: list[str] = []  # facts a user should know (printed by `fcnkit data`)
         self.eval_exclude = []
-        if self.root is not None and not self.root.is_dir():
-            raise DatasetError(f"{self.root}: dataset root is not a folder ({self.layout_hint()})")
 
     # -- hooks for subclasses ------------------------------------------------------------
     def load(self, index: int) -> Sample:

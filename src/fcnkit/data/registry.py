@@ -81,6 +81,6 @@ def create_dataset(name: str, root: Any = None, split: str = "train", **options:
         raise ValueError(
             f"dataset {name!r} has no split {split!r}; splits: {', '.join(entry.splits)}"
         )
-    if entry.needs_root and root is None:
-        raise ValueError(f"dataset {name!r} needs root= (the folder holding its files)")
+    # the root is checked once, by the dataset itself (fcnkit.data.base.require_root), where
+    # the message can describe the layout expected under it
     return entry.builder(root=root, split=split, **options)

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fcnkit.data.base import IGNORE_INDEX
+
 
 def pixel_cross_entropy(
     logits: Tensor,
@@ -31,7 +33,7 @@ def pixel_cross_entropy(
     normalize: bool = True,
     sample_prob: float = 1.0,
     class_weights: Tensor | None = None,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """Cross-entropy of ``N x C x H x W`` logits against ``N x H x W`` int labels.
@@ -97,7 +99,7 @@ class SegmentationLoss(nn.Module):
         normalize: bool = True,
         sample_prob: float = 1.0,
         class_weights: Sequence[float] | None = None,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
         head_weights: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__()

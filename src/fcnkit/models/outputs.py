@@ -50,6 +50,11 @@ def select_head(out: Outputs, head: str | None = None) -> Tensor:
     return named[head]
 
 
+def same_form(template: Outputs, named: dict[str, Tensor]) -> Outputs:
+    """``named`` (head -> tensor, as :func:`heads` returns) in the form of ``template``."""
+    return named if isinstance(template, dict) else named[SINGLE_HEAD]
+
+
 def map_heads(out: Outputs, fn: Callable[[Tensor], Tensor]) -> Outputs:
     """``fn`` applied to every head, keeping the output's form (tensor or dict)."""
     return {k: fn(v) for k, v in out.items()} if isinstance(out, dict) else fn(out)

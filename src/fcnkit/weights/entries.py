@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from fcnkit.data.voc import VOC_CLASSES
+
 # --------------------------------------------------------------------------- classes
 
 VGG16_CONVS = (
@@ -24,11 +26,7 @@ VGG16_CONVS = (
 )  # fmt: skip
 _TV_VGG16_CONV_INDICES = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
 
-VOC_CLASSES = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
-    "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
-    "sheep", "sofa", "train", "tvmonitor",
-)  # fmt: skip
+# VOC_CLASSES: one definition, with the dataset (fcnkit.data.voc)
 
 
 def imagenet_classes() -> list[str]:

@@ -148,3 +148,56 @@ def test_forbidden_directions(source: str) -> None:
     edges, witnesses = part_graph()
     bad = sorted(edges.get(source, set()) & FORBIDDEN[source])
     assert bad == [], [w for b in bad for w in witnesses[source, b]]
+
+
+# Public names that several modules define on purpose:
+ALLOWED_TWICE = {
+    "register": "every cli/<group>.py defines register(subparsers) (the CLI's discovery contract)",
+    "run": "cli handlers",
+    "LABEL_TABLE": "each dataset's own raw-value -> class table",
+    "create_model": "models.registry keeps the older spelling for one release (weights.factory)",
+}
+
+
+def test_every_public_name_is_defined_once() -> None:
+    """One owner for each constant and name (the whole package): a public module-level name
+    (constant, function, class, alias) is bound by an assignment or definition in one module;
+    the others import it."""
+    owners: dict[str, list[str]] = defaultdict(list)
+    for name, path in all_modules().items():
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                bound = [node.name]
+            elif isinstance(node, ast.Assign):
+                bound = [t.id for t in node.targets if isinstance(t, ast.Name)]
+            elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                bound = [node.target.id]
+            else:
+                continue
+            for n in bound:
+                if not n.startswith("_") and n not in ALLOWED_TWICE:
+                    owners[n].append(name)
+    assert {n: m for n, m in owners.items() if len(m) > 1} == {}
+
+
+def test_no_literal_ignore_index() -> None:
+    """The ignore label is ``fcnkit.data.base.IGNORE_INDEX``: no parameter or field named
+    ``ignore_index`` defaults to a literal number anywhere else."""
+    literal = []
+    for name, path in all_modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                args = node.args.args + node.args.kwonlyargs
+                defaults = [None] * (len(node.args.args) - len(node.args.defaults))
+                every = defaults + node.args.defaults + node.args.kw_defaults
+                pairs = zip(args, every, strict=True)
+            elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                pairs = [(node.target, node.value)]
+            else:
+                continue
+            for arg, default in pairs:
+                arg_name = getattr(arg, "arg", getattr(arg, "id", ""))
+                number = isinstance(default, ast.Constant) and type(default.value) is int
+                if arg_name in ("ignore", "ignore_index") and number:
+                    literal.append(f"{name}: {arg_name} = {default.value}")
+    assert literal == []

@@ -27,14 +27,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fcnkit.data.base import voc_palette
+from fcnkit.data.base import IMAGE_EXTENSIONS, colorize, overlay  # noqa: F401 (re-exports)
 from fcnkit.metrics import scores_to_labels
 from fcnkit.models.outputs import Outputs, heads, map_heads, same_form, select_head, zip_heads
 from fcnkit.preprocessing import Preprocessing, get_preprocessing
 
 ImageLike = Union[str, os.PathLike, "Image.Image", np.ndarray, torch.Tensor]  # noqa: F821, UP007
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
 # --------------------------------------------------------------------------- outputs
@@ -248,31 +246,6 @@ def load_image(source: ImageLike) -> torch.Tensor:
             warnings.warn("float image in 0..1: fcnkit expects 0..255", stacklevel=2)
         return source
     raise TypeError(f"cannot read an image from {type(source).__name__}")
-
-
-def colorize(label: np.ndarray, palette: Sequence[Sequence[int]] | None = None) -> Any:
-    """A palette-mode ("P") PIL image of an index map (values < 256)."""
-    from PIL import Image
-
-    label = np.asarray(label)
-    if label.size and (label.min() < 0 or label.max() > 255):
-        raise ValueError("palette PNGs hold class indices 0..255")
-    image = Image.fromarray(label.astype(np.uint8), mode="P")
-    colours = [tuple(c) for c in (palette or [])] + voc_palette(256)[len(palette or []) :]
-    image.putpalette([v for c in colours[:256] for v in c])
-    return image
-
-
-def overlay(
-    image: np.ndarray,
-    label: np.ndarray,
-    palette: Sequence[Sequence[int]] | None = None,
-    alpha: float = 0.5,
-) -> np.ndarray:
-    """Blend the label colours over an ``H x W x 3`` ``uint8`` image."""
-    colours = np.array(list(palette or []) + voc_palette(256)[len(palette or []) :], np.float32)
-    blended = (1 - alpha) * image[..., :3].astype(np.float32) + alpha * colours[label]
-    return blended.round().clip(0, 255).astype(np.uint8)
 
 
 # --------------------------------------------------------------------------- Segmenter

@@ -121,6 +121,10 @@ CAFFE_NYUD_COLOR_HHA = Preprocessing(
     (1.0,) * 6,
 )
 # The VGG ILSVRC-2014 Caffe models: BGR 0..255 minus the ImageNet mean.
+# NYUDv2 input modalities (paper Sec. 5, Table 4): colour, HHA, early-fusion RGB-D, late-fusion
+# RGB + HHA; the reader stacks them, the models take as many input channels.
+MODALITIES = ("rgb", "hha", "rgbd", "rgb+hha")
+
 CAFFE_ILSVRC = Preprocessing("caffe-ilsvrc", "BGR", 255.0, (103.939, 116.779, 123.68))
 # TF EfficientNet-Lite: RGB 0..255, (x - 127) / 128 (the TPU reference's lite preprocessing).
 TF_EFFICIENTNET_LITE = Preprocessing(

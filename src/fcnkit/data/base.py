@@ -25,6 +25,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 IGNORE_INDEX = 255
+# image files fcnkit reads (PIL formats), for datasets and for `fcnkit predict` on a folder
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 Sample = dict[str, Any]
 
 
@@ -75,6 +77,32 @@ def distinct_palette(n: int) -> list[tuple[int, int, int]]:
         r, g, b = colorsys.hls_to_rgb(h, light, 0.75)
         colours.append((round(r * 255), round(g * 255), round(b * 255)))
     return colours
+
+
+def colorize(label: np.ndarray, palette: Sequence[Sequence[int]] | None = None) -> Any:
+    """A palette-mode ("P") PIL image of an index map (values < 256)."""
+    from PIL import Image
+
+    label = np.asarray(label)
+    if label.size and (label.min() < 0 or label.max() > 255):
+        raise ValueError("palette PNGs hold class indices 0..255")
+    image = Image.fromarray(label.astype(np.uint8), mode="P")
+    colours = [tuple(c) for c in (palette or [])] + voc_palette(256)[len(palette or []) :]
+    image.putpalette([v for c in colours[:256] for v in c])
+    return image
+
+
+def overlay(
+    image: np.ndarray,
+    label: np.ndarray,
+    palette: Sequence[Sequence[int]] | None = None,
+    alpha: float = 0.5,
+) -> np.ndarray:
+    """Blend the label colours over an ``H x W x 3`` ``uint8`` image; classes past
+    ``palette`` (and the ignore label 255) take the VOC colour map's colours."""
+    colours = np.array(list(palette or []) + voc_palette(256)[len(palette or []) :], np.float32)
+    blended = (1 - alpha) * image[..., :3].astype(np.float32) + alpha * colours[label]
+    return blended.round().clip(0, 255).astype(np.uint8)
 
 
 # ------------------------------------------------------------------------------------------

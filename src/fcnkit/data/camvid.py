@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from fcnkit.data.base import (
+    IMAGE_EXTENSIONS,
     DatasetError,
     Sample,
     SegmentationDataset,
@@ -32,7 +33,6 @@ CAMVID_PALETTE = [
 ]  # fmt: skip
 LABEL_TABLE = {**offset_table(11, first=0, void=(11,))}
 _LABEL_WHAT = "a CamVid annotation PNG with values 0..10 (classes) or 11 (void)"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 class CamVid(SegmentationDataset):
@@ -47,7 +47,7 @@ class CamVid(SegmentationDataset):
         for d in (self.image_dir, self.label_dir):
             if not d.is_dir():
                 raise DatasetError(f"{d}: missing ({self.layout_hint()})")
-        images = sorted(p for p in self.image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        images = sorted(p for p in self.image_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
         self._images = {p.stem: p for p in images}
         self.ids = [p.stem for p in images]
         labels = {p.stem for p in self.label_dir.iterdir() if p.suffix.lower() == ".png"}

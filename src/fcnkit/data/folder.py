@@ -46,6 +46,7 @@ import torch
 
 from fcnkit.data.base import (
     IGNORE_INDEX,
+    IMAGE_EXTENSIONS,
     DatasetError,
     Sample,
     SegmentationDataset,
@@ -58,7 +59,6 @@ from fcnkit.data.base import (
 )
 from fcnkit.data.registry import register_dataset
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 MASK_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
 _SNIFF = 8  # masks read at construction to detect 0/255 binary masks
 
@@ -168,7 +168,7 @@ class FolderDataset(SegmentationDataset):
         n = len(self.classes)
         self.palette = pal_colours[:n] if len(pal_colours) >= n else voc_palette(n)
 
-        images = _index_by_stem(self.image_dir, IMAGE_SUFFIXES, self.index_problems)
+        images = _index_by_stem(self.image_dir, IMAGE_EXTENSIONS, self.index_problems)
         masks = _index_by_stem(self.mask_dir, MASK_SUFFIXES, self.index_problems)
         self._images, self._masks = images, masks
         split_file = self.root / "splits" / f"{split}.txt"

@@ -55,6 +55,7 @@ from fcnkit.preprocessing import (  # the depth code's one definition
     DEPTH_CODE_STD,
     DEPTH_LOG2_MIN,
     DEPTH_LOG2_SPAN,
+    MODALITIES,
     REFERENCE_LOG_DEPTH_MEAN,
 )
 
@@ -67,7 +68,6 @@ NYUD40_CLASSES = [
     "otherfurniture", "otherprop",
 ]  # fmt: skip
 NYUD40_PALETTE = distinct_palette(len(NYUD40_CLASSES))
-MODALITIES = ("rgb", "hha", "rgbd", "rgb+hha")
 LABEL_TABLE = offset_table(40, first=1, void=(0,))
 PAPER_SPLIT_SIZES = {"trainval": 795, "test": 654}  # Gupta et al.'s split, used by the paper
 __all__ = [

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from fcnkit.data.base import IGNORE_INDEX, as_segmentation_dataset, num_classes_of
+from fcnkit.data.base import IGNORE_INDEX, as_segmentation_dataset, num_classes_of, overlay
 from fcnkit.data.check import sample_indices
 
 
@@ -133,20 +133,6 @@ def plot_frequencies(
     plt.close(fig)
 
 
-def overlay(
-    image: torch.Tensor, label: torch.Tensor, palette: list, alpha: float = 0.5
-) -> Image.Image:
-    """RGB image (first three channels) blended with the label's palette colours."""
-    rgb = image[:3].permute(1, 2, 0).numpy().astype(np.float32)
-    lut = np.full((256, 3), 255, dtype=np.float32)  # ignore and unknown -> white
-    for k, colour in enumerate(palette[:255]):
-        lut[k] = colour
-    lab = label.numpy()
-    colours = lut[np.clip(lab, 0, 255)]
-    out = (1 - alpha) * rgb + alpha * colours
-    return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8))
-
-
 def sample_grid(
     dataset: Any, indices: list[int], path: Path, tile: int = 192, cols: int = 4
 ) -> None:
@@ -160,7 +146,9 @@ def sample_grid(
         labels = _labels(sample)
         key = next(iter(labels))
         palette = pal_of.get(key, dataset.palette) if targets else dataset.palette
-        im = overlay(sample["image"], labels[key], palette)
+        rgb = sample["image"][:3].permute(1, 2, 0).numpy().astype(np.uint8)
+        lab = np.clip(labels[key].numpy(), 0, 255)
+        im = Image.fromarray(overlay(rgb, lab, palette))
         scale = tile / max(im.size)
         im = im.resize(
             (max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.NEAREST

@@ -43,10 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from fcnkit.data.base import IGNORE_INDEX
+from fcnkit.data.base import IGNORE_INDEX, Sample
 from fcnkit.preprocessing import Preprocessing, get_preprocessing
-
-Sample = dict[str, Any]
 
 __all__ = [
     "JointTransform",

@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any, Union
 
 import yaml
 
+from fcnkit.data.base import IGNORE_INDEX
+
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
 
@@ -74,7 +76,7 @@ class LossConfig:
     normalize: bool = True
     sample_prob: float = 1.0  # loss sampling (Sec. 4.3): keep each pixel's term w.p. p
     class_weights: list[float] | None = None  # per-class weights (None: unweighted, as paper)
-    ignore_index: int = 255
+    ignore_index: int = IGNORE_INDEX
     head_weights: dict | None = None  # multi-head nets: {head: weight}; None sums all heads
 
 

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from fcnkit.coord_map import CoordMap, crop_offset
 from fcnkit.models.heads import bilinear_upsampler, crop, score_layer
 from fcnkit.models.registry import register_model
-from fcnkit.preprocessing import Preprocessing, get_preprocessing
+from fcnkit.preprocessing import MODALITIES, Preprocessing, get_preprocessing
 
 __all__ = [
     "FCN",
@@ -372,8 +372,6 @@ def fcn8s_siftflow(
 
 # ---------------------------------------------------------------------------------------
 # NYUDv2: RGB, HHA, early fusion RGB-D, late fusion RGB + HHA (Sec. 5, Table 4)
-
-MODALITIES = ("rgb", "hha", "rgbd", "rgb+hha")
 
 
 def nyud_preprocessing(modality: str) -> Preprocessing:

@@ -220,6 +220,3 @@ def test_is_a_segmentation_dataset_with_the_base_contract() -> None:
     assert all(
         r.ok and r.checked == 4 for r in check("synthetic", None, ["val"], {"num_samples": 4})
     )
-    # a transform runs on __getitem__ only, like every SegmentationDataset
-    flipped = SyntheticShapes("val", num_samples=2, size=32, transform=lambda s: {**s, "id": "x"})
-    assert flipped[0]["id"] == "x" and flipped.load(0)["id"] == "synthetic-val-000000"

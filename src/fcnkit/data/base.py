@@ -15,7 +15,7 @@ Problems that concern the whole index (files missing for listed ids, masks witho
 from __future__ import annotations
 
 import colorsys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, overload
 
@@ -330,7 +330,6 @@ class SegmentationDataset(Dataset):
         self,
         root: str | Path | None,
         split: str,
-        transform: Callable[[Sample], Sample] | None = None,
         strict: bool = True,
         validate: bool = True,
     ) -> None:
@@ -339,7 +338,6 @@ class SegmentationDataset(Dataset):
         else:
             self.root = require_root(root, type(self).__name__, self.layout_hint())
         self.split = split
-        self.transform = transform
         self.strict = strict
         self.validate = validate
         self.ids: list[str] = []
@@ -349,7 +347,7 @@ class SegmentationDataset(Dataset):
 
     # -- hooks for subclasses ------------------------------------------------------------
     def load(self, index: int) -> Sample:
-        """Read sample ``index`` without transform (raises :class:`DatasetError`)."""
+        """Read sample ``index`` (raises :class:`DatasetError`)."""
         raise NotImplementedError
 
     def files(self, index: int) -> dict[str, Path]:
@@ -369,10 +367,7 @@ class SegmentationDataset(Dataset):
             index += len(self)
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} samples")
-        sample = self.load_checked(index)
-        if self.transform is not None:
-            sample = self.transform(sample)
-        return sample
+        return self.load_checked(index)
 
     def load_checked(self, index: int) -> Sample:
         """``load`` + ``check_sample``; any failure becomes a DatasetError naming the files."""

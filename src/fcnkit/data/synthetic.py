@@ -78,7 +78,7 @@ class SyntheticShapes(SegmentationDataset):
         radius: object radius range as fractions of ``min(H, W)``.
         clutter: draw background distractors (thin lines, small dots).
         ignore_boundary: width in pixels of an ignore band around label changes (0 = none).
-        transform, strict, validate: as for every :class:`SegmentationDataset` (``validate``
+        strict, validate: as for every :class:`SegmentationDataset` (``validate``
             defaults to False here: samples are valid by construction).
     """
 

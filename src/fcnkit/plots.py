@@ -1,0 +1,224 @@
+"""Every figure fcnkit draws from training and evaluation results.
+
+- :func:`plot_curves`: a run's training loss and validation mean IU against the step;
+- :func:`plot_confusion`: a row-normalised confusion matrix (rows: truth);
+- :func:`plot_per_class`: per-class IU as bars (the paper's per-class tables, Sec. 5);
+- :func:`prediction_grid` (a tensor, for TensorBoard) and :func:`plot_overlays` (a PNG):
+  image | truth | prediction for a few samples (:class:`SamplePrediction`, made by
+  :func:`fcnkit.engine.evaluate.predict_samples`).
+
+matplotlib is imported inside the functions (non-interactive ``Agg`` backend), so importing
+this module costs nothing. The engine draws through this module (TensorBoard samples), so
+it never imports the engine: what it draws comes in as arguments or files (``log.jsonl``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from fcnkit.metrics import ConfusionMatrix
+
+Palette = Sequence[Sequence[int]]
+
+
+@dataclass
+class SamplePrediction:
+    """One sample's picture, truth and prediction (primary head), ready to draw."""
+
+    image: np.ndarray  # H x W x 3 uint8: the first three channels, denormalised
+    truth: np.ndarray  # H x W class indices (the ignore label where unlabelled)
+    pred: np.ndarray  # H x W predicted classes
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: str | os.PathLike, dpi: int) -> Path:
+    """Write ``fig`` to ``path`` (creating its folder) and free it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    _pyplot().close(fig)
+    return path
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def read_log(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """The events of a run's ``log.jsonl`` (written by :class:`fcnkit.engine.rundir.RunLogger`)."""
+    path = Path(run_dir) / "log.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"no training log at {path} (is {run_dir} a run directory?)")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_curves(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """PNG with the training loss and the validation mean IU against the step."""
+    plt = _pyplot()
+    events = read_log(run_dir)
+    # null (NaN when logged) values are gaps, not points
+    train_ev = [e for e in events if e["event"] == "train" and _number(e.get("loss"))]
+    eval_ev = [e for e in events if e["event"] == "eval" and _number(e.get("mean_iu"))]
+    fig, (ax_loss, ax_iu) = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax_loss.plot([e["step"] for e in train_ev], [e["loss"] for e in train_ev], color="C0")
+    ax_loss.set_xlabel("step")
+    ax_loss.set_ylabel("training loss")
+    ax_loss.set_title("loss")
+    ax_loss.grid(alpha=0.3)
+    ax_iu.plot(
+        [e["step"] for e in eval_ev], [100 * e["mean_iu"] for e in eval_ev], "o-", color="C1"
+    )
+    ax_iu.set_xlabel("step")
+    ax_iu.set_ylabel("mean IU (%)")
+    ax_iu.set_ylim(0, 100)
+    ax_iu.set_title("validation mean IU")
+    ax_iu.grid(alpha=0.3)
+    fig.suptitle(Path(run_dir).name)
+    fig.tight_layout()
+    return _save(fig, out, dpi=90)
+
+
+def plot_confusion(
+    matrix: ConfusionMatrix,
+    path: str | os.PathLike,
+    title: str = "",
+    *,
+    class_names: Sequence[str] | None = None,
+) -> Path:
+    """A row-normalised confusion matrix (rows: truth) with class names (default: the
+    matrix's), as a PNG."""
+    plt = _pyplot()
+    norm = matrix.normalized().numpy()
+    n = matrix.num_classes
+    names = list(class_names or matrix.class_names or [str(i) for i in range(n)])
+    side = min(30.0, max(5.0, 0.32 * n + 2.5))
+    fig, ax = plt.subplots(figsize=(side + 1.2, side))
+    image = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax.set_xticks(range(n), names, rotation=90, fontsize=8)
+    ax.set_yticks(range(n), names, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("truth")
+    if n <= 25:
+        for i in range(n):
+            for j in range(n):
+                if norm[i, j] >= 0.005:
+                    colour = "white" if norm[i, j] > 0.5 else "black"
+                    ax.text(j, i, f"{100 * norm[i, j]:.0f}", ha="center", va="center",
+                            fontsize=7, color=colour)  # fmt: skip
+    ax.set_title(title or "confusion matrix (row-normalised)")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    return _save(fig, path, dpi=100)
+
+
+def plot_per_class(
+    names: Sequence[str],
+    values: Sequence[float | None],
+    path: str | os.PathLike,
+    *,
+    title: str = "",
+    excluded: Sequence[int | str] = (),
+    palette: Palette | None = None,
+    ylabel: str = "IU (%)",
+) -> Path:
+    """Per-class values (fractions, e.g. ``per_class_iu``) as bars in percent.
+
+    A class without a value (``None``/NaN: absent from labels and predictions) gets no bar
+    and an ``n/a`` mark; excluded classes (by index or name) are hatched.
+    """
+    plt = _pyplot()
+    n = len(names)
+    heights = [100 * v if v is not None and _number(v) else 0.0 for v in values]
+    left_out = {names[e] if isinstance(e, int) else e for e in excluded}
+    colours = [
+        tuple(c / 255 for c in palette[i]) if palette and i < len(palette) else "C0"
+        for i in range(n)
+    ]
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.32 * n + 2.0), 3.6))
+    bars = ax.bar(range(n), heights, color=colours, edgecolor="black", linewidth=0.4)
+    for i, (bar, value) in enumerate(zip(bars, values, strict=True)):
+        if names[i] in left_out:
+            bar.set_hatch("//")
+        if value is None or not _number(value):
+            ax.text(i, 1, "n/a", ha="center", va="bottom", fontsize=7, rotation=90)
+    ax.set_xticks(range(n), names, rotation=70, ha="right", fontsize=8)
+    ax.set_ylim(0, 100)
+    ax.set_ylabel(ylabel)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_title(title or "per-class IU")
+    fig.tight_layout()
+    return _save(fig, path, dpi=100)
+
+
+def color_labels(label: np.ndarray, palette: Palette | None) -> np.ndarray:
+    """``H x W`` class map -> ``H x W x 3`` ``uint8`` colours (:func:`fcnkit.inference.colorize`;
+    the ignore label 255 gets the VOC colour of 255)."""
+    from fcnkit.inference import colorize
+
+    return np.asarray(colorize(np.clip(label, 0, 255), palette).convert("RGB"))
+
+
+def prediction_grid(samples: Sequence[SamplePrediction], palette: Palette | None) -> torch.Tensor:
+    """A ``3 x H x W`` ``uint8`` picture, one row per sample: image | truth | prediction
+    (TensorBoard's ``add_image``); narrower rows are padded on the right with black."""
+    rows = [
+        np.concatenate(
+            [s.image, color_labels(s.truth, palette), color_labels(s.pred, palette)], axis=1
+        )
+        for s in samples
+    ]
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows]
+    return torch.from_numpy(np.concatenate(rows, axis=0)).permute(2, 0, 1).contiguous()
+
+
+def plot_overlays(
+    samples: Sequence[SamplePrediction],
+    palette: Palette,
+    classes: Sequence[str],
+    path: str | os.PathLike,
+) -> Path:
+    """A grid, one row per sample: image | truth | prediction blended over the image, with a
+    legend of the classes' colours."""
+    from fcnkit.inference import overlay
+
+    plt = _pyplot()
+    palette = [tuple(c) for c in palette]
+    n = len(samples)
+    fig, axes = plt.subplots(n, 3, figsize=(7.5, 2.5 * n), squeeze=False)
+    for row, s in enumerate(samples):
+        panels = [
+            (s.image, "image"),
+            (color_labels(s.truth, palette), "truth"),
+            (overlay(s.image, s.pred, palette, 0.55), "prediction"),
+        ]
+        for col, (picture, title) in enumerate(panels):
+            ax = axes[row, col]
+            ax.imshow(picture, interpolation="nearest")
+            ax.set_axis_off()
+            if row == 0:
+                ax.set_title(title)
+    handles = [
+        plt.Rectangle((0, 0), 1, 1, color=np.array(palette[i]) / 255.0) for i in range(len(classes))
+    ]
+    fig.legend(handles, list(classes), loc="lower center", ncol=4, frameon=False)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return _save(fig, path, dpi=80)

@@ -1,0 +1,95 @@
+"""fcnkit.plots: every figure (curves, confusion, per-class bars, sample grids) in one module."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fcnkit import plots
+from fcnkit.metrics import ConfusionMatrix
+from fcnkit.plots import SamplePrediction
+
+PALETTE = [(0, 0, 0), (200, 10, 10), (10, 200, 10)]
+
+
+def samples() -> list[SamplePrediction]:
+    """Two samples of different widths; the second has an ignore (255) pixel."""
+    g = np.random.default_rng(0)
+    first = SamplePrediction(
+        g.integers(0, 256, (4, 6, 3), dtype=np.uint8), np.ones((4, 6), int), np.zeros((4, 6), int)
+    )
+    truth = np.full((3, 5), 2)
+    truth[0, 0] = 255
+    second = SamplePrediction(g.integers(0, 256, (3, 5, 3), dtype=np.uint8), truth, truth % 3)
+    return [first, second]
+
+
+def test_import_does_not_load_matplotlib() -> None:
+    code = "import sys, fcnkit.plots, fcnkit.engine.train; print('matplotlib' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_plot_curves_skips_null_metrics(tmp_path: Path) -> None:
+    """NaN losses / metrics are logged as null; the plot leaves them out instead of crashing."""
+    run = tmp_path / "run"
+    run.mkdir()
+    events = [
+        {"event": "train", "step": 1, "loss": 2.0},
+        {"event": "train", "step": 2, "loss": None},
+        {"event": "eval", "step": 2, "mean_iu": None, "pixel_acc": 0.5},
+        {"event": "train", "step": 3, "loss": 1.0},
+        {"event": "eval", "step": 3, "mean_iu": 0.25},
+    ]
+    (run / "log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    assert plots.plot_curves(run, run / "curves.png").stat().st_size > 1000
+    with pytest.raises(FileNotFoundError, match="no training log"):
+        plots.plot_curves(tmp_path / "nothing", tmp_path / "x.png")
+
+
+def test_plot_confusion_names_and_folder(tmp_path: Path) -> None:
+    matrix = ConfusionMatrix(3, class_names=["sky", "road", "car"])
+    matrix.update(torch.tensor([[0, 1, 2, 2]]), torch.tensor([[0, 1, 1, 2]]))
+    path = plots.plot_confusion(matrix, tmp_path / "new" / "c.png", "title")
+    assert path == tmp_path / "new" / "c.png"  # the folder is created
+    image = Image.open(path)
+    assert image.size[0] > 200 and image.size[1] > 200
+    other = plots.plot_confusion(matrix, tmp_path / "d.png", class_names=["a", "b", "c"])
+    assert other.stat().st_size > 1000
+
+
+def test_plot_per_class_marks_missing_and_excluded(tmp_path: Path) -> None:
+    path = plots.plot_per_class(
+        ["sky", "road", "car", "moon"],
+        [0.5, None, math.nan, 0.25],
+        tmp_path / "bars.png",
+        excluded=["moon", 1],
+        palette=PALETTE,
+    )
+    assert Image.open(path).size[0] > 200
+
+
+def test_prediction_grid_rows_are_image_truth_prediction() -> None:
+    grid = plots.prediction_grid(samples(), PALETTE)
+    assert grid.dtype == torch.uint8 and grid.shape == (3, 4 + 3, 3 * 6)
+    first, second = samples()
+    hwc = grid.permute(1, 2, 0).numpy()
+    assert np.array_equal(hwc[:4, :6], first.image)
+    assert tuple(hwc[0, 6]) == PALETTE[1] and tuple(hwc[0, 12]) == PALETTE[0]  # truth, pred
+    assert np.array_equal(hwc[4:, :5], second.image)
+    assert not hwc[4:, 15:].any()  # the narrower row is padded with black
+    ignore = tuple(plots.color_labels(np.array([[255]]), PALETTE)[0, 0])
+    assert tuple(hwc[4, 5]) == ignore  # the ignore label has a colour of its own
+
+
+def test_plot_overlays_writes_a_grid_with_legend(tmp_path: Path) -> None:
+    path = plots.plot_overlays(samples(), PALETTE, ["bg", "red", "green"], tmp_path / "o.png")
+    assert Image.open(path).size == (600, 2 * 200)  # three panels wide, 200 px per sample

@@ -13,8 +13,18 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from fcnkit.data import build_transforms, collate_pad, create_dataset
 from fcnkit.engine.distributed import ShardSampler
-from fcnkit.engine.evaluate import evaluate, evaluate_confusion, make_eval_loader
+from fcnkit.engine.evaluate import (
+    MAIN,
+    Scoring,
+    dataset_scoring,
+    evaluate,
+    evaluate_confusion,
+    evaluate_model,
+    make_eval_loader,
+    predict_samples,
+)
 from fcnkit.metrics import ConfusionMatrix
+from fcnkit.models.outputs import SINGLE_HEAD
 from fcnkit.preprocessing import get_preprocessing
 
 
@@ -158,6 +168,58 @@ def test_shard_sampler_covers_every_sample_once() -> None:
     with pytest.raises(ValueError, match="rank 3"):
         ShardSampler(7, 3, 3)
     assert list(make_eval_loader(Samples(3)).sampler) == [0, 1, 2]  # no process group
+
+
+def test_dataset_scoring_reads_names_exclusions_and_ignore_index() -> None:
+    class SiftFlowLike(Samples):
+        classes = list("abcdefg")
+        targets = {"sem": list("abcdefg"), "geo": ["sky", "ground", "vertical"]}
+        eval_exclude = ["g"]
+        ignore_index = 7
+
+    data = SiftFlowLike(two_heads=True)
+    scoring = dataset_scoring(torch.utils.data.Subset(data, [0, 1]))  # Subset looked through
+    assert scoring == Scoring(dict(data.targets), {"sem": ["g"], "geo": []}, 7)
+    plain = Samples()
+    plain.classes = list("abcdefg")
+    assert dataset_scoring(plain, 7) == Scoring(list("abcdefg"), [], 255)
+    assert dataset_scoring(plain, 5).class_names is None  # names of another count dropped
+    with pytest.raises(ValueError, match="predicts 5 classes but the dataset has 7"):
+        dataset_scoring(plain, 5, strict=True)
+
+
+def test_evaluate_model_is_evaluate_with_the_matrices() -> None:
+    model = TinyNet(two_heads=True)
+    loader = DataLoader(Samples(two_heads=True), batch_size=2, collate_fn=collate_pad)
+    names = {"sem": list("abcdefg"), "geo": ["sky", "ground", "vertical"]}
+    result = evaluate_model(model, loader, scoring=Scoring(names, {"sem": ["g"]}))
+    metrics = evaluate(model, loader, class_names=names, exclude={"sem": ["g"]})
+    drop = ("seconds", "images_per_s")
+    assert {k: v for k, v in result.metrics.items() if k not in drop} == {
+        k: v for k, v in metrics.items() if k not in drop
+    }
+    assert result.primary == "sem" and list(result.matrices) == ["sem", "geo"]
+    assert result.matrix is result.matrices["sem"] and result.num_images == 5
+    assert result.excluded() == ["g"] and result.excluded("geo") == []
+    assert result.head_metrics("geo") == metrics["heads"]["geo"]
+    assert "(excluded)" in result.table() and "vertical" in result.table("geo")
+    assert result.predicted_classes() == int((result.matrix.matrix.sum(0) > 0).sum()) >= 1
+    assert MAIN == SINGLE_HEAD  # the old name of the single head, kept one release
+
+
+def test_predict_samples_draws_the_primary_head_and_keeps_the_mode() -> None:
+    model = TinyNet(two_heads=True).train()
+    data = Samples(2, two_heads=True)
+    transform = build_transforms(False, model.preprocessing)
+    samples = predict_samples(model, [transform(data[i]) for i in range(2)], 5)
+    assert model.training and len(samples) == 2
+    first = samples[0]
+    assert first.image.shape == (12, 10, 3) and str(first.image.dtype) == "uint8"
+    assert (first.image == data.images[0].permute(1, 2, 0).numpy()).all()  # denormalised
+    assert (first.truth == data.labels[0].numpy()).all()  # the primary head's labels
+    with torch.no_grad():
+        out = model.eval()(model.preprocessing.normalize(data.images[:1]))["sem"]
+    assert (first.pred == out[0].argmax(0).numpy()).all()
 
 
 # ------------------------------------------------------------------- 2 processes (test_ddp)

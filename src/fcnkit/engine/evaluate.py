@@ -11,24 +11,38 @@ Batches must contain images of one size or be padded with the ignore label (``co
 for exactly reproducible figures across batch sizes on mixed-size datasets evaluate one
 image at a time (the paper's whole-image evaluation), since padding changes the context seen
 near the bottom/right borders.
+
+One assembly serves validation during training, ``fcnkit eval`` and the demo: a dataset's
+:func:`dataset_scoring` (class names, classes left out of the means, its ``ignore_index``),
+then :func:`evaluate_model` -> :class:`EvalResult` (per-head confusion matrices, metrics,
+per-class tables). :func:`evaluate` is its metrics dict alone.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Union
 
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
+from fcnkit.data.base import IGNORE_INDEX
 from fcnkit.engine.distributed import ShardSampler, process_group
 from fcnkit.inference import SlidingWindow, dense_scores
 from fcnkit.metrics import ConfusionMatrix
+from fcnkit.models import outputs
+from fcnkit.models.outputs import SINGLE_HEAD, Outputs
+from fcnkit.plots import SamplePrediction
 
-MAIN = "main"  # head name used for single-output models
+MAIN = SINGLE_HEAD  # deprecated alias of fcnkit.models.outputs.SINGLE_HEAD (one release)
+
+# class names / excluded classes: the primary head's, or a dict per head
+Names = Union[Sequence[str], Mapping[str, Sequence[str]]]  # noqa: UP007 (runtime alias, 3.10)
+Exclude = Union[Sequence[Union[int, str]], Mapping[str, Sequence[Union[int, str]]]]  # noqa: UP007
 
 
 def make_eval_loader(
@@ -101,35 +115,101 @@ def _slice_batch(labels: Any, n: int) -> Any:
     return labels[:n]
 
 
-def _pairs(out: Any, labels: Any, heads: Sequence[str] | None) -> dict[str, tuple]:
-    """Pair the model's outputs with labels: dict by key, a plain label with the primary head."""
-    if isinstance(out, torch.Tensor):
+def _pairs(out: Outputs, labels: Any, wanted: Sequence[str] | None) -> dict[str, tuple]:
+    """Pair the model's heads with labels: by key for dict labels, a plain label map with the
+    primary head; a single-output model pairs with the one label map there is."""
+    named = outputs.heads(out)
+    if list(named) == [SINGLE_HEAD]:
         if isinstance(labels, Mapping):
             if len(labels) != 1:
                 raise ValueError(
                     f"the model has one output but the labels have several ({', '.join(labels)})"
                 )
             labels = next(iter(labels.values()))
-        return {MAIN: (out, labels)}
+        return {SINGLE_HEAD: (named[SINGLE_HEAD], labels)}
     if isinstance(labels, Mapping):
-        names = list(heads) if heads is not None else [k for k in out if k in labels]
-        missing = [k for k in names if k not in out or k not in labels]
+        names = list(wanted) if wanted is not None else [k for k in named if k in labels]
+        missing = [k for k in names if k not in named or k not in labels]
         if missing or not names:
             raise ValueError(
-                f"cannot pair heads {missing or names}: model heads {list(out)}, "
+                f"cannot pair heads {missing or names}: model heads {list(named)}, "
                 f"label keys {list(labels)}"
             )
-        return {k: (out[k], labels[k]) for k in names}
-    primary = next(iter(out))
-    if heads is not None and list(heads) != [primary]:
-        raise ValueError(f"a plain label pairs with the primary head {primary!r} only")
-    return {primary: (out[primary], labels)}
+        return {k: (named[k], labels[k]) for k in names}
+    first = outputs.primary_name(out)
+    if wanted is not None and list(wanted) != [first]:
+        raise ValueError(f"a plain label pairs with the primary head {first!r} only")
+    return {first: (named[first], labels)}
 
 
 def _per_head(value: Any, head: str, primary: str) -> Any:
+    """``value`` for ``head``: a dict's entry, or a plain value for the primary head only."""
     if isinstance(value, Mapping):
         return value.get(head)
     return value if head == primary else None
+
+
+def _model_input(module: nn.Module, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The batch on ``device``; raw ``uint8`` images normalised as the model expects."""
+    x = images.to(device, non_blocking=True)
+    if x.is_floating_point():
+        return x
+    if getattr(module, "preprocessing", None) is None:
+        raise ValueError(
+            "the loader yields raw uint8 images but the model records no "
+            "preprocessing: normalise them in the dataset's transform"
+        )
+    return module.preprocessing.normalize(x)
+
+
+def _count(
+    matrices: dict[str, ConfusionMatrix],
+    pairs: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+    *,
+    num_classes: int | Mapping[str, int] | None,
+    class_names: Names | None,
+    ignore_index: int,
+    device: torch.device,
+) -> None:
+    """Add one batch's ``head -> (scores, labels)`` to the per-head matrices (made on first use)."""
+    for head, (scores, label) in pairs.items():
+        if head not in matrices:
+            primary = next(iter(matrices), head)
+            expected = _per_head(num_classes, head, primary)
+            if expected is not None and expected != scores.shape[1]:
+                raise ValueError(
+                    f"head {head!r} outputs {scores.shape[1]} classes, expected {expected}"
+                )
+            names = _per_head(class_names, head, primary)
+            matrices[head] = ConfusionMatrix(
+                scores.shape[1], ignore_index, device=device, class_names=names
+            )
+        matrices[head].update(scores, label.to(device, non_blocking=True))
+
+
+def _all_reduce(
+    matrices: dict[str, ConfusionMatrix], counted: int, ignore_index: int, device: torch.device
+) -> int:
+    """Sum the matrices and the image count over the ranks; returns the total count."""
+    _, world = process_group()
+    # A rank with an empty shard has no matrices yet: agree on the heads first.
+    specs: list[Any] = [None] * world
+    local = [(h, m.num_classes, m.class_names) for h, m in matrices.items()]
+    dist.all_gather_object(specs, local)
+    for head, n, names in next((s for s in specs if s), []):
+        if head not in matrices:
+            matrices[head] = ConfusionMatrix(n, ignore_index, device, class_names=names)
+    if not matrices:
+        raise ValueError("nothing to evaluate: every rank's loader was empty")
+    for m in matrices.values():
+        m.all_reduce()
+    count = torch.tensor([counted], dtype=torch.int64, device=next(iter(matrices.values())).device)
+    dist.all_reduce(count)
+    return int(count.item())
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
 @torch.no_grad()
@@ -139,9 +219,9 @@ def evaluate_confusion(
     device: torch.device | str | None = None,
     *,
     num_classes: int | Mapping[str, int] | None = None,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
     heads: Sequence[str] | None = None,
-    class_names: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
+    class_names: Names | None = None,
     sliding_window: SlidingWindow | int | None = None,
     flip: bool = False,
     amp: bool = False,
@@ -153,7 +233,7 @@ def evaluate_confusion(
     loader is sharded (:class:`ShardSampler` / ``DistributedSampler``) and a process group is
     initialised; an unsharded loader already sees every sample on every rank.
     """
-    module = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    module = _unwrap(model)
     if device is None:
         device = next(module.parameters(), torch.empty(0)).device
     device = torch.device(device)
@@ -163,7 +243,6 @@ def evaluate_confusion(
     was_training = module.training
     module.eval()
     matrices: dict[str, ConfusionMatrix] = {}
-    primary: str | None = None
     seen = 0  # samples of this shard so far, duplicates included
     counted = 0
     try:
@@ -176,54 +255,137 @@ def evaluate_confusion(
                 if n == 0:
                     continue
                 images, labels = images[:n], _slice_batch(labels, n)
-            x = images.to(device, non_blocking=True)
-            if not x.is_floating_point():  # raw uint8 images: normalise as the model expects
-                if getattr(module, "preprocessing", None) is None:
-                    raise ValueError(
-                        "the loader yields raw uint8 images but the model records no "
-                        "preprocessing: normalise them in the dataset's transform"
-                    )
-                x = module.preprocessing.normalize(x)
+            x = _model_input(module, images, device)
             out = dense_scores(module, x, sliding_window=sliding_window, flip=flip, amp=amp)
-            for head, (scores, label) in _pairs(out, labels, heads).items():
-                primary = primary or head
-                if head not in matrices:
-                    expected = _per_head(num_classes, head, primary)
-                    if expected is not None and expected != scores.shape[1]:
-                        raise ValueError(
-                            f"head {head!r} outputs {scores.shape[1]} classes, expected {expected}"
-                        )
-                    matrices[head] = ConfusionMatrix(
-                        scores.shape[1],
-                        ignore_index,
-                        device=device,
-                        class_names=_per_head(class_names, head, primary),
-                    )
-                matrices[head].update(scores, label.to(device, non_blocking=True))
+            _count(matrices, _pairs(out, labels, heads), num_classes=num_classes,
+                   class_names=class_names, ignore_index=ignore_index, device=device)  # fmt: skip
             counted += n
     finally:
         module.train(was_training)
-    _, world = process_group()
     if reduce is None:
-        reduce = sharded and world > 1
+        reduce = sharded and process_group()[1] > 1
     if reduce:
-        # A rank with an empty shard has no matrices yet: agree on the heads first.
-        specs: list[Any] = [None] * world
-        local = [(h, m.num_classes, m.class_names) for h, m in matrices.items()]
-        dist.all_gather_object(specs, local)
-        for head, n, names in next((s for s in specs if s), []):
-            if head not in matrices:
-                matrices[head] = ConfusionMatrix(n, ignore_index, device, class_names=names)
-        if not matrices:
-            raise ValueError("nothing to evaluate: every rank's loader was empty")
-        for m in matrices.values():
-            m.all_reduce()
-        count = torch.tensor(
-            [counted], dtype=torch.int64, device=next(iter(matrices.values())).device
-        )
-        dist.all_reduce(count)
-        counted = int(count.item())
+        counted = _all_reduce(matrices, counted, ignore_index, device)
     return matrices, counted
+
+
+# ------------------------------------------------------------------------ one assembly
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """How labels are scored (Sec. 5): class names, classes left out of the means, the ignore
+    label. ``class_names`` and ``exclude`` are the primary head's, or dicts per head."""
+
+    class_names: Names | None = None
+    exclude: Exclude = ()
+    ignore_index: int = IGNORE_INDEX
+
+
+def dataset_scoring(
+    dataset: Any, num_classes: int | None = None, *, strict: bool = False
+) -> Scoring:
+    """The scoring ``dataset`` asks for: its classes (per head for multi-target datasets such
+    as SIFT Flow), its ``eval_exclude`` and its ``ignore_index`` (default
+    :data:`~fcnkit.data.base.IGNORE_INDEX`). ``Subset`` wrappers are looked through.
+
+    ``num_classes`` (the model's): class names of another count are dropped, or with
+    ``strict`` raise ``ValueError`` (the wrong dataset or model).
+    """
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    excluded = list(getattr(dataset, "eval_exclude", []) or [])
+    ignore_index = int(getattr(dataset, "ignore_index", IGNORE_INDEX))
+    targets = getattr(dataset, "targets", None)
+    if isinstance(targets, Mapping) and targets:
+        names = {head: list(classes) for head, classes in targets.items()}
+        exclude = {h: [e for e in excluded if e in c] for h, c in names.items()}
+        return Scoring(names, exclude, ignore_index)
+    classes = list(getattr(dataset, "classes", []) or []) or None
+    if classes is not None and num_classes is not None and len(classes) != num_classes:
+        if strict:
+            raise ValueError(
+                f"the model predicts {num_classes} classes but the dataset has "
+                f"{len(classes)} ({', '.join(classes[:5])}, ...): wrong dataset or model?"
+            )
+        classes = None
+    return Scoring(classes, excluded, ignore_index)
+
+
+@dataclass
+class EvalResult:
+    """What :func:`evaluate_model` found: per-head confusion matrices (primary head first),
+    their metrics (:func:`summarize`) and the scoring they were computed with."""
+
+    matrices: dict[str, ConfusionMatrix]
+    metrics: dict[str, Any]
+    scoring: Scoring
+    num_images: int
+    seconds: float
+
+    @property
+    def primary(self) -> str:
+        """The primary head's name (:data:`~fcnkit.models.outputs.SINGLE_HEAD` for one)."""
+        return next(iter(self.matrices))
+
+    @property
+    def matrix(self) -> ConfusionMatrix:
+        """The primary head's confusion matrix."""
+        return self.matrices[self.primary]
+
+    def excluded(self, head: str | None = None) -> list[int | str]:
+        """The classes left out of ``head``'s means (default: the primary head's)."""
+        head = head or self.primary
+        return list(_per_head(self.scoring.exclude, head, self.primary) or ())
+
+    def head_metrics(self, head: str | None = None) -> dict[str, Any]:
+        """The metrics of ``head`` (default: the primary head's)."""
+        head = head or self.primary
+        return self.metrics["heads"][head] if "heads" in self.metrics else self.metrics
+
+    def table(self, head: str | None = None) -> str:
+        """Per-class IU, accuracy and share of pixels, then the four metrics, as text."""
+        head = head or self.primary
+        return self.matrices[head].table(self.excluded(head))
+
+    def predicted_classes(self, head: str | None = None) -> int:
+        """How many classes ``head`` predicted for at least one labelled pixel."""
+        return int((self.matrices[head or self.primary].matrix.sum(0) > 0).sum())
+
+
+def evaluate_model(
+    model: nn.Module,
+    loader: Iterable,
+    device: torch.device | str | None = None,
+    *,
+    scoring: Scoring | None = None,
+    num_classes: int | Mapping[str, int] | None = None,
+    heads: Sequence[str] | None = None,
+    sliding_window: SlidingWindow | int | None = None,
+    flip: bool = False,
+    amp: bool = False,
+    reduce: bool | None = None,
+) -> EvalResult:
+    """Evaluate ``model`` over ``loader`` (paper Sec. 5) as ``scoring`` says (default: every
+    class, ignore label :data:`~fcnkit.data.base.IGNORE_INDEX`); see :func:`evaluate`."""
+    scoring = scoring or Scoring()
+    start = time.perf_counter()
+    matrices, count = evaluate_confusion(
+        model,
+        loader,
+        device,
+        num_classes=num_classes,
+        ignore_index=scoring.ignore_index,
+        heads=heads,
+        class_names=scoring.class_names,
+        sliding_window=sliding_window,
+        flip=flip,
+        amp=amp,
+        reduce=reduce,
+    )
+    seconds = time.perf_counter() - start
+    metrics = summarize(matrices, scoring.exclude, num_images=count, seconds=seconds)
+    return EvalResult(matrices, metrics, scoring, count, seconds)
 
 
 def evaluate(
@@ -232,10 +394,10 @@ def evaluate(
     device: torch.device | str | None = None,
     *,
     num_classes: int | Mapping[str, int] | None = None,
-    ignore_index: int = 255,
-    exclude: Sequence[int | str] | Mapping[str, Sequence[int | str]] = (),
+    ignore_index: int = IGNORE_INDEX,
+    exclude: Exclude = (),
     heads: Sequence[str] | None = None,
-    class_names: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
+    class_names: Names | None = None,
     sliding_window: SlidingWindow | int | None = None,
     flip: bool = False,
     amp: bool = False,
@@ -252,7 +414,7 @@ def evaluate(
         device: where to run and accumulate (default: the model's).
         num_classes: expected classes (int for the primary head, or per head); checked
             against the outputs, which decide it when ``None``.
-        ignore_index: label value left out (255).
+        ignore_index: label value left out (:data:`~fcnkit.data.base.IGNORE_INDEX`).
         exclude: classes dropped from the means (indices or names), for the primary head, or
             a dict per head (SIFT Flow: ``{"sem": ["cow", "desert", "moon"]}``).
         heads: the heads to evaluate (default: all that have labels).
@@ -265,28 +427,26 @@ def evaluate(
     Returns the primary head's metrics (``pixel_acc``, ``mean_acc``, ``mean_iu``, ``fw_iu``,
     ``per_class_iu``, ``per_class_acc``, ...) plus ``num_images``, ``seconds``,
     ``images_per_s``; multi-head models add ``heads`` (head name -> metrics) and ``head``.
+    :func:`evaluate_model` returns the confusion matrices as well.
     """
-    start = time.perf_counter()
-    matrices, count = evaluate_confusion(
+    scoring = Scoring(class_names, exclude, ignore_index)
+    return evaluate_model(
         model,
         loader,
         device,
+        scoring=scoring,
         num_classes=num_classes,
-        ignore_index=ignore_index,
         heads=heads,
-        class_names=class_names,
         sliding_window=sliding_window,
         flip=flip,
         amp=amp,
         reduce=reduce,
-    )
-    seconds = time.perf_counter() - start
-    return summarize(matrices, exclude, num_images=count, seconds=seconds)
+    ).metrics
 
 
 def summarize(
     matrices: Mapping[str, ConfusionMatrix],
-    exclude: Sequence[int | str] | Mapping[str, Sequence[int | str]] = (),
+    exclude: Exclude = (),
     *,
     num_images: int | None = None,
     seconds: float | None = None,
@@ -309,7 +469,37 @@ def summarize(
     if seconds is not None:
         result["seconds"] = seconds
         result["images_per_s"] = num_images / seconds if num_images and seconds > 0 else 0.0
-    if primary != MAIN:
+    if primary != SINGLE_HEAD:
         result["head"] = primary
         result["heads"] = per_head
     return result
+
+
+# ---------------------------------------------------------------------- sample pictures
+
+
+@torch.no_grad()
+def predict_samples(
+    model: nn.Module, dataset: Any, n: int, device: torch.device | str | None = None
+) -> list[SamplePrediction]:
+    """The primary head's predictions for the first ``n`` samples of ``dataset``, whole images
+    one at a time; ``dataset`` yields normalised images (the evaluation transform)."""
+    module = _unwrap(model)
+    if device is None:
+        device = next(module.parameters(), torch.empty(0)).device
+    was_training = module.training
+    module.eval()
+    samples = []
+    try:
+        for i in range(min(n, len(dataset))):
+            sample = dataset[i]
+            out = module(sample["image"][None].to(device))
+            label = sample["label"]
+            truth = next(iter(label.values())) if isinstance(label, Mapping) else label
+            image = module.preprocessing.denormalize(sample["image"][:3].float())
+            image = image.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0)
+            pred = outputs.primary(out)[0].argmax(0)
+            samples.append(SamplePrediction(image.cpu().numpy(), truth.numpy(), pred.cpu().numpy()))
+    finally:
+        module.train(was_training)
+    return samples

@@ -92,3 +92,32 @@ def test_staged_recipe_without_previous_stage_says_what_to_do(tmp_path: Path, ca
     err = capsys.readouterr().err
     assert "runs/voc-fcn32s" in err and "--init-from" in err
     assert not (tmp_path / "runs" / "x").exists()  # failed before creating the run dir
+
+
+def test_plot_skips_null_metrics(tmp_path: Path) -> None:
+    """`fcnkit plot RUN` on a log with null (NaN when logged) losses and metrics."""
+    run = tmp_path / "run"
+    run.mkdir()
+    events = [
+        {"event": "train", "step": 1, "loss": 2.0},
+        {"event": "train", "step": 2, "loss": None},
+        {"event": "eval", "step": 2, "mean_iu": None, "pixel_acc": 0.5},
+        {"event": "eval", "step": 3, "mean_iu": 0.25},
+    ]
+    (run / "log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    assert main(["plot", str(run), "--out", str(run / "cli.png")]) == 0
+    assert (run / "cli.png").stat().st_size > 1000
+
+
+def test_engine_errors_are_reworded_with_flags(tmp_path: Path, capsys) -> None:
+    """The engine names options (resume=True); the CLI names the flags that set them."""
+    from fcnkit.engine.config import load_config as load
+
+    run = tmp_path / "run"
+    run.mkdir()  # a run directory with its config but no checkpoint yet
+    config = load("demo", [a for a in TINY if a.startswith(("model.", "data.", "train."))])
+    (run / "config.yaml").write_text(config.to_yaml())
+    assert main(["train", "--resume", "--run-dir", str(run), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "--resume: no checkpoint at" in err and "nothing to resume" in err
+    assert "resume=True" not in err

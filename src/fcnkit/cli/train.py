@@ -121,7 +121,18 @@ def resume_config(args: argparse.Namespace) -> tuple[Config, Path]:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from fcnkit.engine.train import NonFiniteLossError, RunDirExistsError, train
+    from fcnkit.engine.errors import HintedError
+    from fcnkit.engine.train import train
+
+    # the engine's errors name options (resume=True, ...); here they are the flags that set them
+    flags = {
+        "resume": "--resume",
+        "overwrite": "--overwrite",
+        "run_dir": "--name/--run-dir",
+        "init_from": "--init-from {}",
+        "set": "--set {}",
+        "train": "fcnkit train {}",
+    }
 
     if args.resume:
         config, run_dir = resume_config(args)
@@ -143,7 +154,9 @@ def run_train(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             progress=not args.no_progress,
         )
-    except (RunDirExistsError, FileNotFoundError, NonFiniteLossError, ValueError) as err:
+    except HintedError as err:
+        raise CLIError(err.render(flags)) from None
+    except (FileNotFoundError, ValueError) as err:
         raise CLIError(str(err)) from None
     if _is_main():
         from fcnkit.metrics import METRIC_NAMES, format_metrics
@@ -160,7 +173,7 @@ def _is_main() -> bool:
 
 
 def run_plot(args: argparse.Namespace) -> int:
-    from fcnkit.engine.train import plot_curves
+    from fcnkit.plots import plot_curves
 
     try:
         out = plot_curves(args.run, args.out or args.run / "curves.png")

@@ -25,7 +25,12 @@ from typing import Any
 import torch
 
 from fcnkit.engine.config import Config, load_config
+from fcnkit.engine.evaluate import EvalResult
+from fcnkit.engine.rundir import write_json
 from fcnkit.metrics import METRIC_NAMES, ConfusionMatrix, format_metrics
+from fcnkit.plots import read_log
+
+CONFUSION_TITLE = "confusion (test, row-normalised)"
 
 
 def demo_config(
@@ -69,6 +74,8 @@ def run_demo(
     overrides: list[str] | None = None,
 ) -> dict[str, Any]:
     """Train, evaluate and report; returns the test metrics (plus ``run_dir``, timings)."""
+    from fcnkit import plots
+    from fcnkit.engine.evaluate import predict_samples
     from fcnkit.engine.train import train
 
     config = demo_config(steps, size, overrides)
@@ -78,17 +85,13 @@ def run_demo(
     train(config, run_dir, overwrite=overwrite, progress=progress)
     train_seconds = time.perf_counter() - t0
     t1 = time.perf_counter()
-    metrics, test_set, model, matrix = evaluate_test(config, run_dir, num_test)
+    result, test_set, model = evaluate_test_split(config, run_dir, num_test)
     eval_seconds = time.perf_counter() - t1
-    write_overlays(model, test_set, run_dir / "overlays.png")
-    from fcnkit.engine.train import plot_curves
-
-    plot_curves(run_dir, run_dir / "curves.png")
-    write_confusion(matrix, test_set.classes, run_dir / "confusion.png")
-    val = json.loads((run_dir / "metrics.json").read_text())
-    from fcnkit.engine.train import read_log, write_json
-
-    steps_done = max(e["step"] for e in read_log(run_dir) if e["event"] == "train")
+    samples = predict_samples(model, _eval_view(test_set, model), 6)
+    plots.plot_overlays(samples, test_set.palette, test_set.classes, run_dir / "overlays.png")
+    plots.plot_curves(run_dir, run_dir / "curves.png")
+    plots.plot_confusion(result.matrix, run_dir / "confusion.png", CONFUSION_TITLE)
+    metrics = result.metrics
     summary = {
         "split": "test",
         **{k: metrics[k] for k in METRIC_NAMES},
@@ -98,9 +101,9 @@ def run_demo(
         "eval_seconds": round(eval_seconds, 1),
         "threads": torch.get_num_threads(),
         "model": config.model.name,
-        "steps": steps_done,
+        "steps": _steps_done(run_dir),
         "steps_planned": config.train.steps,
-        "val": {k: val.get(k) for k in ("step", "pixel_acc", "mean_acc", "mean_iu", "fw_iu")},
+        "val": _val_summary(run_dir),
     }
     write_json(run_dir / "metrics.json", summary)
     write_report(config, summary, run_dir / "report.md")
@@ -109,18 +112,34 @@ def run_demo(
     return {**summary, "run_dir": str(run_dir)}
 
 
-def evaluate_test(
-    config: Config, run_dir: Path, num_test: int | None
-) -> tuple[dict[str, Any], Any, torch.nn.Module, ConfusionMatrix]:
-    """The best checkpoint on the synthetic ``test`` split (never seen in training).
+def _steps_done(run_dir: Path) -> int:
+    return max(e["step"] for e in read_log(run_dir) if e["event"] == "train")
 
-    Returns ``(metrics, raw test set, model, confusion matrix)``; the metrics are
-    :func:`fcnkit.engine.evaluate.evaluate`'s (via ``evaluate_confusion`` + ``summarize``,
-    which also give the matrix for the report).
+
+def _val_summary(run_dir: Path) -> dict[str, Any]:
+    """The last validation of the training run (its ``metrics.json``, before the demo's)."""
+    val = json.loads((run_dir / "metrics.json").read_text())
+    return {k: val.get(k) for k in ("step", *METRIC_NAMES)}
+
+
+def _eval_view(raw: Any, model: torch.nn.Module) -> Any:
+    """``raw`` through the evaluation transform (whole images, normalised for ``model``)."""
+    from fcnkit.data.transforms import TransformedDataset, build_transforms
+
+    return TransformedDataset(raw, build_transforms(False, model.preprocessing))
+
+
+def evaluate_test_split(
+    config: Config, run_dir: Path, num_test: int | None
+) -> tuple[EvalResult, Any, torch.nn.Module]:
+    """The best checkpoint on the synthetic ``test`` split (never seen in training), scored
+    as validation and ``fcnkit eval`` score (:func:`fcnkit.engine.evaluate.evaluate_model`).
+
+    Returns ``(result, raw test set, model)``.
     """
     from fcnkit.data import create_dataset
     from fcnkit.engine.checkpoint import load_model
-    from fcnkit.engine.evaluate import evaluate_confusion, make_eval_loader, summarize
+    from fcnkit.engine.evaluate import dataset_scoring, evaluate_model, make_eval_loader
 
     model, _ = load_model(run_dir)
     options = dict(config.data.val_options or config.data.options)
@@ -128,82 +147,35 @@ def evaluate_test(
         options["num_samples"] = num_test
     raw = create_dataset(config.data.dataset, None, "test", **options)
     loader = make_eval_loader(raw, 16, preprocessing=model.preprocessing, num_replicas=1, rank=0)
-    matrices, count = evaluate_confusion(
-        model, loader, "cpu", num_classes=model.num_classes, class_names=raw.classes
-    )
-    matrix = next(iter(matrices.values()))
-    return summarize(matrices, num_images=count), raw, model, matrix
+    scoring = dataset_scoring(raw, model.num_classes)
+    result = evaluate_model(model, loader, "cpu", scoring=scoring, num_classes=model.num_classes)
+    return result, raw, model
 
 
-@torch.no_grad()
+def evaluate_test(
+    config: Config, run_dir: Path, num_test: int | None
+) -> tuple[dict[str, Any], Any, torch.nn.Module, ConfusionMatrix]:
+    """``(metrics, raw test set, model, confusion matrix)`` of :func:`evaluate_test_split`
+    (kept for one release)."""
+    result, raw, model = evaluate_test_split(config, run_dir, num_test)
+    return result.metrics, raw, model, result.matrix
+
+
 def write_overlays(model: torch.nn.Module, dataset: Any, path: Path, n: int = 6) -> None:
-    """A grid: one row per held-out sample, columns image | truth | prediction overlay."""
-    import matplotlib
+    """:func:`fcnkit.plots.plot_overlays` of the first ``n`` samples of the raw ``dataset``
+    (kept for one release)."""
+    from fcnkit import plots
+    from fcnkit.engine.evaluate import predict_samples
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    from fcnkit.data.transforms import build_transforms
-    from fcnkit.inference import colorize, overlay
-
-    transform = build_transforms(False, model.preprocessing)
-    palette = [tuple(c) for c in dataset.palette]
-    n = min(n, len(dataset))
-    fig, axes = plt.subplots(n, 3, figsize=(7.5, 2.5 * n), squeeze=False)
-    for row in range(n):
-        sample = dataset[row]
-        pred = model(transform(sample)["image"][None]).argmax(1)[0].numpy()
-        image = sample["image"][:3].permute(1, 2, 0).numpy()
-        truth = np.asarray(colorize(sample["label"].numpy(), palette).convert("RGB"))
-        for col, (img, title) in enumerate(
-            [
-                (image, "image"),
-                (truth, "truth"),
-                (overlay(image, pred, palette, 0.55), "prediction"),
-            ]
-        ):
-            ax = axes[row, col]
-            ax.imshow(img, interpolation="nearest")
-            ax.set_axis_off()
-            if row == 0:
-                ax.set_title(title)
-    handles = [
-        plt.Rectangle((0, 0), 1, 1, color=np.array(palette[i]) / 255.0)
-        for i in range(len(dataset.classes))
-    ]
-    fig.legend(handles, dataset.classes, loc="lower center", ncol=4, frameon=False)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    samples = predict_samples(model, _eval_view(dataset, model), n)
+    plots.plot_overlays(samples, dataset.palette, dataset.classes, path)
 
 
 def write_confusion(matrix: ConfusionMatrix, classes: list[str], path: Path) -> None:
-    """Row-normalised confusion matrix (rows: truth) as a PNG."""
-    import matplotlib
+    """:func:`fcnkit.plots.plot_confusion` with ``classes`` (kept for one release)."""
+    from fcnkit.plots import plot_confusion
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    norm = matrix.normalized().numpy()
-    fig, ax = plt.subplots(figsize=(6, 5))
-    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    ax.set_yticks(range(len(classes)), classes)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("truth")
-    for i in range(len(classes)):
-        for j in range(len(classes)):
-            if norm[i, j] >= 0.01:
-                color = "white" if norm[i, j] > 0.5 else "black"
-                ax.text(
-                    j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=7, color=color
-                )
-    fig.colorbar(im, ax=ax)
-    ax.set_title("confusion (test, row-normalised)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    plot_confusion(matrix, path, CONFUSION_TITLE, class_names=classes)
 
 
 def write_report(config: Config, summary: dict[str, Any], path: Path) -> None:

@@ -103,6 +103,26 @@ def _two_targets(root=None, split="val") -> TwoTargets:
     return TwoTargets()
 
 
+class VoidZero(torch.utils.data.Dataset):
+    """Label 0 marks unlabelled pixels (``ignore_index`` 0, as NYUDv2's 40-class maps), not 255."""
+
+    classes = ["void", "a", "b"]
+    palette = PALETTE[:3]
+    ignore_index = 0
+
+    def __len__(self) -> int:
+        return 3
+
+    def __getitem__(self, i: int) -> dict:
+        g = torch.Generator().manual_seed(10 + i)
+        image = torch.randint(0, 256, (3, 12, 10), generator=g, dtype=torch.uint8)
+        return {"image": image, "label": torch.randint(0, 3, (12, 10), generator=g), "id": str(i)}
+
+
+def _void_zero(root=None, split="val") -> VoidZero:
+    return VoidZero()
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _test_entries():
     """Register this module's models and dataset while it runs only (so that every other
@@ -114,6 +134,9 @@ def _test_entries():
     register_dataset("test-cli-two-targets", description="test", splits=("val",), needs_root=False)(
         _two_targets
     )
+    register_dataset("test-cli-void-zero", description="test", splits=("val",), needs_root=False)(
+        _void_zero
+    )
     register_model("test-cli-six", description="test model", default_num_classes=3)(_six)
     register_model("test-cli-even", description="test model", default_num_classes=3)(_even)
     yield
@@ -122,6 +145,7 @@ def _test_entries():
     unregister_model("test-cli-six")
     unregister_model("test-cli-even")
     unregister_dataset("test-cli-two-targets")
+    unregister_dataset("test-cli-void-zero")
 
 
 def test_eval_multi_head_model_on_multi_target_dataset(tmp_path, capsys) -> None:
@@ -140,6 +164,31 @@ def test_eval_multi_head_model_on_multi_target_dataset(tmp_path, capsys) -> None
     ).is_file()
     printed = capsys.readouterr().out
     assert "head geo" in printed and "sky" in printed and "(excluded)" in printed
+
+
+def test_validation_and_eval_score_with_the_datasets_ignore_index(tmp_path) -> None:
+    """A dataset whose ignore label is 0, not 255: validation during training and `fcnkit
+    eval` leave the same pixels out and give the same figures."""
+    from fcnkit.engine.distributed import DistInfo
+    from fcnkit.engine.evaluate import make_eval_loader
+    from fcnkit.engine.train import DataBundle, validate
+
+    torch.manual_seed(0)
+    model = create_model("test-cli-tiny", 3)
+    save_checkpoint(tmp_path / "m.pt", model)
+    data = VoidZero()
+    bundle = DataBundle(data, data, data.classes, data.palette, eval_exclude=[], targets=None)
+    loader = make_eval_loader(data, 2, preprocessing=model.preprocessing)
+    val = validate(model, loader, 3, bundle, DistInfo())
+    argv = ["eval", str(tmp_path / "m.pt"), "--dataset", "test-cli-void-zero", "--split", "val"]
+    assert main([*argv, "--batch-size", "2", "--out", str(tmp_path / "ev")]) == 0
+    record = json.loads((tmp_path / "ev/metrics.json").read_text())
+    assert val["confusion"] == record["confusion"]["main"]
+    assert not any(val["confusion"][0])  # no "void" pixel is counted
+    labels = torch.stack([data[i]["label"] for i in range(3)])
+    assert val["num_pixels"] == record["metrics"]["num_pixels"] == int((labels != 0).sum()) > 0
+    for key in ("pixel_acc", "mean_acc", "mean_iu", "fw_iu"):
+        assert val[key] == record["metrics"][key]
 
 
 @pytest.fixture

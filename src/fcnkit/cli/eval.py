@@ -4,21 +4,25 @@
                 [--out DIR] [--device D] [--batch-size N] [--sliding-window TILE] [--tta]
 
 Prints a per-class table and pixel accuracy, mean accuracy, mean IU and frequency-weighted IU;
-writes ``metrics.json`` and a row-normalised confusion-matrix PNG into ``--out`` (default:
-``<run dir>/eval-<dataset>-<split>/``). Runs on 1..N processes (``torchrun ... -m fcnkit
-eval ...``): each rank evaluates its shard, rank 0 writes.
+writes ``metrics.json``, a row-normalised confusion-matrix PNG and per-class IU bars into
+``--out`` (default: ``<run dir>/eval-<dataset>-<split>/``). Scored as validation during
+training scores (:func:`fcnkit.engine.evaluate.evaluate_model` with the dataset's class
+names, exclusions and ``ignore_index``). Runs on 1..N processes (``torchrun ... -m fcnkit
+eval ...``, :mod:`fcnkit.engine.distributed`): each rank evaluates its shard, rank 0 writes.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fcnkit.cli import CLIError
+from fcnkit.plots import plot_confusion  # noqa: F401 (moved to fcnkit.plots; kept one release)
+
+if TYPE_CHECKING:
+    from fcnkit.engine.evaluate import EvalResult
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -114,137 +118,84 @@ def resolve_cli_device(name: str) -> Any:
         raise CLIError(f"device {name!r}: {err}") from None
 
 
-def _class_names(dataset: Any, model: Any) -> tuple[dict[str, list[str]] | list[str] | None, Any]:
-    """Class names (per head for multi-target datasets) and the per-head exclusions."""
-    excluded = list(getattr(dataset, "eval_exclude", []) or [])
-    targets = getattr(dataset, "targets", None)
-    if targets:
-        names = {head: list(classes) for head, classes in targets.items()}
-        exclude = {h: [e for e in excluded if e in c] for h, c in names.items()}
-        return names, exclude
-    classes = list(getattr(dataset, "classes", []) or []) or None
-    if classes is not None and len(classes) != model.num_classes:
-        raise CLIError(
-            f"the model predicts {model.num_classes} classes but the dataset has "
-            f"{len(classes)} ({', '.join(classes[:5])}, ...): wrong dataset or model?"
-        )
-    return classes, excluded
-
-
-def _nan_to_none(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _nan_to_none(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_nan_to_none(v) for v in value]
-    return value
-
-
-def plot_confusion(matrix: Any, path: Path, title: str = "") -> Path:
-    """A row-normalised confusion matrix (rows: truth) with class names, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    norm = matrix.normalized().numpy()
-    n = matrix.num_classes
-    names = matrix.class_names or [str(i) for i in range(n)]
-    side = min(30.0, max(5.0, 0.32 * n + 2.5))
-    fig, ax = plt.subplots(figsize=(side + 1.2, side))
-    image = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
-    ax.set_xticks(range(n), names, rotation=90, fontsize=8)
-    ax.set_yticks(range(n), names, fontsize=8)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("truth")
-    if n <= 25:
-        for i in range(n):
-            for j in range(n):
-                if norm[i, j] >= 0.005:
-                    colour = "white" if norm[i, j] > 0.5 else "black"
-                    ax.text(j, i, f"{100 * norm[i, j]:.0f}", ha="center", va="center",
-                            fontsize=7, color=colour)  # fmt: skip
-    ax.set_title(title or "confusion matrix (row-normalised)")
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def run_eval(args: argparse.Namespace) -> int:
-    import torch
+def open_dataset(args: argparse.Namespace) -> Any:
+    """The raw split to evaluate (its first ``--limit`` images); user errors as CLIError."""
     from torch.utils.data import Subset
 
     from fcnkit.cli.data import parse_options
     from fcnkit.data import create_dataset
     from fcnkit.data.base import DatasetError
-    from fcnkit.data.collate import collate_pad
-    from fcnkit.data.transforms import TransformedDataset, build_transforms
-    from fcnkit.engine.evaluate import evaluate_confusion, make_eval_loader, summarize
-    from fcnkit.metrics import format_metrics
 
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    device = resolve_cli_device(args.device)
-    model, meta = load_cli_model(args, device)
     try:
         raw = create_dataset(args.dataset, args.root, args.split, **parse_options(args.option))
     except (DatasetError, ValueError, TypeError, OSError) as err:
         raise CLIError(f"cannot open dataset {args.dataset!r}: {err}") from None
-    class_names, exclude = _class_names(raw, model)
-    dataset: Any = TransformedDataset(raw, build_transforms(False, model.preprocessing))
     if args.limit is not None:
-        dataset = Subset(dataset, range(min(args.limit, len(dataset))))
-    if len(dataset) == 0:
+        raw = Subset(raw, range(min(args.limit, len(raw))))
+    if len(raw) == 0:
         raise CLIError(f"split {args.split!r} of {args.dataset!r} is empty")
+    return raw
 
-    initialised_here = False
-    if world > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        torch.distributed.init_process_group(backend, rank=rank, world_size=world)
-        initialised_here = True
+
+def run_eval(args: argparse.Namespace) -> int:
+    from fcnkit.engine import distributed
+    from fcnkit.engine.evaluate import dataset_scoring, evaluate_model, make_eval_loader
+
+    info = distributed.setup(str(resolve_cli_device(args.device)))  # torchrun: its process group
     try:
+        model, meta = load_cli_model(args, info.device)
+        raw = open_dataset(args)
         loader = make_eval_loader(
-            dataset, args.batch_size, num_workers=args.workers, collate_fn=collate_pad
+            raw,
+            args.batch_size,
+            num_workers=args.workers,
+            preprocessing=model.preprocessing,
+            num_replicas=info.world_size,
+            rank=info.rank,
         )
-        matrices, count = evaluate_confusion(
+        result = evaluate_model(
             model,
             loader,
-            device,
-            ignore_index=getattr(raw, "ignore_index", 255),
-            class_names=class_names,
+            info.device,
+            scoring=dataset_scoring(raw, model.num_classes, strict=True),
             sliding_window=args.sliding_window,
             flip=args.tta,
         )
     except ValueError as err:
         raise CLIError(str(err)) from None
     finally:
-        if initialised_here:
-            torch.distributed.destroy_process_group()
-    if rank != 0:
-        return 0
+        distributed.cleanup(info)
+    if info.is_main:
+        write_results(args, result, meta)
+    return 0
 
-    metrics = summarize(matrices, exclude, num_images=count)
+
+def write_results(args: argparse.Namespace, result: EvalResult, meta: dict[str, Any]) -> None:
+    """Print each head's per-class table; write ``metrics.json``, the confusion matrices and
+    the per-class IU bars (rank 0)."""
+    from fcnkit import plots
+    from fcnkit.cli.data import parse_options
+    from fcnkit.engine.rundir import write_json
+    from fcnkit.metrics import format_metrics
+
     out = Path(args.out) if args.out else default_out_dir(args.weights, args.dataset, args.split)
-    primary = next(iter(matrices))
-    pngs = {}
-    for head, matrix in matrices.items():
-        excl = exclude.get(head, []) if isinstance(exclude, dict) else exclude
-        title = "" if len(matrices) == 1 else f"head {head}: "
-        print(f"{title}{args.dataset} {args.split}, {count} images")
-        print(matrix.table(excl))
+    confusion, bars = {}, {}
+    for head, matrix in result.matrices.items():
+        title = "" if len(result.matrices) == 1 else f"head {head}: "
+        print(f"{title}{args.dataset} {args.split}, {result.num_images} images")
+        print(result.table(head))
         print()
-        name = "confusion.png" if head == primary else f"confusion-{head}.png"
-        m = metrics["heads"][head] if "heads" in metrics else metrics
-        pngs[head] = plot_confusion(
-            matrix,
-            out / name,
-            f"{meta.get('model_name', '')} on {args.dataset} {args.split} ({title or ''}"
-            f"mean IU {100 * m['mean_iu']:.1f})",
+        suffix = "" if head == result.primary else f"-{head}"
+        m = result.head_metrics(head)
+        what = f"{meta.get('model_name', '')} on {args.dataset} {args.split} ({title}"
+        confusion[head] = plots.plot_confusion(
+            matrix, out / f"confusion{suffix}.png", f"{what}mean IU {100 * m['mean_iu']:.1f})"
         )
+        names = matrix.class_names or [str(i) for i in range(matrix.num_classes)]
+        bars[head] = plots.plot_per_class(
+            names, m["per_class_iu"], out / f"per-class-iu{suffix}.png",
+            title=f"{what}per-class IU)", excluded=result.excluded(head),
+        )  # fmt: skip
     record = {
         "weights": str(meta.get("path", args.weights)),
         "model_name": meta.get("model_name"),
@@ -254,12 +205,13 @@ def run_eval(args: argparse.Namespace) -> int:
         "options": parse_options(args.option),
         "tta": args.tta,
         "sliding_window": args.sliding_window,
-        "metrics": metrics,
-        "confusion": {h: m.matrix.tolist() for h, m in matrices.items()},
-        "confusion_png": {h: p.name for h, p in pngs.items()},
+        "metrics": result.metrics,
+        "confusion": {h: m.matrix.tolist() for h, m in result.matrices.items()},
+        "confusion_png": {h: p.name for h, p in confusion.items()},
+        "per_class_png": {h: p.name for h, p in bars.items()},
     }
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(_nan_to_none(record), indent=2))
-    print(format_metrics(metrics))
-    print(f"wrote {out / 'metrics.json'} and {', '.join(p.name for p in pngs.values())}")
-    return 0
+    write_json(out / "metrics.json", record)
+    print(format_metrics(result.metrics))
+    pngs = ", ".join(p.name for p in [*confusion.values(), *bars.values()])
+    print(f"wrote {out / 'metrics.json'} and {pngs}")

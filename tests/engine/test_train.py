@@ -271,7 +271,7 @@ def _poison_gradient(monkeypatch: pytest.MonkeyPatch, at_backward: int) -> None:
     stays finite): a layer overflowing in its backward pass only."""
     import fcnkit.engine.train as engine_train
 
-    build = engine_train.build_model
+    build = engine_train.model_from_config
     calls = {"n": 0}
 
     def poison(grad: torch.Tensor) -> torch.Tensor:
@@ -283,7 +283,7 @@ def _poison_gradient(monkeypatch: pytest.MonkeyPatch, at_backward: int) -> None:
         model.score_fr.weight.register_hook(poison)
         return model
 
-    monkeypatch.setattr(engine_train, "build_model", build_poisoned)
+    monkeypatch.setattr(engine_train, "model_from_config", build_poisoned)
 
 
 def _all_finite(state: dict) -> bool:

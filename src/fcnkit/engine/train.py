@@ -88,7 +88,7 @@ __all__ = [
     "RunLogger",
     "RunState",
     "build_datasets",
-    "build_model",
+    "model_from_config",
     "build_train_set",
     "check_zero_score_layers",
     "git_hash",
@@ -107,7 +107,7 @@ __all__ = [
     "train",
     "train_one_step",
     "train_step",
-    "validate",
+    "validation_metrics",
     "write_json",
     "zero_initialised",
 ]
@@ -181,7 +181,7 @@ class Run:
 # ----------------------------------------------------------------------------------- setup
 
 
-def build_model(config: Config, data: DataBundle) -> nn.Module:
+def model_from_config(config: Config, data: DataBundle) -> nn.Module:
     """The config's model; ``model.num_classes`` null takes the training set's classes."""
     from fcnkit.models import create_model
 
@@ -212,7 +212,7 @@ def staged_init_source(
 
 def build_training_model(config: Config, data: DataBundle, info: DistInfo) -> nn.Module:
     """The model on its device (NHWC with ``train.channels_last``); checks the class weights."""
-    model = build_model(config, data).to(info.device)
+    model = model_from_config(config, data).to(info.device)
     if config.train.channels_last:  # in place: checkpoints and optimiser see the same parameters
         model = model.to(memory_format=torch.channels_last)
     num_classes = int(model.num_classes)
@@ -500,7 +500,7 @@ def out_of_time(t_start: float, limit: float | None, info: DistInfo) -> bool:
 
 
 @torch.no_grad()
-def validate(
+def validation_metrics(
     model: nn.Module, loader: DataLoader, num_classes: int, data: DataBundle, info: DistInfo
 ) -> dict[str, Any]:
     """The paper's four metrics (Sec. 5) on the primary head, reduced across ranks.
@@ -537,7 +537,8 @@ def evaluate_and_log(run: Run) -> dict[str, Any]:
     """Evaluate, log, keep ``best.pt`` and ``metrics.json`` up to date; returns the metrics."""
     state, info = run.state, run.info
     distributed.broadcast_buffers(run.model, info)
-    metrics = validate(run.model, run.val_loader, int(run.model.num_classes), run.data, info)
+    num_classes = int(run.model.num_classes)
+    metrics = validation_metrics(run.model, run.val_loader, num_classes, run.data, info)
     state.last_metrics = metrics
     scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
     run.log.event("eval", step=state.step, **scalars)
@@ -733,3 +734,14 @@ def train(
             run.log.close()
     finally:
         distributed.cleanup(info)
+
+
+# Old names of functions renamed so that each name has one owner in the package
+# (models.registry.build_model, engine.config.validate); kept for one release.
+_RENAMED = {"build_model": "model_from_config", "validate": "validation_metrics"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _RENAMED:
+        return globals()[_RENAMED[name]]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

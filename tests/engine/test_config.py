@@ -67,7 +67,11 @@ def test_reference_heavy_settings(stride: int, lr: float) -> None:
 
 def test_atonce_and_multihead_recipes() -> None:
     c = load_config("voc-fcn8s-atonce")
-    assert c.model.name == "fcn8s-atonce" and c.optim.lr == 1e-14 and c.train.init_from is None
+    assert c.model.name == "fcn8s-atonce" and c.train.init_from is None
+    # reference voc-fcn8s-atonce/solver.prototxt: base_lr 1e-10, max_iter 300000 (from
+    # VGG16 in one stage; 1e-14 is the staged FCN-8s rate and would leave the net unmoved)
+    assert (c.optim.lr, c.train.steps) == (1e-10, 300000)
+    assert c.optim.momentum == 0.99 and c.loss.normalize is False and c.optim.accumulate == 1
     s = load_config("siftflow-fcn16s")
     assert s.model.name == "fcn16s-siftflow" and s.loss.head_weights == {"sem": 1.0, "geo": 1.0}
     n = load_config("nyud-fcn16s-rgbhha")

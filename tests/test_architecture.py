@@ -201,3 +201,33 @@ def test_no_literal_ignore_index() -> None:
                 if arg_name in ("ignore", "ignore_index") and number:
                     literal.append(f"{name}: {arg_name} = {default.value}")
     assert literal == []
+
+
+# docs/architecture.md, "The parts and the arrows": every import points to a lower layer.
+LAYERS = {
+    "preprocessing": 0, "coord_map": 0, "version": 0,
+    "models": 1, "data": 1,
+    "surgery": 2, "metrics": 2,
+    "weights": 3,
+    "inference": 4,
+    "plots": 5, "analysis": 5,
+    "engine": 6,
+    "demo": 7, "export": 7,
+    "cli": 8, "__main__": 9,
+    "caffe": 9,  # the one-release re-export of weights.caffe (fcnkit.caffe)
+}  # fmt: skip
+
+
+def test_every_import_points_down_the_documented_layers() -> None:
+    edges, witnesses = part_graph()
+    parts = set(edges) | {b for targets in edges.values() for b in targets}
+    assert parts <= set(LAYERS), f"parts missing from LAYERS: {sorted(parts - set(LAYERS))}"
+    upward = [
+        w for a, targets in edges.items() for b in targets if LAYERS[b] >= LAYERS[a]
+        for w in witnesses[a, b]
+    ]  # fmt: skip
+    assert upward == []
+    documented = (Path(__file__).resolve().parents[1] / "docs" / "architecture.md").read_text()
+    for part_name, layer in LAYERS.items():
+        if layer < 9:
+            assert f"{part_name}" in documented

@@ -345,3 +345,216 @@ def test_registered_models_predict_any_size(name: str) -> None:
     assert np.array_equal(labels[2], seg.predict(images[2]))
     tiled = Segmenter(model, sliding_window=SlidingWindow(tile=32, overlap=0.5))
     assert tiled.predict(images[0]).shape == (45, 67)
+
+
+# ------------------------------------------------------------- images as users have them
+ORIENTATION = 0x0112  # EXIF tag
+
+
+def save_with_orientation(array: np.ndarray, path, orientation: int, **options) -> None:
+    exif = Image.Exif()
+    exif[ORIENTATION] = orientation
+    Image.fromarray(array).save(path, exif=exif, **options)
+
+
+def test_exif_orientation_of_a_jpeg_photo_is_applied(tmp_path) -> None:
+    """A phone photo stored landscape with Orientation 6 (rotate 90 CW) is displayed portrait:
+    the image read, the scores and the label map are in the displayed orientation."""
+    array = rand_image(20, 30)
+    save_with_orientation(array, tmp_path / "phone.jpg", 6, quality=95)
+    with Image.open(tmp_path / "phone.jpg") as im:
+        assert im.size == (30, 20) and im.getexif()[ORIENTATION] == 6
+    image = load_image(tmp_path / "phone.jpg")
+    assert image.shape == (3, 30, 20)
+    seg = Segmenter(create_model("test-inference-tiny").eval(), preprocessing="caffe-voc")
+    assert seg.predict(tmp_path / "phone.jpg").shape == (30, 20)
+    assert seg.scores(tmp_path / "phone.jpg").shape == (3, 30, 20)
+
+
+@pytest.mark.parametrize(
+    "orientation, displayed",
+    [
+        (1, lambda a: a),
+        (2, lambda a: a[:, ::-1]),
+        (3, lambda a: a[::-1, ::-1]),
+        (6, lambda a: np.rot90(a, -1)),
+        (8, lambda a: np.rot90(a, 1)),
+    ],
+)
+def test_exif_orientation_is_exact_on_lossless_files(tmp_path, orientation, displayed) -> None:
+    array = rand_image(5, 8)
+    save_with_orientation(array, tmp_path / "a.png", orientation)
+    expected = np.ascontiguousarray(displayed(array))
+    assert np.array_equal(load_image(tmp_path / "a.png").permute(1, 2, 0).numpy(), expected)
+    with Image.open(tmp_path / "a.png") as im:  # a PIL image opened by the user: the same
+        assert np.array_equal(load_image(im).permute(1, 2, 0).numpy(), expected)
+
+
+def test_16_bit_pngs_are_scaled_not_clipped(tmp_path) -> None:
+    values = np.array([[0, 128, 129, 257], [1000, 32768, 65278, 65535]], np.uint16)
+    Image.fromarray(values).save(tmp_path / "deep.png")
+    with Image.open(tmp_path / "deep.png") as im:
+        assert im.mode == "I;16"
+    image = load_image(tmp_path / "deep.png")
+    expected = np.round(values / 257).astype(np.uint8)  # 65535 -> 255: 257 = 65535 / 255
+    assert image.dtype == torch.uint8 and image.shape == (3, 2, 4)
+    for channel in image:
+        assert np.array_equal(channel.numpy(), expected)
+
+
+def _mode_image(mode: str) -> tuple[Image.Image, np.ndarray]:
+    """A PIL image of ``mode`` and the RGB array load_image must return for it."""
+    rgb = rand_image(4, 6, seed=3)
+    grey = rgb[..., 0]
+    if mode == "RGBA":  # alpha is ignored: the colours as stored
+        alpha = np.tile(np.array([0, 128, 255], np.uint8), 8).reshape(4, 6, 1)
+        return Image.fromarray(np.concatenate([rgb, alpha], 2), "RGBA"), rgb
+    if mode == "LA":
+        la = np.stack([grey, 255 - grey], 2)
+        return Image.fromarray(la, "LA"), np.repeat(grey[..., None], 3, 2)
+    if mode == "L":
+        return Image.fromarray(grey, "L"), np.repeat(grey[..., None], 3, 2)
+    if mode == "1":
+        bits = grey > 127
+        return Image.fromarray(bits), np.repeat(np.where(bits, 255, 0)[..., None], 3, 2)
+    if mode == "P":  # the palette's colours
+        palette = rand_image(256, 1, seed=4).reshape(-1)
+        im = Image.fromarray(grey, "P")
+        im.putpalette(palette.tolist())
+        return im, palette.reshape(256, 3)[grey]
+    if mode == "CMYK":  # PIL's conversion, no colour profile: R = (255 - C)(255 - K) / 255
+        data = rand_image(4, 6, seed=5)[..., :2]
+        c, m = data[..., 0].astype(float), data[..., 1].astype(float)
+        cmyk = np.stack([c, m, np.zeros_like(c), np.full_like(c, 40)], 2).astype(np.uint8)
+        expected = np.stack([(255 - c) * 215 / 255, (255 - m) * 215 / 255, np.full_like(c, 215)], 2)
+        im = Image.fromarray(cmyk, "CMYK")
+        assert np.abs(np.asarray(im.convert("RGB")) - expected).max() <= 1
+        return im, np.asarray(im.convert("RGB"))
+    if mode == "I":  # 32-bit integers in 0..65535: read as 16-bit
+        values = grey.astype(np.int32) * 257
+        return Image.fromarray(values, "I"), np.repeat(grey[..., None], 3, 2)
+    raise AssertionError(mode)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "L", "1", "P", "CMYK", "I"])
+def test_each_image_mode_is_converted_by_the_documented_rule(tmp_path, mode: str) -> None:
+    im, expected = _mode_image(mode)
+    assert im.mode == mode
+    got = load_image(im).permute(1, 2, 0).numpy()
+    assert got.dtype == np.uint8 and np.array_equal(got, expected.astype(np.uint8))
+    suffix = {"CMYK": ".tif", "I": ".tif", "LA": ".png"}.get(mode, ".png")
+    im.save(tmp_path / f"image{suffix}")
+    with Image.open(tmp_path / f"image{suffix}") as saved:
+        assert saved.mode == mode
+    assert np.array_equal(load_image(tmp_path / f"image{suffix}").permute(1, 2, 0).numpy(), got)
+
+
+def test_float_and_out_of_range_integer_images_are_refused(tmp_path) -> None:
+    Image.fromarray(np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)).save(tmp_path / "f.tif")
+    with pytest.raises(ValueError, match=r"f\.tif.*32-bit float"):
+        load_image(tmp_path / "f.tif")
+    wide = np.array([[0, 70000]], np.int32)
+    Image.fromarray(wide, "I").save(tmp_path / "wide.tif")
+    with pytest.raises(ValueError, match=r"wide\.tif.*0\.\.70000"):
+        load_image(tmp_path / "wide.tif")
+    with pytest.raises(ValueError, match="32-bit float"):
+        load_image(Image.fromarray(np.zeros((2, 2), np.float32)))
+
+
+def _png_declaring(path, width: int, height: int) -> None:
+    """A tiny PNG whose header declares ``width x height`` pixels (a decompression bomb)."""
+    import struct
+    import zlib
+
+    Image.fromarray(np.zeros((1, 1), np.uint8)).save(path)
+    data = bytearray(path.read_bytes())
+    ihdr = bytes(data[12 : 17 + 12])  # "IHDR" + 13 bytes of header
+    ihdr = ihdr[:4] + struct.pack(">II", width, height) + ihdr[12:]
+    data[12:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(ihdr))
+    path.write_bytes(bytes(data))
+
+
+def test_pixel_limit_refuses_huge_images_before_decoding(tmp_path) -> None:
+    _png_declaring(tmp_path / "bomb.png", 40_000, 40_000)  # 1.6 gigapixels, a few bytes
+    with pytest.raises(ValueError, match=r"bomb\.png.*40000 x 40000.*limit of 200,000,000"):
+        load_image(tmp_path / "bomb.png")
+    Image.fromarray(rand_image(20, 30)).save(tmp_path / "small.png")
+    with pytest.raises(ValueError, match=r"small\.png.*30 x 20 = 600 pixels.*limit of 500"):
+        load_image(tmp_path / "small.png", max_image_pixels=500)
+    seg = Segmenter(nn.Conv2d(3, 2, 1), preprocessing="caffe-voc", max_image_pixels=500)
+    with pytest.raises(ValueError, match="limit of 500"):
+        seg.predict(tmp_path / "small.png")
+    assert load_image(tmp_path / "small.png", max_image_pixels=600).shape == (3, 20, 30)
+
+
+def test_pixel_limit_replaces_pils_own_and_leaves_it_as_it_was(tmp_path, monkeypatch) -> None:
+    Image.fromarray(rand_image(20, 30)).save(tmp_path / "small.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # PIL alone: DecompressionBombError
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(tmp_path / "small.png")
+    assert load_image(tmp_path / "small.png", max_image_pixels=1000).shape == (3, 20, 30)
+    assert load_image(tmp_path / "small.png", max_image_pixels=None).shape == (3, 20, 30)
+    assert Image.MAX_IMAGE_PIXELS == 100
+
+
+# --------------------------------------------------------------------------- banded labels
+class LargestFloatTensor:
+    """Records the largest float storage (bytes) any torch operation returns while active."""
+
+    def __enter__(self) -> LargestFloatTensor:
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils._pytree import tree_leaves
+
+        recorder = self
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                for t in tree_leaves(out):
+                    if isinstance(t, torch.Tensor) and t.is_floating_point():
+                        size = t.untyped_storage().nbytes()
+                        recorder.largest = max(recorder.largest, size)
+                return out
+
+        self.largest = 0
+        self.mode = Mode()
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.mode.__exit__(*exc)
+
+
+@pytest.mark.parametrize("tta", [False, True])
+@pytest.mark.parametrize("window", [SlidingWindow(16, 0.4), SlidingWindow((12, 20), 0.5, 3)])
+def test_tiled_label_maps_equal_the_full_score_maps_argmax(tta: bool, window) -> None:
+    torch.manual_seed(0)
+    model = create_model("test-inference-tiny", heads=("sem", "geo")).eval()
+    seg = Segmenter(model, preprocessing="caffe-voc", sliding_window=window, tta=tta)
+    images = [rand_image(70, 53, 1), rand_image(70, 53, 2), rand_image(9, 40, 3)]
+    for head in (None, "geo"):
+        labels = seg.predict_batch(images, head=head)
+        for image, label in zip(images, labels, strict=True):
+            expected = seg.scores(image, head=head).argmax(0).numpy()
+            assert label.dtype == np.uint8 and np.array_equal(label, expected)
+    tensor = torch.from_numpy(images[0]).permute(2, 0, 1)
+    label = seg.predict(tensor)
+    assert label.dtype == torch.int64
+    assert torch.equal(label, seg.scores(tensor).argmax(0))
+
+
+def test_tiled_prediction_never_holds_a_full_size_score_map() -> None:
+    """--max-pixels bounds the whole prediction: float scores live for one band of tiles
+    (the full map of a 144-megapixel image would take > 6 GB)."""
+    model = create_model("test-inference-tiny").eval()
+    seg = Segmenter(model, preprocessing="caffe-voc", max_pixels=16 * 16)
+    image = rand_image(400, 48)
+    full_map = 3 * 400 * 48 * 4  # classes x H x W float32
+    with LargestFloatTensor() as scores:
+        label = seg.predict(image)
+    assert label.shape == (400, 48)
+    assert scores.largest <= 3 * 16 * 48 * 4 < full_map / 8
+    with LargestFloatTensor() as whole:
+        seg.scores(image)  # the scores themselves: a full map, by definition
+    assert whole.largest >= full_map

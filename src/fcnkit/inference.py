@@ -9,15 +9,19 @@ inference needs no resizing. Around the plain forward pass this module adds:
   by running the ``f^2`` shifted inputs and interleaving the outputs;
 - horizontal-flip test-time augmentation.
 
-Scores are logits (``C x H x W``); predictions are their argmax.
+Scores are logits (``C x H x W``); predictions are their argmax. With tiles, label maps are
+made band by band (:func:`sliding_window_bands`), so a prediction never holds a float map of
+the whole image. Image files are read upright (EXIF orientation), converted to RGB by a rule
+per PIL mode and refused over a pixel limit (:func:`load_image`).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import threading
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
@@ -157,6 +161,28 @@ def _fit(s: torch.Tensor, h: int, w: int) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- dense scores
+def _input_sized(
+    model: Callable[[torch.Tensor], Any], stride: int | None, amp: bool
+) -> Callable[[torch.Tensor], Outputs]:
+    """``model`` as a function giving float32 scores of its input's size (shift-and-stitched
+    with ``stride``, else bilinearly upsampled; autocast on CUDA with ``amp``)."""
+
+    def forward(t: torch.Tensor) -> Outputs:
+        with torch.autocast("cuda", enabled=amp):
+            out = shift_and_stitch(model, t, stride) if stride else _as_outputs(model(t))
+        size = t.shape[-2:]
+
+        def resize(s: torch.Tensor) -> torch.Tensor:
+            s = s.float()
+            if s.shape[-2:] != size:
+                s = F.interpolate(s, size=size, mode="bilinear", align_corners=False)
+            return s
+
+        return map_heads(out, resize)
+
+    return forward
+
+
 @torch.no_grad()
 def dense_scores(
     model: Callable[[torch.Tensor], Any],
@@ -173,23 +199,7 @@ def dense_scores(
     ``shift_and_stitch_stride`` is given, else upsampled bilinearly. ``sliding_window`` runs
     it tile by tile; ``flip`` averages with the horizontally flipped input's scores.
     """
-    use_amp = amp and x.device.type == "cuda"
-
-    def forward(t: torch.Tensor) -> Outputs:
-        with torch.autocast("cuda", enabled=use_amp):
-            if shift_and_stitch_stride:
-                out = shift_and_stitch(model, t, shift_and_stitch_stride)
-            else:
-                out = _as_outputs(model(t))
-        size = t.shape[-2:]
-
-        def resize(s: torch.Tensor) -> torch.Tensor:
-            s = s.float()
-            if s.shape[-2:] != size:
-                s = F.interpolate(s, size=size, mode="bilinear", align_corners=False)
-            return s
-
-        return map_heads(out, resize)
+    forward = _input_sized(model, shift_and_stitch_stride, amp and x.device.type == "cuda")
 
     def tiled(t: torch.Tensor) -> Outputs:
         if sliding_window is None:
@@ -203,27 +213,122 @@ def dense_scores(
     return out
 
 
+# --------------------------------------------------------------------------- label bands
+def sliding_window_bands(
+    forward: Callable[[torch.Tensor], Outputs],
+    image: torch.Tensor,
+    window: SlidingWindow,
+    *,
+    prepare: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    flip: bool = False,
+    head: str | None = None,
+) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """The scores of ``head`` that :func:`dense_scores` gives with ``window``, one finished
+    band of rows at a time: ``(top, bottom, N x K x (bottom - top) x W float32 scores)``.
+
+    Float scores are held only for the rows that tiles still to run overlap (one tile's
+    height, or the rows a batch of tiles spans), never for the whole image, so the memory of
+    a prediction is bounded by the tile size times the image width. ``prepare`` maps each
+    crop of ``image`` to network input (e.g. normalisation): ``image`` can stay ``uint8``.
+    Overlapping tiles are averaged, and ``flip`` averaged with the mirrored input, with the
+    same sums in the same order as :func:`sliding_window_forward`: the values are equal.
+    """
+    passes = [_band_pass(forward, image, window, prepare, head, mirrored=False)]
+    if flip:
+        passes.append(_band_pass(forward, image, window, prepare, head, mirrored=True))
+    for bands in zip(*passes, strict=True):  # the same tiles: the same bands
+        top, bottom, scores = bands[0]
+        if flip:
+            scores = (scores + bands[1][2]) / 2
+        yield top, bottom, scores
+
+
+def _band_pass(
+    forward: Callable[[torch.Tensor], Outputs],
+    image: torch.Tensor,
+    window: SlidingWindow,
+    prepare: Callable[[torch.Tensor], torch.Tensor] | None,
+    head: str | None,
+    mirrored: bool,
+) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """One pass of :func:`sliding_window_bands` (``mirrored``: over the flipped image, the
+    bands flipped back)."""
+    n, _, h, w = image.shape
+    boxes = window.windows(h, w)
+    top = 0  # first row not yet finished; the buffers hold rows top, top + 1, ...
+    total = count = None
+    for i in range(0, len(boxes), window.batch_size):
+        chunk = boxes[i : i + window.batch_size]
+        crops = []
+        for t, l, b, r in chunk:
+            crop = image[:, :, t:b, w - r : w - l].flip(-1) if mirrored else image[:, :, t:b, l:r]
+            crops.append(prepare(crop) if prepare is not None else crop)
+        scores = select_head(forward(torch.cat(crops)), head)
+        rows = max(b for _, _, b, _ in chunk) - top
+        if total is None:
+            total = scores.new_zeros(n, scores.shape[1], rows, w, dtype=torch.float32)
+            count = torch.zeros(1, 1, rows, w, device=image.device)
+        elif total.shape[2] < rows:  # grow the band down to the chunk's lowest row
+            total = torch.cat(
+                [total, total.new_zeros(*total.shape[:2], rows - total.shape[2], w)], 2
+            )
+            count = torch.cat([count, count.new_zeros(1, 1, rows - count.shape[2], w)], 2)
+        for j, (t, l, b, r) in enumerate(chunk):
+            total[:, :, t - top : b - top, l:r] += scores[j * n : (j + 1) * n].float()
+            count[:, :, t - top : b - top, l:r] += 1
+        # rows above the next tile's top are finished: no later tile covers them
+        done = boxes[i + window.batch_size][0] if i + window.batch_size < len(boxes) else h
+        if done > top:
+            k = done - top
+            band = total[:, :, :k] / count[:, :, :k]
+            yield top, done, band.flip(-1) if mirrored else band
+            total, count, top = total[:, :, k:], count[:, :, k:], done
+
+
 # --------------------------------------------------------------------------- images
-def load_image(source: ImageLike) -> torch.Tensor:
+DEFAULT_MAX_IMAGE_PIXELS = 200_000_000
+"""Image files with more pixels than this are refused before decoding (``max_image_pixels``)."""
+
+_PIL_LIMIT = threading.Lock()  # PIL's own limit is a module global: one reader changes it
+_ORIENTATION = 0x0112  # the EXIF tag
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+class ImageReadError(ValueError):
+    """An image fcnkit cannot use: unreadable, over the pixel limit, or of a refused mode
+    (the message names the file)."""
+
+
+def load_image(
+    source: ImageLike, *, max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS
+) -> torch.Tensor:
     """An image as a ``uint8``-valued ``C x H x W`` tensor (RGB, extra channels kept).
 
     Accepts a file path, a PIL image, a numpy ``H x W x C`` (or ``H x W``) array, or a tensor
-    ``C x H x W`` (``uint8``, or float in 0..255). Files and PIL images are read as RGB; for
-    multi-modal models (RGB-D, RGB + HHA) pass the modalities stacked along the channels as an
-    array or tensor. Unreadable files raise ``ValueError`` naming the file.
+    ``C x H x W`` (``uint8``, or float in 0..255). For multi-modal models (RGB-D, RGB + HHA)
+    pass the modalities stacked along the channels as an array or tensor.
+
+    Files and PIL images are turned upright by their EXIF orientation (the image as viewers
+    show it; outputs are in that orientation) and converted to RGB by their mode:
+
+    - ``RGB``; ``L`` and ``1`` (replicated); ``P`` (the palette's colours); ``CMYK`` (PIL's
+      conversion, no colour profile): as PIL converts them.
+    - ``RGBA``, ``LA``, ``PA``: the alpha channel is ignored (colours as stored, not
+      composited over a background).
+    - ``I;16`` (16-bit PNG/TIFF) and ``I`` (32-bit integer) holding 0..65535: scaled to
+      0..255 (value / 257, rounded). ``I`` with values outside 0..65535 is refused.
+    - ``F`` (32-bit float) is refused: it has no standard range; pass an array in 0..255.
+
+    A file with more than ``max_image_pixels`` pixels (``None``: no limit) is refused from its
+    header, before decoding. Every problem with a file raises :class:`ImageReadError` (a
+    ``ValueError``) naming the file.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        try:
-            with Image.open(path) as im:
-                im.load()
-                source = im.convert("RGB")
-        except (OSError, UnidentifiedImageError, ValueError) as err:
-            raise ValueError(f"cannot read image {path}: {err}") from err
+        source = _read_image_file(Path(source), max_image_pixels)
     if isinstance(source, Image.Image):
-        source = np.asarray(source.convert("RGB"))
+        source = _pil_rgb(source, f"PIL image (mode {source.mode})")
     if isinstance(source, np.ndarray):
         array = source
         if array.ndim == 2:
@@ -248,6 +353,71 @@ def load_image(source: ImageLike) -> torch.Tensor:
     raise TypeError(f"cannot read an image from {type(source).__name__}")
 
 
+def _read_image_file(path: Path, max_image_pixels: int | None) -> np.ndarray:
+    """The file's pixels (``H x W x 3`` ``uint8``, upright); see :func:`load_image`."""
+    from PIL import Image, UnidentifiedImageError
+
+    size = "?"
+    try:
+        with _PIL_LIMIT:
+            saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # ours applies
+            try:
+                with Image.open(path) as im:
+                    width, height = im.size
+                    size = f"{width} x {height}"
+                    if max_image_pixels is not None and width * height > max_image_pixels:
+                        raise ImageReadError(
+                            f"{path}: {size} = {width * height:,} pixels is over the limit of "
+                            f"{max_image_pixels:,} (raise it with max_image_pixels= or "
+                            "--max-image-pixels)"
+                        )
+                    im.load()
+                    return _pil_rgb(im, str(path))
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
+    except ImageReadError:
+        raise
+    except FileNotFoundError:
+        raise ImageReadError(f"cannot read image {path}: no such file") from None
+    except IsADirectoryError:
+        raise ImageReadError(f"cannot read image {path}: it is a folder") from None
+    except UnidentifiedImageError:
+        raise ImageReadError(f"{path} is not an image PIL can read") from None
+    except MemoryError:
+        raise ImageReadError(f"cannot read image {path}: out of memory decoding {size}") from None
+    except Exception as err:  # PIL raises many types for truncated or malformed files
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ImageReadError(f"cannot read image {path}: {reason}") from err
+
+
+def _pil_rgb(im: Any, where: str) -> np.ndarray:
+    """``im`` upright by its EXIF orientation, as ``H x W x 3`` ``uint8`` RGB (the rules of
+    :func:`load_image`); ``where`` names it in errors."""
+    from PIL import ImageOps
+
+    if im.getexif().get(_ORIENTATION, 1) in range(2, 9):
+        im = ImageOps.exif_transpose(im)
+    mode = im.mode
+    if mode == "F":
+        raise ImageReadError(
+            f"{where}: 32-bit float image (mode F) has no standard range; save it as 8-bit "
+            "RGB or pass an array in 0..255"
+        )
+    if mode in _SIXTEEN_BIT or mode == "I":
+        values = np.asarray(im)
+        if mode == "I" and values.size and (values.min() < 0 or values.max() > 65535):
+            raise ImageReadError(
+                f"{where}: 32-bit integer image with values {values.min()}..{values.max()}; "
+                "fcnkit reads mode I as 16-bit (0..65535): save it as 8-bit RGB"
+            )
+        wide = values.astype(np.uint32)
+        grey = ((wide * 255 + 32767) // 65535).astype(np.uint8)  # round(value / 257)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if mode != "RGB":
+        im = im.convert("RGB")
+    return np.asarray(im)
+
+
 # --------------------------------------------------------------------------- Segmenter
 class Segmenter:
     """Segment images of any size with a trained FCN.
@@ -262,6 +432,10 @@ class Segmenter:
         sliding_window: a :class:`SlidingWindow` or a tile size; ``None`` = whole images.
         max_pixels: memory budget: images larger than this many pixels are processed in
             square tiles of at most ``max_pixels`` pixels (ignored if ``sliding_window``).
+            With tiles, :meth:`predict` keeps float scores for one band of tiles only (see
+            :func:`sliding_window_bands`); :meth:`scores` returns the full map.
+        max_image_pixels: image files with more pixels are refused before decoding
+            (``ValueError`` naming the file); ``None``: no limit. See :func:`load_image`.
         shift_and_stitch: output stride ``f`` of a coarse model (one whose output is smaller
             than its input) to make dense by shift-and-stitch (paper Sec. 3.2).
         preprocessing, classes, palette: override what the checkpoint / model records
@@ -287,6 +461,7 @@ class Segmenter:
         tta: bool = False,
         sliding_window: SlidingWindow | int | None = None,
         max_pixels: int | None = None,
+        max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
         shift_and_stitch: int | None = None,
         preprocessing: str | Preprocessing | dict | None = None,
         classes: Sequence[str] | None = None,
@@ -331,6 +506,7 @@ class Segmenter:
             sliding_window = SlidingWindow(sliding_window)
         self.sliding_window = sliding_window
         self.max_pixels = max_pixels
+        self.max_image_pixels = max_image_pixels
         self.shift_and_stitch = shift_and_stitch
         self.amp = amp
 
@@ -379,37 +555,76 @@ class Segmenter:
             return SlidingWindow.for_budget(self.max_pixels)
         return None
 
-    def _scores(self, images: list[torch.Tensor], head: str | None) -> list[torch.Tensor]:
-        """Scores (``C x H x W``, on ``device``) of images, batched by size."""
-        results: list[torch.Tensor | None] = [None] * len(images)
+    def _load(self, image: ImageLike) -> torch.Tensor:
+        return load_image(image, max_image_pixels=self.max_image_pixels)
+
+    def _batches(self, images: list[torch.Tensor]) -> Iterator[tuple[list[int], torch.Tensor]]:
+        """``(indices, uint8 batch on device)`` of same-size images, ``batch_size`` at once."""
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, image in enumerate(images):
             self.check_channels(image)
             groups.setdefault(tuple(image.shape), []).append(i)
-        for shape, indices in groups.items():
+        for indices in groups.values():
             for start in range(0, len(indices), self.batch_size):
                 chunk = indices[start : start + self.batch_size]
-                batch = torch.stack([images[i] for i in chunk]).to(self.device)
-                x = self.preprocessing.normalize(batch)
-                out = dense_scores(
-                    self.model,
-                    x,
-                    sliding_window=self._window_for(*shape[-2:]),
-                    flip=self.tta,
-                    shift_and_stitch_stride=self.shift_and_stitch,
-                    amp=self.amp,
-                )
-                scores = select_head(out, head)
-                for j, i in enumerate(chunk):
-                    results[i] = scores[j]
+                yield chunk, torch.stack([images[i] for i in chunk]).to(self.device)
+
+    def _dense(self, batch: torch.Tensor, window: SlidingWindow | None) -> Outputs:
+        return dense_scores(
+            self.model,
+            self.preprocessing.normalize(batch),
+            sliding_window=window,
+            flip=self.tta,
+            shift_and_stitch_stride=self.shift_and_stitch,
+            amp=self.amp,
+        )
+
+    def _scores(self, images: list[torch.Tensor], head: str | None) -> list[torch.Tensor]:
+        """Scores (``C x H x W``, on ``device``) of images, batched by size."""
+        results: list[torch.Tensor | None] = [None] * len(images)
+        for chunk, batch in self._batches(images):
+            scores = select_head(self._dense(batch, self._window_for(*batch.shape[-2:])), head)
+            for j, i in enumerate(chunk):
+                results[i] = scores[j]
         return results  # type: ignore[return-value]
+
+    def _labels(self, batch: torch.Tensor, head: str | None) -> tuple[torch.Tensor, int]:
+        """Label maps (``N x H x W``) of a batch and the number of classes scored.
+
+        Tiled images are labelled band by band (:func:`sliding_window_bands`): no float map
+        of the whole image is ever held; labels are ``uint8`` (``int32`` past 256 classes).
+        """
+        window = self._window_for(*batch.shape[-2:])
+        if window is None:
+            scores = select_head(self._dense(batch, None), head)
+            return scores_to_labels(scores, dim=1), scores.shape[1]
+        forward = _input_sized(
+            self.model, self.shift_and_stitch, self.amp and self.device.type == "cuda"
+        )
+        bands = sliding_window_bands(
+            forward,
+            batch,
+            window,
+            prepare=self.preprocessing.normalize,
+            flip=self.tta,
+            head=head,
+        )
+        labels, classes = None, 0
+        for top, bottom, scores in bands:
+            if labels is None:
+                classes = scores.shape[1]
+                dtype = torch.uint8 if classes <= 256 else torch.int32
+                n, _, h, w = batch.shape
+                labels = torch.empty(n, h, w, dtype=dtype, device=batch.device)
+            labels[:, top:bottom] = scores_to_labels(scores, dim=1)
+        return labels, classes  # type: ignore[return-value]
 
     def scores(self, image: ImageLike, head: str | None = None) -> torch.Tensor:
         """Class scores (logits, ``C x H x W`` float32 on ``device``) for one image."""
-        return self._scores([load_image(image)], head)[0]
+        return self._scores([self._load(image)], head)[0]
 
     def scores_batch(self, images: Iterable[ImageLike], head: str | None = None) -> list:
-        return self._scores([load_image(im) for im in images], head)
+        return self._scores([self._load(im) for im in images], head)
 
     def predict(self, image: ImageLike, head: str | None = None) -> np.ndarray | torch.Tensor:
         """The label map of one image (``H x W``).
@@ -425,16 +640,17 @@ class Segmenter:
     ) -> list[np.ndarray | torch.Tensor]:
         """Label maps of images of any sizes; same-size images share forward passes."""
         images = list(images)
-        scores = self._scores([load_image(im) for im in images], head)
-        results: list[np.ndarray | torch.Tensor] = []
-        for source, s in zip(images, scores, strict=True):
-            label = scores_to_labels(s, dim=0)
-            if isinstance(source, torch.Tensor):
-                results.append(label.to(source.device))
-            else:
-                dtype = np.uint8 if s.shape[0] <= 256 else np.int32
-                results.append(label.cpu().numpy().astype(dtype))
-        return results
+        loaded = [self._load(im) for im in images]
+        results: list[np.ndarray | torch.Tensor | None] = [None] * len(images)
+        for chunk, batch in self._batches(loaded):
+            labels, classes = self._labels(batch, head)
+            for j, i in enumerate(chunk):
+                if isinstance(images[i], torch.Tensor):
+                    results[i] = labels[j].to(images[i].device, torch.int64)
+                else:
+                    dtype = np.uint8 if classes <= 256 else np.int32
+                    results[i] = labels[j].cpu().numpy().astype(dtype, copy=False)
+        return results  # type: ignore[return-value]
 
     def __repr__(self) -> str:
         name = getattr(self.model, "model_name", type(self.model).__name__)

@@ -2,6 +2,8 @@ import pytest
 import torch
 
 from fcnkit.preprocessing import (
+    CAFFE_NYUD_COLOR_HHA,
+    CAFFE_NYUD_HHA,
     CAFFE_NYUD_RGBD,
     CAFFE_VOC,
     TORCHVISION_IMAGENET,
@@ -24,7 +26,9 @@ def test_torchvision_is_rgb_unit_range_mean_std():
     assert out == pytest.approx(expected, rel=1e-6)
 
 
-@pytest.mark.parametrize("prep", [CAFFE_VOC, TORCHVISION_IMAGENET, CAFFE_NYUD_RGBD])
+@pytest.mark.parametrize(
+    "prep", [CAFFE_VOC, TORCHVISION_IMAGENET, CAFFE_NYUD_RGBD, CAFFE_NYUD_HHA, CAFFE_NYUD_COLOR_HHA]
+)
 def test_denormalize_inverts_normalize_on_batches(prep):
     c = len(prep.mean)
     image = torch.randint(0, 256, (2, c, 5, 7), dtype=torch.uint8)
@@ -36,6 +40,26 @@ def test_extra_channels_are_not_swapped():
     image = torch.arange(6, dtype=torch.uint8).view(6, 1, 1)
     prep = Preprocessing("t", "BGR", 255.0, (0.0,) * 3, (1.0,) * 3)
     assert prep.normalize(image).flatten().tolist() == [2, 1, 0, 3, 4, 5]
+
+
+# The reference's nyud_layers.py: load_hha subtracts mean_hha = (132.431, 94.076, 118.477)
+# from the HHA PNG's channels in file order and does not reverse them; load_image turns
+# colour RGB -> BGR and subtracts mean_bgr = (116.190, 97.203, 92.318). For the HHA pixel
+# (200, 100, 50) the reference feeds (67.569, 5.924, -68.477).
+REFERENCE_HHA_IN = (67.569, 5.924, -68.477)
+
+
+def test_hha_is_file_order_minus_the_reference_mean():
+    image = torch.tensor([200, 100, 50], dtype=torch.uint8).view(3, 1, 1)
+    out = CAFFE_NYUD_HHA.normalize(image).flatten().tolist()
+    assert out == pytest.approx(REFERENCE_HHA_IN, abs=1e-4)  # was (-82.4, 5.9, 81.5)
+
+
+def test_color_hha_swaps_colour_only_and_keeps_hha_in_file_order():
+    image = torch.tensor([10, 20, 30, 200, 100, 50], dtype=torch.uint8).view(6, 1, 1)
+    out = CAFFE_NYUD_COLOR_HHA.normalize(image).flatten().tolist()
+    colour = (30 - 116.190, 20 - 97.203, 10 - 92.318)  # B, G, R minus mean_bgr
+    assert out == pytest.approx([*colour, *REFERENCE_HHA_IN], abs=1e-4)
 
 
 def test_rgbd_depth_channel_matches_reference_log_depth():

@@ -19,8 +19,10 @@ import torch
 class Preprocessing:
     """How raw 0..255 RGB(+extra) images become network input.
 
-    ``channel_order`` applies to the first three channels; ``mean`` and ``std`` are in the
-    network's channel order and in the units after ``scale`` (input / 255 * scale).
+    ``channel_order`` applies to the first three channels: ``"BGR"`` reverses them,
+    ``"RGB"`` keeps them as the dataset yields them (for an HHA image: the PNG's own channel
+    order). ``mean`` and ``std`` are in the network's channel order and in the units after
+    ``scale`` (input / 255 * scale).
     Channels beyond ``len(mean)`` are passed through the same scale with mean 0, std 1
     unless ``mean``/``std`` cover them.
     """
@@ -88,11 +90,12 @@ CAFFE_SIFTFLOW = Preprocessing(
 CAFFE_NYUD_COLOR = Preprocessing(
     "caffe-nyud-color", "BGR", 255.0, (116.190, 97.203, 92.318), (1.0, 1.0, 1.0)
 )
-# HHA images are stored as 3-channel PNGs; the reference subtracts this mean from the
-# channels in file order after the same BGR swap it applies to every PNG it reads.
-CAFFE_NYUD_HHA = Preprocessing(
-    "caffe-nyud-hha", "BGR", 255.0, (132.431, 94.076, 118.477), (1.0, 1.0, 1.0)
-)
+# HHA images are 3-channel PNGs. The reference (nyud_layers.py, load_hha) subtracts
+# HHA_MEAN from the PNG's channels in FILE order and does not reverse them: only colour goes
+# RGB -> BGR (load_image). So the HHA preset keeps the channels as read ("RGB" = no swap):
+# an HHA pixel (200, 100, 50) becomes (67.569, 5.924, -68.477), as the reference feeds it.
+HHA_MEAN = (132.431, 94.076, 118.477)  # nyud_layers.py mean_hha, in the PNG's channel order
+CAFFE_NYUD_HHA = Preprocessing("caffe-nyud-hha", "RGB", 255.0, HHA_MEAN, (1.0, 1.0, 1.0))
 # Early-fusion RGB-D: colour as above plus the NYUD reader's uint8 log-depth code
 # v = 255 (log2(d_mm) - DEPTH_LOG2_MIN) / DEPTH_LOG2_SPAN on the 4th channel. The code is
 # defined here, its one home: fcnkit.data.nyud imports it (data depends on preprocessing).
@@ -109,15 +112,15 @@ CAFFE_NYUD_RGBD = Preprocessing(
     (116.190, 97.203, 92.318, DEPTH_CODE_MEAN),
     (1.0, 1.0, 1.0, DEPTH_CODE_STD),
 )
-# Late fusion feeds 6 channels, RGB then HHA. ``normalize`` swaps only the first three to
-# BGR and leaves the HHA channels in file order, so the HHA means are listed in file order
-# (the reference subtracts (132.431, 94.076, 118.477) after reversing them): porting the
-# reference's conv1_1hha therefore reverses its input channels (done by fcnkit.caffe).
+# Late fusion feeds 6 channels, RGB then HHA. ``normalize`` reverses only the first three
+# (colour -> BGR) and leaves the HHA channels in file order, exactly the two inputs of the
+# reference's color-hha net (load_image and load_hha of nyud_layers.py): the reference's
+# conv1_1hha, trained on this input, loads unchanged.
 CAFFE_NYUD_COLOR_HHA = Preprocessing(
     "caffe-nyud-color-hha",
     "BGR",
     255.0,
-    (116.190, 97.203, 92.318, 118.477, 94.076, 132.431),
+    (116.190, 97.203, 92.318, *HHA_MEAN),
     (1.0,) * 6,
 )
 # The VGG ILSVRC-2014 Caffe models: BGR 0..255 minus the ImageNet mean.

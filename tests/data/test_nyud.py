@@ -87,6 +87,38 @@ def test_rgbd_depth_code_reproduces_reference_log_depth(root: Path) -> None:
     assert np.allclose(back, d, rtol=0.02)
 
 
+# The reference's input for the HHA pixel (200, 100, 50): nyud_layers.py load_hha subtracts
+# mean_hha (132.431, 94.076, 118.477) in the PNG's channel order and does not reverse it.
+REFERENCE_HHA_IN = [200 - 132.431, 100 - 94.076, 50 - 118.477]  # (67.569, 5.924, -68.477)
+
+
+@pytest.mark.parametrize(("modality", "hha_at"), [("hha", 0), ("rgb+hha", 3)])
+def test_hha_pixel_fed_as_the_reference_feeds_it(root: Path, modality: str, hha_at: int) -> None:
+    """PNG -> reader -> the input fcnkit feeds (the model's preprocessing, the released
+    weights' preprocessing, the evaluation transform): HHA channel order and mean as the
+    reference's load_hha; colour RGB -> BGR minus mean_bgr as its load_image."""
+    from fcnkit.data import build_transforms
+    from fcnkit.models import create_model
+    from fcnkit.preprocessing import get_preprocessing
+    from fcnkit.weights import get_weight_entry
+
+    hha = np.zeros((H, W, 3), np.uint8)
+    hha[2, 2] = (200, 100, 50)
+    Image.fromarray(hha).save(root / "data/hha/img_5003.png")
+    sample = create_dataset("nyud", root, "train", modality=modality)[0]
+    with torch.device("meta"):
+        model = create_model("fcn32s-nyud", 40, modality=modality)
+    entry = {"hha": "nyud-fcn32s-hha-heavy", "rgb+hha": "nyud-fcn32s-color-hha-heavy"}[modality]
+    preps = [model.preprocessing, get_preprocessing(get_weight_entry(entry).preprocessing)]
+    colour = [30 - 116.190, 20 - 97.203, 10 - 92.318]  # the RGB pixel (10, 20, 30) as B, G, R
+    expected = REFERENCE_HHA_IN if modality == "hha" else colour + REFERENCE_HHA_IN
+    for prep in preps:
+        fed = prep.normalize(sample["image"])[:, 2, 2].tolist()
+        assert fed == pytest.approx(expected, abs=1e-4), prep.name
+    fed = build_transforms(False, preps[0])(dict(sample))["image"][:, 2, 2]
+    assert fed[hha_at:].tolist() == pytest.approx(REFERENCE_HHA_IN, abs=1e-4)
+
+
 def test_label_out_of_range_and_size_mismatch(root: Path) -> None:
     scipy.io.savemat(
         root / "segmentation/img_5003.mat", {"segmentation": np.full((H, W), 41, np.uint8)}

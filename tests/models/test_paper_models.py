@@ -362,6 +362,20 @@ def test_late_fusion_state_dict_loads_two_single_trunk_nets():
     hha = meta_model("fcn16s-nyud", 4, modality="hha").state_dict()
     state = late_fusion_state_dict(color, hha)
     assert set(state) == set(fused.state_dict())
+    # values: copied as they are, as the reference's surgery.transplant(suffix='color'/'hha')
+    # in nyud-fcn32s-color-hha/solve.py (both HHA nets read HHA in file order)
+    w_color, w_hha = torch.randn(4, 3, 3, 3), torch.randn(4, 3, 3, 3)
+    up = torch.randn(4, 4, 64, 64)
+    small = late_fusion_state_dict(
+        {"conv1_1.weight": w_color, "upscore.weight": up},
+        {"conv1_1.weight": w_hha, "upscore.weight": torch.zeros_like(up)},
+    )
+    assert torch.equal(small["conv1_1hha.weight"], w_hha)  # was reversed
+    assert torch.equal(small["conv1_1color.weight"], w_color)
+    assert torch.equal(small["upscore.weight"], up)  # the shared upsampler: colour's
+    # a net trained on reversed HHA (fcnkit before it followed the reference): reversed back
+    old = late_fusion_state_dict({}, {"conv1_1.weight": w_hha}, hha_reversed=True)
+    assert torch.equal(old["conv1_1hha.weight"], w_hha.flip(1))
 
 
 def test_nyud_modalities_and_preprocessing():
@@ -371,6 +385,11 @@ def test_nyud_modalities_and_preprocessing():
     assert nyud_preprocessing("hha").name == "caffe-nyud-hha"
     both = nyud_preprocessing("rgb+hha")
     assert len(both.mean) == 6 and both.mean[:3] == (116.190, 97.203, 92.318)
+    # reference nyud_layers.py: mean_hha (132.431, 94.076, 118.477) on the HHA PNG's channels
+    # in file order (load_hha does not reverse them); only colour is reversed to BGR
+    assert both.mean[3:] == (132.431, 94.076, 118.477)  # was listed reversed
+    hha = nyud_preprocessing("hha")
+    assert hha.mean == (132.431, 94.076, 118.477) and hha.channel_order == "RGB"  # no swap
 
 
 @pytest.mark.parametrize(

@@ -302,8 +302,9 @@ def test_blob_count_must_match_the_layer(tmp_path) -> None:
         load_caffemodel(MiniFCN(), path)
 
 
-def test_late_fusion_hha_input_filters_are_reversed(tmp_path) -> None:
-    """fcnkit's late-fusion net feeds HHA in file order, the reference reversed (BGR swap)."""
+def test_late_fusion_hha_input_filters_load_unchanged(tmp_path) -> None:
+    """The reference's conv1_1hha was trained on HHA in file order (nyud_layers.py load_hha
+    does not reverse HHA), which is what fcnkit feeds: its filters load as they are."""
 
     class Fusion(nn.Module):
         def __init__(self) -> None:
@@ -318,9 +319,29 @@ def test_late_fusion_hha_input_filters_are_reversed(tmp_path) -> None:
     path.write_bytes(net(layers_from_state(state, v1=False)))
     model = Fusion()
     report = load_caffemodel(model, path)
-    assert torch.equal(model.conv1_1hha.weight, state["conv1_1hha.weight"].flip(1))
+    assert torch.equal(model.conv1_1hha.weight, state["conv1_1hha.weight"])  # was flipped
     assert torch.equal(model.conv1_1color.weight, state["conv1_1color.weight"])
-    assert any("conv1_1hha.weight: input channels reversed" in n for n in report.notes)
+    assert not any("reversed" in n for n in report.notes)
+
+
+def test_reference_rgbd_conv1_1_bgrd_loads_into_conv1_1(tmp_path) -> None:
+    """The reference's early-fusion net names its 4-channel first convolution conv1_1_bgrd
+    (nyud-fcn32s-color-d/net.py, solve.py); fcnkit's rgbd net calls it conv1_1 and takes the
+    same input (B, G, R, log-depth): the blob loads there as it is."""
+    state = _random_state(_Trunk(in_channels=4))
+    renamed = {f"conv1_1_bgrd.{k.split('.')[1]}" if k.startswith("conv1_1.") else k: v
+               for k, v in state.items()}  # fmt: skip
+    layers = layers_from_state(renamed, v1=False)
+    path = tmp_path / "nyud-fcn32s-color-d.caffemodel"
+    path.write_bytes(net(layers))
+    model = _Trunk(in_channels=4)
+    report = load_caffemodel(model, path)
+    assert torch.equal(model.conv1_1.weight, state["conv1_1.weight"])
+    assert torch.equal(model.conv1_1.bias, state["conv1_1.bias"])
+    assert report.missing == [] and "conv1_1.weight" in report.copied
+    assert any("conv1_1_bgrd loaded as conv1_1" in n for n in report.notes)
+    with pytest.raises(ValueError, match=r"'conv1_1_bgrd'.*no parameter conv1_1_bgrd\.weight"):
+        load_caffemodel(_Trunk(suffixes=("color", "hha")), path)  # no conv1_1 to map it to
 
 
 # --------------------------------------------------------------------------- fcnkit models
@@ -449,7 +470,9 @@ def test_classifier_file_fills_both_late_fusion_trunks(tmp_path) -> None:
     model = Fusion()
     report = load_caffemodel(model, path)
     assert torch.equal(model.conv1_1color.weight, torch.from_numpy(conv))
-    assert torch.equal(model.conv1_1hha.weight, torch.from_numpy(conv).flip(1))  # HHA order
+    # the reference copies the BGR-trained VGG16 as it is into its HHA net (HHA channel k
+    # meets BGR filter k; nyud-fcn32s-hha/solve.py): unchanged, as the colour trunk
+    assert torch.equal(model.conv1_1hha.weight, torch.from_numpy(conv))
     assert torch.equal(model.fc6hha.weight, torch.from_numpy(fc6).reshape(6, 4, 2, 2))
     assert report.missing == [
         f"score_fr{s}.{p}" for s in ("color", "hha") for p in ("bias", "weight")
@@ -492,10 +515,11 @@ def test_classifier_file_into_rgbd_widens_conv1_1(tmp_path) -> None:
 
 
 def test_late_fusion_from_single_nets_matches_the_fused_caffemodel() -> None:
-    """One HHA convention everywhere: the reference's single-trunk HHA net (BGR-swapped HHA,
-    loaded unchanged into modality=hha) combined by modality.late_fusion_state_dict gives exactly
-    the weights the fused reference caffemodel loads (conv1_1hha reversed), and that trunk on
-    file-order HHA computes what the single net computes on reversed HHA."""
+    """One HHA convention everywhere, the reference's (HHA in file order, nyud_layers.py
+    load_hha): its single-stream HHA net loads unchanged into modality=hha, and
+    modality.late_fusion_state_dict of the two single nets gives exactly the weights the
+    fused reference caffemodel loads (nyud-fcn32s-color-hha/solve.py transplants them as they
+    are), so the fused HHA trunk computes on file-order HHA what the single net computes."""
     from fcnkit.weights.modality import late_fusion_state_dict
 
     color, hha = _random_state(_Trunk()), _random_state(_Trunk())
@@ -512,8 +536,9 @@ def test_late_fusion_from_single_nets_matches_the_fused_caffemodel() -> None:
     assert set(combined) == set(from_file)
     for k in from_file:
         assert torch.equal(combined[k], from_file[k]), k
+    assert torch.equal(combined["conv1_1hha.weight"], hha["conv1_1.weight"])
     hha_file_order = torch.randn(1, 3, 5, 5)
     torch.testing.assert_close(
         torch.nn.functional.conv2d(hha_file_order, combined["conv1_1hha.weight"]),
-        torch.nn.functional.conv2d(hha_file_order.flip(1), hha["conv1_1.weight"]),
+        torch.nn.functional.conv2d(hha_file_order, hha["conv1_1.weight"]),
     )

@@ -469,19 +469,33 @@ def test_hed_into_rgbd_trunk_widens_conv1_1() -> None:
 
 
 def test_hed_into_late_fusion_fills_both_trunks() -> None:
-    """BGR-trained HED filters: the colour trunk gets them as they are (BGR input); the HHA
-    trunk reads HHA in file order, so its conv1_1 input channels are reversed, as the
-    reference fed reversed HHA to the same filters (one helper: modality.hha_trunk_filters)."""
+    """BGR-trained HED filters go into both trunks as they are: the reference initialises its
+    HHA net from the BGR-trained VGG16 unchanged (nyud-fcn32s-hha/solve.py copy_from) and
+    feeds it HHA in file order (nyud_layers.py load_hha), so HHA channel k meets BGR filter k."""
     model = VGGTrunk(suffixes=("color", "hha"))
     report = W.load_weights(model, "vgg16-hed-bsds500")
     convs = W.read_hed_h5(W.get_weight_entry("vgg16-hed-bsds500").path())
     for s in ("color", "hha"):
         assert torch.equal(getattr(model, f"conv5_3{s}").weight, convs["conv5_3"][0])
     assert torch.equal(model.conv1_1color.weight, convs["conv1_1"][0])
-    assert torch.equal(model.conv1_1hha.weight, convs["conv1_1"][0].flip(1))
-    assert torch.equal(model.conv1_1hha.weight[:, 0], convs["conv1_1"][0][:, 2])
-    assert any("conv1_1hha: input channels reversed" in n for n in report.notes)
+    assert torch.equal(model.conv1_1hha.weight, convs["conv1_1"][0])  # was reversed
+    assert not any("reversed" in n for n in report.notes)
     assert len(report.loaded) == 52 and sorted(report.untouched)[0] == "score_frcolor.bias"
+
+
+@pytest.mark.parametrize("modality", ["hha", "rgbd"])
+def test_caffe_trunk_keeps_the_nyud_input(modality: str) -> None:
+    """Caffe-convention trunk weights (HED: BGR minus the VOC mean) keep a NYUD net's own
+    input, as the reference fine-tunes from VGG16 on its NYUD data layer: HHA in file order
+    minus (132.431, 94.076, 118.477); RGB-D colour minus its mean and ln(depth) - 7.844
+    (nyud_layers.py). The HHA net's conv1_1 is HED's as it is."""
+    model = VGGTrunk(in_channels=4 if modality == "rgbd" else 3)
+    model.modality = modality
+    model.preprocessing = get_preprocessing(f"caffe-nyud-{modality}")
+    W.load_weights(model, "vgg16-hed-bsds500")
+    assert model.preprocessing.name == f"caffe-nyud-{modality}"  # rgbd was caffe-voc
+    conv1_1 = W.read_hed_h5(W.get_weight_entry("vgg16-hed-bsds500").path())["conv1_1"][0]
+    assert torch.equal(model.conv1_1.weight[:, :3], conv1_1)
 
 
 def _tv_vgg16_features(nan_classifier: bool = True) -> dict[str, torch.Tensor]:
@@ -497,14 +511,24 @@ def _tv_vgg16_features(nan_classifier: bool = True) -> dict[str, torch.Tensor]:
     return state
 
 
-def test_torchvision_rgb_trunk_into_late_fusion_keeps_hha_order(tmp_path) -> None:
-    """RGB-trained (torchvision) filters already pair H, H, A with R, G, B: unchanged."""
+@pytest.mark.parametrize("late_fusion", [True, False])
+def test_torchvision_rgb_trunk_meets_hha_as_the_reference_vgg16(tmp_path, late_fusion) -> None:
+    """The reference pairs HHA channel k with the BGR filter k of its (BGR-trained) VGG16
+    (nyud-fcn32s-hha/solve.py copies it as it is; load_hha feeds HHA in file order).
+    RGB-trained torchvision filters are reversed into that pairing for the HHA trunk; the
+    colour trunk takes them as they are."""
     state = _tv_vgg16_features()
     torch.save(state, tmp_path / "vgg16_features-amdegroot-88682ab5.pth")
-    model = VGGTrunk(suffixes=("color", "hha"))
-    W.load_weights(model, str(tmp_path / "vgg16_features-amdegroot-88682ab5.pth"))
-    assert torch.equal(model.conv1_1hha.weight, state["features.0.weight"])
-    assert torch.equal(model.conv1_1color.weight, state["features.0.weight"])
+    model = VGGTrunk(suffixes=("color", "hha")) if late_fusion else VGGTrunk()
+    if not late_fusion:
+        model.modality = "hha"
+    report = W.load_weights(model, str(tmp_path / "vgg16_features-amdegroot-88682ab5.pth"))
+    rgb = state["features.0.weight"]
+    hha = model.conv1_1hha.weight if late_fusion else model.conv1_1.weight
+    assert torch.equal(hha, rgb.flip(1)) and torch.equal(hha[:, 0], rgb[:, 2])  # B filter
+    if late_fusion:
+        assert torch.equal(model.conv1_1color.weight, rgb)
+    assert any("input channels reversed (RGB-trained" in n for n in report.notes)
 
 
 @pytest.mark.parametrize("file_name", ["vgg16_features-amdegroot-88682ab5.pth", "mine.pth"])

@@ -17,6 +17,10 @@ lists).
 
 ``modality`` picks the image channels, concatenated in the order the name says:
 ``rgb`` (3), ``hha`` (3), ``rgbd`` (4: RGB then depth), ``rgb+hha`` (6: RGB then HHA).
+Every PNG's channels are returned as stored. The preprocessing then does what the reference's
+``nyud_layers.py`` does: colour RGB -> BGR minus its mean (``load_image``), HHA in the PNG's
+own channel order minus (132.431, 94.076, 118.477), never reversed (``load_hha``); see
+``caffe-nyud-hha`` and ``caffe-nyud-color-hha`` in :mod:`fcnkit.preprocessing`.
 
 Depth in ``rgbd``: the sample image is ``uint8`` (the data contract), so depth is stored as a
 logarithmic code ``v = round(255 * (log2(d_mm) - 8) / 6)``, clipped to 0..255: 256 mm -> 0,

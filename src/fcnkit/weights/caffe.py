@@ -15,8 +15,10 @@ Layers map to fcnkit parameters by name (fcnkit's VGG/AlexNet FCNs use the Caffe
 blob 0 -> ``<layer>.weight``, blob 1 -> ``<layer>.bias``, with every shape checked and
 InnerProduct weights reshaped into convolutions (``fc6``: 4096 x 25088 -> 4096 x 512 x 7 x 7).
 A classifier's 3-channel ``conv1_1`` initialising an early-fusion RGB-D net is widened with
-:func:`fcnkit.models.vgg.expand_input_filters`; ``conv1_1hha`` of a late-fusion net gets its
-(BGR-trained) input channels reversed by :func:`fcnkit.models.vgg.hha_trunk_filters`.
+:func:`fcnkit.weights.modality.expand_input_filters`; the reference's RGB-D ``conv1_1_bgrd``
+maps to fcnkit's ``conv1_1`` (:data:`LAYER_ALIASES`). HHA filters load as they are: the
+reference feeds HHA in file order to its HHA nets and initialises them from the BGR-trained
+VGG16 unchanged, as fcnkit does (see :mod:`fcnkit.weights.modality`).
 Malformed files raise :class:`CaffeFormatError` naming the file and byte offset.
 """
 
@@ -31,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fcnkit.weights.modality import HHA_TRUNK_FIRST_CONV, expand_input_filters, hha_trunk_filters
+from fcnkit.weights.modality import expand_input_filters
 
 # V1LayerParameter.LayerType -> the V2 type string.
 V1_LAYER_TYPES: dict[int, str] = {
@@ -49,6 +51,12 @@ V1_LAYER_TYPES: dict[int, str] = {
 # a classifier's weights initialise an FCN trunk.
 CLASSIFIER_LAYERS = ("fc8", "loss3/classifier", "loss1/classifier", "loss2/classifier")
 
+
+# Reference layer names that fcnkit's models spell otherwise. The early-fusion RGB-D net's
+# 4-channel first convolution is ``conv1_1_bgrd`` (reference nyud-fcn32s-color-d/net.py and
+# solve.py): fcnkit's ``conv1_1`` of a ``modality="rgbd"`` net, whose input is the same
+# B, G, R, log-depth (caffe-nyud-rgbd), so the blob loads as it is.
+LAYER_ALIASES = {"conv1_1_bgrd": "conv1_1"}
 
 # Fixed ``Scale`` layers of FCN-8s at-once (reference ``voc-fcn8s-atonce/net.py``).
 FIXED_SCALES = {"scale_pool4": 0.01, "scale_pool3": 0.0001}
@@ -373,7 +381,12 @@ def caffe_state_dict(
         if layer.name in FIXED_SCALES:
             _check_scale(layer, model, name, report)
             continue
-        targets = [f"{layer.name}{s}" for s in suffixes]
+        layer_name = layer.name
+        alias = LAYER_ALIASES.get(layer_name)
+        if alias is not None and f"{layer_name}.weight" not in own and f"{alias}.weight" in own:
+            report.notes.append(f"caffemodel layer {layer_name} loaded as {alias}")
+            layer_name = alias
+        targets = [f"{layer_name}{s}" for s in suffixes]
         if not any(f"{t}.weight" in own for t in targets):
             if layer.name in CLASSIFIER_LAYERS and not is_fcn:
                 report.skipped.append(f"{layer.name} ({layer.type}): ImageNet classifier")
@@ -394,12 +407,6 @@ def caffe_state_dict(
                 tensor, reshaped = _fit_input_layer(blob, own[key].shape, key, is_fcn, report)
                 if tensor is None:
                     tensor, reshaped = fit_blob(blob, own[key].shape, f"{name}: {key}")
-                if key == HHA_TRUNK_FIRST_CONV:  # Caffe weights are BGR-trained: one convention
-                    tensor = hha_trunk_filters(tensor, "BGR")
-                    report.notes.append(
-                        f"{key}: input channels reversed (the late-fusion HHA trunk reads HHA "
-                        "in file order; see fcnkit.models.vgg.hha_trunk_filters)"
-                    )
                 out[key] = tensor.to(own[key].dtype)
                 report.copied.append(key)
                 if reshaped:
@@ -426,7 +433,7 @@ def _fit_input_layer(
     blob: np.ndarray, shape: torch.Size, key: str, is_fcn: bool, report: CaffeReport
 ) -> tuple[torch.Tensor | None, bool]:
     """A classifier's RGB ``conv1_1`` filters widened for a model with more input channels
-    (early-fusion RGB-D): :func:`fcnkit.models.vgg.expand_input_filters`. ``(None, False)``
+    (early-fusion RGB-D): :func:`fcnkit.weights.modality.expand_input_filters`. ``(None, False)``
     when this does not apply (the blob is then fitted as is)."""
     layer, _, param = key.rpartition(".")
     dst = tuple(shape)

@@ -133,6 +133,8 @@ _VGG_FCNS = ("fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce", "fcn32s-fixed", "*sift
 _FCN_BASE = "http://dl.caffe.berkeleyvision.org/"
 _FCN_LICENSE = "as released with the BSD-2-Clause reference code (fcn.berkeleyvision.org)"
 _SEG11 = "published, reference README: mean IU on PASCAL VOC 2011 seg11valid"
+# The reference's HHA input (nyud_layers.py load_hha): trained on it, the nets load unchanged.
+_HHA_INPUT = "HHA in the PNG's channel order (not reversed) minus (132.431, 94.076, 118.477)"
 
 
 def _tv(name: str, enum: str, models: tuple[str, ...], description: str, prep: str) -> WeightEntry:
@@ -169,12 +171,15 @@ def _fcn_caffe(
     prep: str,
     miou: float | None = None,
     modality: str | None = None,
+    note: str = "",
 ) -> WeightEntry:
     file_name = f"{name}.caffemodel"
     return WeightEntry(
         name=name,
         description=f"the authors' {name} Caffe model (fcn.berkeleyvision.org) for "
-        f"{models[0]}" + (f" with modality={modality}" if modality else ""),
+        f"{models[0]}"
+        + (f" with modality={modality}" if modality else "")
+        + (f"; {note}" if note else ""),
         kind="caffemodel",
         models=models,
         source=_FCN_BASE + file_name,
@@ -308,11 +313,12 @@ def _build_entries() -> dict[str, WeightEntry]:
                 40,
                 prep,
                 modality=modality,
+                note=note,
             )
-            for m, modality, prep in (
-                ("color", "rgb", "caffe-nyud-color"),
-                ("hha", "hha", "caffe-nyud-hha"),
-                ("color-hha", "rgb+hha", "caffe-nyud-color-hha"),
+            for m, modality, prep, note in (
+                ("color", "rgb", "caffe-nyud-color", "input BGR minus (116.190, 97.203, 92.318)"),
+                ("hha", "hha", "caffe-nyud-hha", _HHA_INPUT),
+                ("color-hha", "rgb+hha", "caffe-nyud-color-hha", f"colour BGR; {_HHA_INPUT}"),
             )
         ),
     ]

@@ -62,7 +62,7 @@ def load_weights(model: nn.Module, spec: str | os.PathLike | WeightEntry) -> Loa
     """
     if isinstance(spec, WeightEntry):
         entry: WeightEntry | None = spec
-    elif isinstance(spec, str) and not _looks_like_path(spec):
+    elif isinstance(spec, str) and not looks_like_path(spec):
         entry = get_weight_entry(spec)
     else:
         entry = None
@@ -96,7 +96,8 @@ def load_weights(model: nn.Module, spec: str | os.PathLike | WeightEntry) -> Loa
     return report
 
 
-def _looks_like_path(spec: str) -> bool:
+def looks_like_path(spec: str) -> bool:
+    """Whether a weights spec names a file (a separator or a weights suffix), not an entry."""
     return os.sep in spec or "/" in spec or Path(spec).suffix.lower() in (
         ".pt", ".pth", ".caffemodel", ".h5",
     )  # fmt: skip
@@ -104,8 +105,9 @@ def _looks_like_path(spec: str) -> bool:
 
 def _set_preprocessing(model: nn.Module, name: str, *, trunk: bool) -> None:
     """Use the weights' preprocessing, except that Caffe-convention *trunk* weights (no score
-    layer of their own) keep a Caffe-convention model's dataset mean: the reference subtracts
-    the dataset's own mean (VOC, SIFT Flow, NYUD) when fine-tuning from ImageNet VGG16."""
+    layer of their own) keep a Caffe-convention model's dataset input: the reference
+    subtracts the dataset's own mean (VOC, SIFT Flow, NYUD colour, HHA in file order,
+    log-depth) when fine-tuning from ImageNet VGG16."""
     new = get_preprocessing(name)
     old = getattr(model, "preprocessing", None)
     if trunk and _is_caffe_convention(new) and old is not None and _is_caffe_convention(old):
@@ -114,7 +116,10 @@ def _set_preprocessing(model: nn.Module, name: str, *, trunk: bool) -> None:
 
 
 def _is_caffe_convention(p: Preprocessing) -> bool:
-    return p.channel_order == "BGR" and p.scale == 255.0 and all(s == 1.0 for s in p.std)
+    """0..255 minus a mean, unit std on the image channels: the reference's input. Any
+    channel order (colour BGR, HHA as in the file); extra channels may be scaled (the RGB-D
+    depth code becomes the reference's log-depth)."""
+    return p.scale == 255.0 and all(s == 1.0 for s in p.std[:3])
 
 
 def _torch_load(path: Path) -> Any:
@@ -226,13 +231,17 @@ def _copy_trunk(
 
     ``channel_order`` is the input order the weights were trained on (``"BGR"``: HED, Caffe;
     ``"RGB"``: torchvision). Late-fusion models get the trunk in each suffixed copy
-    (``conv1_1color``, ``conv1_1hha``), ``conv1_1hha`` through
-    :func:`fcnkit.weights.modality.hha_trunk_filters`; a ``conv1_1`` with more input channels
-    (RGB-D) is widened by :func:`fcnkit.weights.modality.expand_input_filters` (each extra input
-    channel gets the mean of the RGB filters, paper Sec. 5, NYUDv2 early fusion).
+    (``conv1_1color``, ``conv1_1hha``). The first convolution of an HHA trunk (``conv1_1hha``,
+    or ``conv1_1`` of a ``modality="hha"`` net) goes through
+    :func:`fcnkit.weights.modality.hha_trunk_filters`: BGR-trained filters unchanged, as the
+    reference initialises its HHA nets (HHA channel k meets BGR filter k), RGB-trained ones
+    reversed into that pairing. A ``conv1_1`` with more input channels (RGB-D) is widened by
+    :func:`fcnkit.weights.modality.expand_input_filters` (each extra input channel gets the
+    mean of the RGB filters, as the reference's ``nyud-fcn32s-color-d/solve.py``).
     """
     own = model.state_dict()
     suffixes = _trunk_suffixes(own) if "conv1_1.weight" not in own else [""]
+    hha_first = "conv1_1.weight" if model_modality(model) == "hha" else HHA_TRUNK_FIRST_CONV
     if not suffixes or not all(f"{n}{s}.weight" in own for n in tensors for s in suffixes):
         missing = [f"{n}.weight" for n in tensors if f"{n}.weight" not in own]
         raise ValueError(
@@ -249,11 +258,12 @@ def _copy_trunk(
             if name == "conv1_1" and dst_w.dim() == 4 and dst_w.shape[1] > weight.shape[1] == 3:
                 weight = expand_input_filters(weight, dst_w.shape[1])
                 report.notes.append(f"{key}: extra input channels = mean of the RGB filters")
-            if f"{key}.weight" == HHA_TRUNK_FIRST_CONV:
+            if f"{key}.weight" == hha_first:
                 weight = hha_trunk_filters(weight, channel_order)
-                if channel_order == "BGR":
+                if channel_order == "RGB":
                     report.notes.append(
-                        f"{key}: input channels reversed (BGR-trained filters, HHA in file order)"
+                        f"{key}: input channels reversed (RGB-trained filters; the reference "
+                        "pairs HHA channel k with BGR filter k)"
                     )
             weight = _reshape_like(weight, dst_w, f"{source}: {key}.weight")
             if bias.shape != dst_b.shape:
@@ -400,7 +410,7 @@ def _load_caffemodel(model: nn.Module, path: Path, entry: WeightEntry | None) ->
         caffe_report.skipped + caffe_report.checked + caffe_report.notes + caffe_report.reshaped
     )
     old = getattr(model, "preprocessing", None)
-    if entry is None and (old is None or old.channel_order != "BGR"):
+    if entry is None and (old is None or not _is_caffe_convention(old)):
         model.preprocessing = get_preprocessing("caffe-voc")
     return report
 

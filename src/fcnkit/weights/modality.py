@@ -12,33 +12,38 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-# HHA input-channel convention. fcnkit feeds HHA in *file order* to the late-fusion trunk
-# (``caffe-nyud-color-hha`` swaps only the colour channels to BGR), while the reference
-# reversed the channels of every PNG it read (its BGR swap), HHA included, and so does
-# fcnkit's single-trunk ``hha`` modality (``caffe-nyud-hha``, BGR). Weights trained on
-# reversed channels -- the reference's HHA nets, and any BGR-trained trunk used for HHA
-# (VGG_ILSVRC_16_layers, HED), which the reference fed reversed HHA -- therefore enter a
-# late-fusion HHA trunk with their input channels reversed, through
-# :func:`hha_trunk_filters` only (fcnkit.weights.caffe, fcnkit.weights.load and
-# :func:`late_fusion_state_dict` all call it). RGB-trained weights (torchvision) pair the
-# HHA channels in file order with the R, G, B filters: exactly the pairing the reversal
-# gives for BGR weights, so they are copied unchanged.
+# HHA input-channel convention: the reference's. Its data layer (nyud_layers.py, load_hha)
+# feeds HHA in the PNG's own channel order minus (132.431, 94.076, 118.477); only colour is
+# reversed to BGR. fcnkit feeds HHA the same way to every HHA trunk: the single-stream ``hha``
+# net (``caffe-nyud-hha``) and the late-fusion ``conv1_1hha`` (``caffe-nyud-color-hha``).
+# Hence:
+# - the reference's HHA nets (nyud-fcn32s-hha-heavy, the hha trunk of
+#   nyud-fcn32s-color-hha-heavy) were trained on this input and load unchanged;
+# - an ImageNet trunk initialising an HHA net meets HHA as the reference's did: the reference
+#   copies VGG_ILSVRC_16_layers (BGR-trained) as it is (nyud-fcn32s-hha/solve.py), so HHA
+#   channel k meets the filter of BGR channel k. BGR-trained weights (Caffe VGG16, HED)
+#   therefore load unchanged; RGB-trained weights (torchvision) get their input channels
+#   reversed into that same pairing (:func:`hha_trunk_filters`, called by
+#   fcnkit.weights.load for ``conv1_1hha`` and the ``hha`` net's ``conv1_1``);
+# - a single-stream HHA run and the late-fusion HHA trunk read the same input, so
+#   :func:`late_fusion_state_dict` copies the HHA net's conv1_1 as it is.
 
 HHA_TRUNK_FIRST_CONV = "conv1_1hha.weight"
 
 
 def hha_trunk_filters(weight: Tensor, channel_order: str = "BGR") -> Tensor:
-    """``conv1_1`` filters for the late-fusion HHA trunk (``conv1_1hha``), which reads HHA in
-    file order, from filters trained on ``channel_order`` input.
+    """``conv1_1`` filters of an ImageNet trunk trained on ``channel_order`` input, for an HHA
+    trunk (HHA in file order), paired as the reference pairs them: HHA channel ``k`` meets the
+    filter of BGR channel ``k`` (the reference copies the BGR-trained VGG16 as it is).
 
-    ``"BGR"`` (Caffe-convention weights, the reference's reversed HHA): input channels are
-    reversed. ``"RGB"`` (torchvision): unchanged. See the convention above.
+    ``"BGR"`` (Caffe VGG16, HED): unchanged. ``"RGB"`` (torchvision): input channels
+    reversed, R, G, B -> B, G, R. See the convention above.
     """
     if channel_order not in ("RGB", "BGR"):
         raise ValueError(f"channel_order must be 'RGB' or 'BGR', got {channel_order!r}")
     if weight.dim() != 4 or weight.shape[1] != 3:
         raise ValueError(f"expected [out, 3, kh, kw] HHA filters, got {tuple(weight.shape)}")
-    return weight.flip(1) if channel_order == "BGR" else weight
+    return weight.flip(1) if channel_order == "RGB" else weight
 
 
 def expand_input_filters(weight: Tensor, in_channels: int) -> Tensor:
@@ -68,15 +73,20 @@ def load_rgb_weights(model: nn.Module, state_dict: Mapping[str, Tensor], strict:
 
 
 def late_fusion_state_dict(
-    color: Mapping[str, Tensor], hha: Mapping[str, Tensor], *, hha_channel_order: str = "BGR"
+    color: Mapping[str, Tensor], hha: Mapping[str, Tensor], *, hha_reversed: bool = False
 ) -> dict[str, Tensor]:
     """Two single-trunk state dicts -> one for the late-fusion ``rgb+hha`` net.
 
     Trunk and score layers get the ``color``/``hha`` suffix (``conv1_1color.weight``,
-    ``score_frhha.weight``); the shared upsamplers (``upscore*``) come from ``color``.
-    ``hha_channel_order`` is the order the ``hha`` net saw its input in (``"BGR"`` for the
-    ``hha`` modality's ``caffe-nyud-hha`` and the reference): its ``conv1_1`` goes through
-    :func:`hha_trunk_filters`, since the late-fusion net reads HHA in file order.
+    ``score_frhha.weight``); the shared upsamplers (``upscore*``) come from ``color``. This
+    is the reference's ``surgery.transplant(..., suffix='color' / 'hha')`` of
+    ``nyud-fcn32s-color-hha/solve.py``: every tensor is copied as it is, since the HHA net
+    read HHA in file order as the late-fusion trunk does (see the convention above).
+
+    ``hha_reversed``: the HHA net was trained on HHA with its channels reversed (fcnkit runs
+    made before fcnkit followed the reference here: their preprocessing reads ``"BGR"``). Its
+    ``conv1_1`` input channels are then reversed, so the trunk computes on file-order HHA
+    exactly what the net computed on reversed HHA.
     """
     fused: dict[str, Tensor] = {}
     for suffix, state in (("color", color), ("hha", hha)):
@@ -86,7 +96,6 @@ def late_fusion_state_dict(
                 fused.setdefault(key, value)
             else:
                 fused[f"{layer}{suffix}.{param}"] = value
-    key = HHA_TRUNK_FIRST_CONV
-    if key in fused:
-        fused[key] = hha_trunk_filters(fused[key], hha_channel_order)
+    if hha_reversed and HHA_TRUNK_FIRST_CONV in fused:
+        fused[HHA_TRUNK_FIRST_CONV] = fused[HHA_TRUNK_FIRST_CONV].flip(1)
     return fused

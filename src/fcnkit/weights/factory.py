@@ -10,6 +10,7 @@ model's preprocessing unless ``preprocessing=`` overrides it.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from fcnkit.weights.backbones import load_backbone_weights
 from fcnkit.weights.caffe import read_caffemodel, score_classes
 from fcnkit.weights.checkpoint import load_model
 from fcnkit.weights.entries import WeightEntry, get_weight_entry
-from fcnkit.weights.load import _looks_like_path, load_weights
+from fcnkit.weights.load import load_weights, looks_like_path
 
 
 def create_model(
@@ -79,18 +80,14 @@ def load_any(
     file (``.caffemodel``, ``.pt``/``.pth`` state dict, ``.h5``); returns ``(model, metadata)``.
 
     Checkpoints rebuild their own model (:func:`load_model`). Otherwise the model is
-    ``create_model(model_name, num_classes, weights=spec, **model_options)``: an entry made for one
-    model gives ``model_name`` (and a NYUD entry its ``modality``) itself; a file needs
+    ``create_model(model_name, num_classes, weights=spec, **model_options)``: an entry made for
+    one model gives ``model_name`` (and a NYUD entry its ``modality``) itself; a file needs
     ``model_name``. ``num_classes`` defaults to the entry's, the caffemodel's ``score_fr``
     or the model's default. Raises ``ValueError``/``FileNotFoundError`` with what to pass.
     (``options=`` is the older name of ``model_options=``, kept for one release.)
     """
-    if options is not None:
-        model_options = {**options, **(model_options or {})}
-
-    path = Path(spec)
-    text = str(spec)
-    entry = None
+    path, text = Path(spec), str(spec)
+    build = _Build(model_name, num_classes, {**(options or {}), **(model_options or {})})
     if path.is_dir() or (path.is_file() and path.suffix.lower() not in (".caffemodel", ".h5")):
         try:
             return load_model(path, map_location)
@@ -102,52 +99,69 @@ def load_any(
                     f"{err}; to load it as the weights of a model, pass the model name "
                     "(--model NAME; Python: model_name=)"
                 ) from None
-    elif not path.exists():
-        if _looks_like_path(text):
+    if not path.exists():
+        if looks_like_path(text):
             raise FileNotFoundError(f"no checkpoint, run directory or weights file at {path}")
-        entry = get_weight_entry(text)  # ValueError listing the known names
-    options = dict(model_options or {})
-    classes = None
-    if entry is not None:
-        if model_name is None:
-            exact = [m for m in entry.models if not any(c in m for c in "*?[")]
-            if len(exact) != 1:
-                raise ValueError(
-                    f"weights {entry.name!r} fit {', '.join(entry.models) or 'no fcnkit model'}: "
-                    "pass the model to build (--model NAME; Python: model_name=)"
-                )
-            model_name = exact[0]
-        if entry.num_classes is None:
-            raise ValueError(
-                f"weights {entry.name!r} are an ImageNet trunk/backbone without a segmentation "
-                "score layer: train a model from them first (fcnkit train), then pass its run"
-            )
-        if entry.modality is not None:
-            options.setdefault("modality", entry.modality)
-        num_classes = num_classes or entry.num_classes
-        classes = entry.class_names()
-    elif model_name is None:
-        raise ValueError(
-            f"{path} is not an fcnkit checkpoint or run directory: cannot tell which model it "
-            "is for; pass --model NAME (and --num-classes N, --model-option KEY=VALUE as needed; "
-            "Python: model_name=, num_classes=, model_options=)"
-        )
-    elif num_classes is None and path.suffix.lower() == ".caffemodel":
-        num_classes = score_classes(read_caffemodel(path))
+        _from_entry(get_weight_entry(text), build)  # ValueError listing the known names
+    else:
+        _from_file(path, build)
     try:
-        model = create_model(model_name, num_classes, weights=text, **options)
+        model = create_model(build.model_name, build.num_classes, weights=text, **build.options)
     except TypeError as err:  # unknown model options
-        raise ValueError(f"cannot build {model_name!r}: {err}") from None
+        raise ValueError(f"cannot build {build.model_name!r}: {err}") from None
     model.to(map_location).eval()
-    if classes is not None and len(classes) != model.num_classes:
-        classes = None
+    classes = build.classes if build.classes and len(build.classes) == model.num_classes else None
     meta = {
         "path": text,
-        "model_name": model_name,
+        "model_name": build.model_name,
         "num_classes": model.num_classes,
-        "model_options": options,
+        "model_options": build.options,
         "classes": classes,
         "palette": None,
         "weights": getattr(model, "weights", text),
     }
     return model, meta
+
+
+@dataclass
+class _Build:
+    """What :func:`load_any` will build for weights that are not a checkpoint."""
+
+    model_name: str | None
+    num_classes: int | None
+    options: dict[str, Any]
+    classes: list[str] | None = None
+
+
+def _from_entry(entry: WeightEntry, build: _Build) -> None:
+    """Fill in the model, class count, classes (and NYUD modality) from a weight entry."""
+    if build.model_name is None:
+        exact = [m for m in entry.models if not any(c in m for c in "*?[")]
+        if len(exact) != 1:
+            raise ValueError(
+                f"weights {entry.name!r} fit {', '.join(entry.models) or 'no fcnkit model'}: "
+                "pass the model to build (--model NAME; Python: model_name=)"
+            )
+        build.model_name = exact[0]
+    if entry.num_classes is None:
+        raise ValueError(
+            f"weights {entry.name!r} are an ImageNet trunk/backbone without a segmentation "
+            "score layer: train a model from them first (fcnkit train), then pass its run"
+        )
+    if entry.modality is not None:
+        build.options.setdefault("modality", entry.modality)
+    build.num_classes = build.num_classes or entry.num_classes
+    build.classes = entry.class_names()
+
+
+def _from_file(path: Path, build: _Build) -> None:
+    """A weights file says nothing of its model: the name must be given (a caffemodel's
+    ``score_fr`` gives the class count)."""
+    if build.model_name is None:
+        raise ValueError(
+            f"{path} is not an fcnkit checkpoint or run directory: cannot tell which model it "
+            "is for; pass --model NAME (and --num-classes N, --model-option KEY=VALUE as needed; "
+            "Python: model_name=, num_classes=, model_options=)"
+        )
+    if build.num_classes is None and path.suffix.lower() == ".caffemodel":
+        build.num_classes = score_classes(read_caffemodel(path))

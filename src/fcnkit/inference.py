@@ -378,16 +378,16 @@ def _read_image_file(path: Path, max_image_pixels: int | None) -> np.ndarray:
     except ImageReadError:
         raise
     except FileNotFoundError:
-        raise ImageReadError(f"cannot read image {path}: no such file") from None
+        raise ImageReadError(f"{path}: no such file") from None
     except IsADirectoryError:
-        raise ImageReadError(f"cannot read image {path}: it is a folder") from None
+        raise ImageReadError(f"{path}: a folder, not an image file") from None
     except UnidentifiedImageError:
-        raise ImageReadError(f"{path} is not an image PIL can read") from None
+        raise ImageReadError(f"{path}: not an image PIL can read") from None
     except MemoryError:
-        raise ImageReadError(f"cannot read image {path}: out of memory decoding {size}") from None
+        raise ImageReadError(f"{path}: out of memory decoding {size} pixels") from None
     except Exception as err:  # PIL raises many types for truncated or malformed files
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ImageReadError(f"cannot read image {path}: {reason}") from err
+        raise ImageReadError(f"{path}: cannot decode this image ({reason})") from err
 
 
 def _pil_rgb(im: Any, where: str) -> np.ndarray:

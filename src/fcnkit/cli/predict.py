@@ -1,7 +1,8 @@
 """``fcnkit predict``: segment images of any size with a trained model.
 
     fcnkit predict WEIGHTS INPUTS... --out DIR [--batch-size N] [--device D] [--tta]
-                   [--sliding-window TILE] [--max-pixels N] [--head NAME] [--alpha A]
+                   [--sliding-window TILE] [--max-pixels N] [--max-image-pixels N]
+                   [--head NAME] [--alpha A]
                    [--model NAME [--num-classes N] [--model-option KEY=VALUE]]
 
 WEIGHTS is a run directory or checkpoint, a known weight name (``fcnkit weights``) or a
@@ -10,9 +11,13 @@ WEIGHTS is a run directory or checkpoint, a known weight name (``fcnkit weights`
 INPUTS are image files or folders (searched recursively). For each image it writes
 ``DIR/labels/<name>.png`` (class indices, palette PNG with the dataset's colours from the
 checkpoint, per head for multi-head models) and ``DIR/overlays/<name>.png`` (colours blended
-over the image). Inputs are never overwritten. Image files are RGB: multi-modal models (RGB-D,
-RGB + HHA) need stacked inputs through the Python API (``Segmenter``). Unreadable images are
-reported by name; the others are still written.
+over the image). Inputs are never overwritten. Image files are read upright (EXIF orientation)
+as RGB (rules per mode: :func:`fcnkit.inference.load_image`): multi-modal models (RGB-D,
+RGB + HHA) need stacked inputs through the Python API (``Segmenter``).
+
+One bad file never stops the others: an unreadable image, one over ``--max-image-pixels``
+or one whose prediction fails (e.g. out of memory) is reported and skipped, every other image
+is written, and the run ends with the list of failures (file and reason) and exit status 2.
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ from typing import Any
 
 from fcnkit.cli import CLIError
 from fcnkit.cli.eval import add_model_arguments, load_cli_model, resolve_cli_device
+
+# fcnkit.inference.DEFAULT_MAX_IMAGE_PIXELS, spelt here to keep torch out of `fcnkit --help`
+DEFAULT_MAX_IMAGE_PIXELS = 200_000_000
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -51,8 +59,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--max-pixels",
         type=int,
         default=None,
-        help="memory budget: images above this many pixels are processed in tiles "
-        "(default: no limit)",
+        help="memory budget: images above this many pixels are processed in tiles, with float "
+        "scores held for one band of tiles (default: no limit)",
+    )
+    p.add_argument(
+        "--max-image-pixels",
+        type=int,
+        default=DEFAULT_MAX_IMAGE_PIXELS,
+        metavar="N",
+        help="image files with more pixels are skipped (reported) before decoding; 0: no "
+        f"limit (default {DEFAULT_MAX_IMAGE_PIXELS:,})",
     )
     p.add_argument("--head", default=None, help="head of a multi-head model (default: primary)")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default 0.5)")
@@ -102,12 +118,23 @@ def save_label(label: Any, path: Path, palette: list | None) -> None:
         Image.fromarray(label.astype(np.uint16)).save(path)
 
 
+def one_sentence(err: BaseException) -> str:
+    """The first line of an error's message (torch's out-of-memory errors run to paragraphs)."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
 def run_predict(args: argparse.Namespace) -> int:
     import numpy as np
     from PIL import Image
 
     from fcnkit.inference import Segmenter, load_image, overlay
 
+    if args.max_image_pixels < 0:
+        raise CLIError(
+            f"--max-image-pixels must be 0 (no limit) or more, got {args.max_image_pixels}"
+        )
+    max_image_pixels = args.max_image_pixels or None
     items = collect_inputs(args.inputs)
     out = Path(args.out)
     inputs = {p.resolve() for p, _ in items}
@@ -129,6 +156,7 @@ def run_predict(args: argparse.Namespace) -> int:
             tta=args.tta,
             sliding_window=args.sliding_window,
             max_pixels=args.max_pixels,
+            max_image_pixels=max_image_pixels,
             meta=meta,
         )
     except (FileNotFoundError, ValueError) as err:
@@ -142,33 +170,58 @@ def run_predict(args: argparse.Namespace) -> int:
             "fcnkit.Segmenter(WEIGHTS).predict(tensor_or_array)"
         )
     palette = segmenter.palette_for(args.head)
-    failed: list[str] = []
+    failures: list[str] = []  # "PATH: reason", in input order
+
+    def fail(path: Path, reason: str) -> None:
+        line = reason if str(path) in reason else f"{path}: {reason}"
+        print(f"fcnkit predict: skipped {line}", file=sys.stderr)
+        failures.append(line)
+
+    def predict(loaded: list) -> list:
+        """Label maps of ``loaded`` (None where an image failed): a failing batch is retried
+        image by image, so one image cannot take the others with it."""
+        images = [image for _, image, _, _ in loaded]
+        try:
+            return segmenter.predict_batch(images, head=args.head)
+        except (ValueError, RuntimeError, MemoryError) as err:
+            if len(loaded) == 1:
+                fail(loaded[0][0], one_sentence(err))
+                return [None]
+        return [predict([item])[0] for item in loaded]
+
     written = 0
     chunk = max(1, args.batch_size) * 4
     for start in range(0, len(plan), chunk):
-        part = plan[start : start + chunk]
         loaded = []
-        for path, label_path, overlay_path in part:
+        for path, label_path, overlay_path in plan[start : start + chunk]:
             try:
-                loaded.append((load_image(path), label_path, overlay_path))
-            except ValueError as err:
-                print(f"fcnkit predict: {err}", file=sys.stderr)
-                failed.append(str(path))
+                image = load_image(path, max_image_pixels=max_image_pixels)
+            except (ValueError, MemoryError) as err:
+                fail(path, one_sentence(err))
+                continue
+            loaded.append((path, image, label_path, overlay_path))
         if not loaded:
             continue
-        try:
-            labels = segmenter.predict_batch([image for image, _, _ in loaded], head=args.head)
-        except ValueError as err:
-            raise CLIError(str(err)) from None
-        for (image, label_path, overlay_path), label in zip(loaded, labels, strict=True):
-            label = label.cpu().numpy()
-            save_label(label, label_path, palette)
-            rgb = image[:3].permute(1, 2, 0).numpy().clip(0, 255).astype(np.uint8)
-            blended = overlay(rgb, np.clip(label, 0, 255), palette, args.alpha)
-            overlay_path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(blended).save(overlay_path)
+        labels = predict(loaded)
+        for (path, image, label_path, overlay_path), label in zip(loaded, labels, strict=True):
+            if label is None:
+                continue
+            try:
+                label = label.cpu().numpy()
+                save_label(label, label_path, palette)
+                rgb = image[:3].permute(1, 2, 0).numpy().clip(0, 255).astype(np.uint8)
+                blended = overlay(rgb, np.clip(label, 0, 255), palette, args.alpha)
+                overlay_path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(blended).save(overlay_path)
+            except (OSError, ValueError, MemoryError) as err:
+                fail(path, f"cannot write its outputs: {one_sentence(err)}")
+                continue
             written += 1
     print(f"wrote {written} label maps to {out / 'labels'} and overlays to {out / 'overlays'}")
-    if failed:
-        raise CLIError(f"{len(failed)} image(s) could not be read: {', '.join(failed)}")
+    if failures:
+        listed = "\n".join(f"  {line}" for line in failures)
+        raise CLIError(
+            f"{len(failures)} of {len(plan)} image(s) could not be read or segmented "
+            f"(the others were written):\n{listed}"
+        )
     return 0

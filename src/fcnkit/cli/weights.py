@@ -253,24 +253,29 @@ def draw_heatmap(result: Heatmap, out: Path, title: str) -> Path:
     return out
 
 
-def run_heatmap(args: argparse.Namespace) -> int:
-    from PIL import Image, UnidentifiedImageError
+def read_photo(path: Path) -> np.ndarray:
+    """The photo at ``path`` as ``H x W x 3`` ``uint8`` RGB as viewers show it: upright by its
+    EXIF orientation, converted by :func:`fcnkit.inference.load_image`'s rules per mode (16-bit
+    scaled), refused over its default pixel limit. Problems are :class:`CLIError` sentences."""
+    from fcnkit.inference import load_image
 
+    if path.is_dir():
+        raise CLIError(f"{path} is a directory; heatmap takes one image file")
+    if not path.exists():
+        raise CLIError(f"no image at {path}")
+    try:
+        image = load_image(path)
+    except (ValueError, MemoryError) as err:
+        raise CLIError(str(err) or f"{path}: out of memory") from None
+    return image.permute(1, 2, 0).numpy()
+
+
+def run_heatmap(args: argparse.Namespace) -> int:
     from fcnkit.weights import imagenet_classes
 
     if args.size < 32:
         raise CLIError(f"--size must be at least 32 (one stride-32 cell), got {args.size}")
-    if args.image.is_dir():
-        raise CLIError(f"{args.image} is a directory; heatmap takes one image file")
-    try:
-        with Image.open(args.image) as im:
-            image = np.asarray(im.convert("RGB"))
-    except FileNotFoundError:
-        raise CLIError(f"no image at {args.image}") from None
-    except UnidentifiedImageError:
-        raise CLIError(f"{args.image} is not an image PIL can read") from None
-    except (OSError, ValueError) as err:  # truncated files, permissions, ...
-        raise CLIError(f"cannot read image {args.image}: {err}") from None
+    image = read_photo(args.image)
     classes = imagenet_classes()
     index = resolve_class(args.class_name, classes) if args.class_name else None
     try:

@@ -222,3 +222,58 @@ def plot_overlays(
     fig.legend(handles, list(classes), loc="lower center", ncol=4, frameon=False)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     return _save(fig, path, dpi=80)
+
+
+def plot_class_frequency(
+    stats: Any, palettes: dict[str, Palette], path: str | os.PathLike, title: str
+) -> Path:
+    """Bar chart of each target's per-class pixel fraction (``fcnkit data stats``), in the
+    dataset's colours; ``stats`` is a :class:`fcnkit.data.stats.DatasetStats`."""
+    plt = _pyplot()
+    keys = list(stats.targets)
+    widest = max(len(stats.targets[k].classes) for k in keys)
+    fig, axes = plt.subplots(
+        len(keys), 1, figsize=(max(6, 0.3 * widest + 2), 3.2 * len(keys)), squeeze=False
+    )
+    for ax, key in zip(axes[:, 0], keys, strict=True):
+        s = stats.targets[key]
+        pal = palettes.get(key) or []
+        colours = [
+            tuple(v / 255 for v in pal[k]) if k < len(pal) else (0.5, 0.5, 0.5)
+            for k in range(len(s.classes))
+        ]
+        ax.bar(range(len(s.classes)), s.frequency, color=colours, edgecolor="black", linewidth=0.4)
+        ax.set_xticks(range(len(s.classes)))
+        ax.set_xticklabels(s.classes, rotation=70, ha="right", fontsize=7)
+        ax.set_ylabel("pixel fraction")
+        ax.set_title(f"{title} [{key}]" if len(keys) > 1 else title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path, dpi=100)
+
+
+def sample_overlay_grid(
+    overlays: Sequence[tuple[str, np.ndarray]],
+    path: str | os.PathLike,
+    tile: int = 192,
+    cols: int = 4,
+) -> Path:
+    """A grid PNG of ``(caption, H x W x 3 overlay)`` tiles, each captioned (dataset samples)."""
+    from PIL import Image, ImageDraw
+
+    tiles = []
+    for caption, rgb in overlays:
+        im = Image.fromarray(rgb)
+        scale = tile / max(im.size)
+        size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
+        canvas = Image.new("RGB", (tile, tile + 14), (32, 32, 32))
+        canvas.paste(im.resize(size, Image.NEAREST), (0, 14))
+        ImageDraw.Draw(canvas).text((2, 1), caption[:32], fill=(255, 255, 255))
+        tiles.append(canvas)
+    rows = max(1, (len(tiles) + cols - 1) // cols)
+    grid = Image.new("RGB", (cols * (tile + 4), rows * (tile + 18)), (0, 0, 0))
+    for k, t in enumerate(tiles):
+        grid.paste(t, ((k % cols) * (tile + 4), (k // cols) * (tile + 18)))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(path)
+    return path

@@ -126,10 +126,14 @@ def test_missing_variable_s(root: Path) -> None:
 
 def test_stats_and_check_with_two_targets(root: Path, tmp_path: Path) -> None:
     from fcnkit.data.check import check
-    from fcnkit.data.stats import write_stats
+    from fcnkit.data.stats import sample_overlays, target_palettes, write_stats
+    from fcnkit.plots import plot_class_frequency
 
     ds = create_dataset("siftflow", root, "trainval")
-    stats = write_stats(ds, tmp_path / "stats", "siftflow", samples=1)
+    stats = write_stats(ds, tmp_path / "stats")
+    assert (tmp_path / "stats" / "class_frequency.csv").is_file()
+    plot_class_frequency(stats, target_palettes(ds), tmp_path / "stats" / "class_frequency.png", "")
+    assert sample_overlays(ds, [0])[0][1].shape[-1] == 3
     assert list(stats.targets) == ["sem", "geo"]
     assert stats.targets["geo"].pixels.tolist() == [2, 2, 2]  # sky, horizontal, vertical
     assert stats.targets["geo"].ignore_pixels == 2

@@ -196,7 +196,9 @@ def run_check(args: argparse.Namespace) -> int:
 def run_stats(args: argparse.Namespace) -> int:
     from fcnkit.data import create_dataset
     from fcnkit.data.base import DatasetError
-    from fcnkit.data.stats import format_table, write_stats
+    from fcnkit.data.check import sample_indices
+    from fcnkit.data.stats import format_table, sample_overlays, target_palettes, write_stats
+    from fcnkit.plots import plot_class_frequency, sample_overlay_grid
 
     entry = _entry(args.name)
     root = _root(args, entry)
@@ -212,7 +214,11 @@ def run_stats(args: argparse.Namespace) -> int:
     for note in dict.fromkeys([str(w.message) for w in caught] + getattr(dataset, "notes", [])):
         print(f"note: {note}")
     out = Path(args.out) if args.out else Path("data-stats") / f"{args.name}-{split}"
-    stats = write_stats(dataset, out, f"{args.name} {split}", args.limit, args.samples)
+    stats = write_stats(dataset, out, args.limit)
+    title = f"{args.name} {split}"
+    plot_class_frequency(stats, target_palettes(dataset), out / "class_frequency.png", title)
+    picked = sample_indices(len(dataset), args.samples)
+    sample_overlay_grid(sample_overlays(dataset, picked), out / "samples.png")
     print(format_table(stats, getattr(dataset, "eval_exclude", None)))
     print(
         f"wrote {out / 'class_frequency.csv'}, {out / 'class_frequency.png'}, {out / 'samples.png'}"

@@ -1,8 +1,9 @@
-"""``fcnkit data stats``: per-class pixel frequencies and a grid of sample overlays.
+"""``fcnkit data stats``: per-class pixel frequencies, and sample overlays to draw.
 
-Writes into ``out``: ``class_frequency.csv`` (one table per target), ``class_frequency.png``
-(bar chart in the dataset's palette) and ``samples.png`` (images overlaid with their labels,
-ignore shown white).
+:func:`write_stats` writes ``class_frequency.csv`` (one table per target);
+:func:`fcnkit.plots.plot_class_frequency` and :func:`fcnkit.plots.sample_overlay_grid` draw
+``class_frequency.png`` and ``samples.png`` from :func:`class_statistics` and
+:func:`sample_overlays`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
 
 from fcnkit.data.base import IGNORE_INDEX, as_segmentation_dataset, num_classes_of, overlay
 from fcnkit.data.check import sample_indices
@@ -98,83 +98,32 @@ def write_csv(stats: DatasetStats, path: Path) -> None:
                 w.writerow([key, k, c, int(s.pixels[k]), f"{s.frequency[k]:.6f}", int(s.images[k])])
 
 
-def plot_frequencies(
-    stats: DatasetStats, palettes: dict[str, list], path: Path, title: str
-) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    keys = list(stats.targets)
-    fig, axes = plt.subplots(
-        len(keys),
-        1,
-        figsize=(
-            max(6, 0.3 * max(len(stats.targets[k].classes) for k in keys) + 2),
-            3.2 * len(keys),
-        ),
-        squeeze=False,
-    )
-    for ax, key in zip(axes[:, 0], keys, strict=True):
-        s = stats.targets[key]
-        pal = palettes.get(key) or []
-        colours = [
-            tuple(v / 255 for v in pal[k]) if k < len(pal) else (0.5, 0.5, 0.5)
-            for k in range(len(s.classes))
-        ]
-        ax.bar(range(len(s.classes)), s.frequency, color=colours, edgecolor="black", linewidth=0.4)
-        ax.set_xticks(range(len(s.classes)))
-        ax.set_xticklabels(s.classes, rotation=70, ha="right", fontsize=7)
-        ax.set_ylabel("pixel fraction")
-        ax.set_title(f"{title} [{key}]" if len(keys) > 1 else title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+def write_stats(dataset: Any, out: Path, limit: int | None = None) -> DatasetStats:
+    """Compute the statistics and write the CSV table (the figures: :mod:`fcnkit.plots`)."""
+    out.mkdir(parents=True, exist_ok=True)
+    stats = class_statistics(dataset, limit)
+    write_csv(stats, out / "class_frequency.csv")
+    return stats
 
 
-def sample_grid(
-    dataset: Any, indices: list[int], path: Path, tile: int = 192, cols: int = 4
-) -> None:
-    """A grid PNG of overlays of the primary label for ``indices``, captioned with the ids."""
+def target_palettes(dataset: Any) -> dict[str, list]:
+    """Each target's colours (``{"label": palette}`` for a single-target dataset)."""
+    if not getattr(dataset, "targets", None):
+        return {"label": dataset.palette}
+    return dict(getattr(dataset, "target_palettes", None) or {})
+
+
+def sample_overlays(dataset: Any, indices: list[int]) -> list[tuple[str, np.ndarray]]:
+    """``(id, H x W x 3 uint8 overlay of the primary label)`` for each of ``indices``."""
     dataset = as_segmentation_dataset(dataset)
-    targets = getattr(dataset, "targets", None)
-    pal_of = getattr(dataset, "target_palettes", None) or {}
-    tiles = []
+    palettes = target_palettes(dataset)
+    out = []
     for i in indices:
         sample = dataset.load(i)
         labels = _labels(sample)
         key = next(iter(labels))
-        palette = pal_of.get(key, dataset.palette) if targets else dataset.palette
+        palette = palettes.get(key, dataset.palette)
         rgb = sample["image"][:3].permute(1, 2, 0).numpy().astype(np.uint8)
         lab = np.clip(labels[key].numpy(), 0, 255)
-        im = Image.fromarray(overlay(rgb, lab, palette))
-        scale = tile / max(im.size)
-        im = im.resize(
-            (max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.NEAREST
-        )
-        canvas = Image.new("RGB", (tile, tile + 14), (32, 32, 32))
-        canvas.paste(im, (0, 14))
-        ImageDraw.Draw(canvas).text((2, 1), str(sample.get("id", i))[:32], fill=(255, 255, 255))
-        tiles.append(canvas)
-    rows = max(1, (len(tiles) + cols - 1) // cols)
-    grid = Image.new("RGB", (cols * (tile + 4), rows * (tile + 18)), (0, 0, 0))
-    for k, t in enumerate(tiles):
-        grid.paste(t, ((k % cols) * (tile + 4), (k // cols) * (tile + 18)))
-    grid.save(path)
-
-
-def write_stats(
-    dataset: Any, out: Path, title: str, limit: int | None = None, samples: int = 16
-) -> DatasetStats:
-    """Compute the statistics and write the CSV table, the bar chart and the overlay grid."""
-    out.mkdir(parents=True, exist_ok=True)
-    stats = class_statistics(dataset, limit)
-    write_csv(stats, out / "class_frequency.csv")
-    targets = getattr(dataset, "targets", None)
-    palettes = getattr(dataset, "target_palettes", None) or {}
-    if not targets:
-        palettes = {"label": dataset.palette}
-    plot_frequencies(stats, palettes, out / "class_frequency.png", title)
-    sample_grid(dataset, sample_indices(len(dataset), samples), out / "samples.png")
-    return stats
+        out.append((str(sample.get("id", i)), overlay(rgb, lab, palette)))
+    return out

@@ -16,6 +16,10 @@ REQUIRED = [
     "voc-fcn32s-alexnet",
     "siftflow-fcn16s",
     "nyud-fcn16s-rgbhha",
+    "nyud-fcn32s-rgbhha",
+    "nyud-fcn32s-color",
+    "nyud-fcn32s-hha",
+    "nyud-fcn32s-color-d",
     "camvid-fcn8s",
     "demo",
     "voc-fcn32s-googlenet",
@@ -76,6 +80,46 @@ def test_atonce_and_multihead_recipes() -> None:
     assert s.model.name == "fcn16s-siftflow" and s.loss.head_weights == {"sem": 1.0, "geo": 1.0}
     n = load_config("nyud-fcn16s-rgbhha")
     assert n.model.options["modality"] == "rgb+hha" and n.data.options["modality"] == "rgb+hha"
+
+
+@pytest.mark.parametrize(
+    ("name", "modality", "lr"),
+    [
+        ("nyud-fcn32s-color", "rgb", 1e-10),  # nyud-fcn32s-color/solver.prototxt base_lr
+        ("nyud-fcn32s-hha", "hha", 1e-10),  # nyud-fcn32s-hha/solver.prototxt base_lr
+        ("nyud-fcn32s-color-d", "rgbd", 1e-10),  # nyud-fcn32s-color-d/solver.prototxt base_lr
+        ("nyud-fcn32s-rgbhha", "rgb+hha", 1e-12),  # nyud-fcn32s-color-hha/solver.prototxt
+    ],
+)
+def test_nyud_recipes_are_the_reference_solvers(name: str, modality: str, lr: float) -> None:
+    """The reference's NYUD solvers (fcn.berkeleyvision.org nyud-fcn32s-*/solver.prototxt):
+    momentum 0.99, weight_decay 0.0005, iter_size 1, fixed lr; net.py: normalize: false;
+    solve.py: 50 x solver.step(2000) = 100,000 iterations, scored on test every 2000."""
+    c = load_config(name)
+    assert c.optim.lr == lr and c.optim.momentum == 0.99 and c.optim.weight_decay == 5e-4
+    assert c.optim.accumulate == 1 and c.data.batch_size == 1 and c.loss.normalize is False
+    assert (c.train.steps, c.train.eval_every, c.train.checkpoint_every) == (100000, 2000, 2000)
+    assert c.model.options["modality"] == c.data.options["modality"] == modality
+    assert (c.data.split, c.data.val_split, c.model.num_classes) == ("trainval", "test", 40)
+
+
+def test_nyud_late_fusion_starts_from_the_two_single_stream_runs(tmp_path) -> None:
+    """nyud-fcn32s-color-hha/solve.py transplants the trained colour and HHA nets (suffix
+    'color' / 'hha') instead of starting from ImageNet; the 16s fusion is fcnkit's own."""
+    c = load_config("nyud-fcn32s-rgbhha")
+    assert c.train.init_from == {"color": "runs/nyud-fcn32s-color", "hha": "runs/nyud-fcn32s-hha"}
+    assert c.model.weights is None  # every weight comes from the two runs
+    for name in ("nyud-fcn32s-color", "nyud-fcn32s-hha", "nyud-fcn32s-color-d"):
+        single = load_config(name)
+        assert single.train.init_from is None and single.model.weights == "vgg16-ilsvrc-caffe"
+    s = load_config("nyud-fcn16s-rgbhha")
+    assert "fcnkit's own" in s.description and s.train.init_from == "runs/nyud-fcn32s-rgbhha"
+    c = load_config("nyud-fcn32s-rgbhha", ["train.init_from.hha=runs/mine"])
+    assert c.train.init_from == {"color": "runs/nyud-fcn32s-color", "hha": "runs/mine"}
+    with pytest.raises(ConfigError, match=r"train\.init_from: expected .*\{color: RUN, hha: RUN"):
+        load_config("nyud-fcn32s-rgbhha", ["train.init_from.depth=runs/d"])
+    with pytest.raises(ConfigError, match=r"train\.init_from: expected"):
+        load_config("nyud-fcn32s-rgbhha", ["train.init_from={color: 1, hha: 2}"])
 
 
 def test_recipe_text_is_the_loaded_recipe() -> None:

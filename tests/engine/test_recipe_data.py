@@ -15,6 +15,7 @@ from types import ModuleType
 
 import numpy as np
 import pytest
+import torch
 
 from fcnkit.engine.config import list_recipes, load_config
 from fcnkit.engine.train import build_datasets
@@ -124,5 +125,14 @@ def test_recipe_datasets_build_from_the_real_layouts(
         assert data.classes is not None and len(data.classes) == n, name
         val_classes = getattr(data.val, "classes", None)
         assert val_classes is None or len(val_classes) == n, name
+    modality = config.model.options.get("modality")
+    if modality is not None:  # NYUD: the data's channels are the ones the model takes
+        from fcnkit.models import build_model
+
+        assert d.options.get("modality") == modality, name
+        with torch.device("meta"):
+            model = build_model(config.model.name, n, **config.model.options)
+        for split in (data.train, data.val):
+            assert split[0]["image"].shape[0] == model.input_channels, name
     if d.val_split == "seg11valid":
         assert data.val.ids == ["2007_000033"] and data.val.dir.name == "VOC2011"

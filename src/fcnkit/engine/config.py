@@ -111,7 +111,9 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = False  # mixed precision, CUDA only (ignored with a warning on CPU)
     channels_last: bool = False  # NHWC weights and inputs: ~1.3x faster CPU steps (MobileNets)
-    init_from: str | None = None  # staged training (Sec. 4.2): a run dir or checkpoint
+    # staged training (Sec. 4.2): a run dir or checkpoint. NYUD late fusion (Sec. 5): the two
+    # single-stream runs, {color: RUN, hha: RUN} (fcnkit.weights.staging.init_from_runs)
+    init_from: str | dict | None = None
     log_every: int = 20
     eval_every: int = 1000  # also evaluated at the last step
     checkpoint_every: int = 1000  # checkpoints/last.pt; also at the last step
@@ -592,6 +594,11 @@ def validate(
             fail("loss.class_weights", f"{n} numbers (model.num_classes)", weights)
     if config.model.num_classes is not None and config.model.num_classes < 1:
         fail("model.num_classes", "an integer >= 1 or null", config.model.num_classes)
+    init = config.train.init_from
+    if isinstance(init, dict) and (
+        sorted(init) != ["color", "hha"] or not all(isinstance(v, str) for v in init.values())
+    ):
+        fail("train.init_from", "a run directory, or {color: RUN, hha: RUN} (late fusion)", init)
 
 
 def config_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:

@@ -24,6 +24,7 @@ Malformed files raise :class:`CaffeFormatError` naming the file and byte offset.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -62,6 +63,8 @@ LAYER_ALIASES = {"conv1_1_bgrd": "conv1_1"}
 FIXED_SCALES = {"scale_pool4": 0.01, "scale_pool3": 0.0001}
 
 _VARINT, _FIXED64, _LEN, _FIXED32 = 0, 1, 2, 5
+# Caffe's own limits on a blob: at most 32 axes (kMaxBlobAxes), each dimension an int32
+MAX_BLOB_AXES, MAX_BLOB_DIM = 32, 2**31 - 1
 
 
 class CaffeFormatError(ValueError):
@@ -231,7 +234,18 @@ def _parse_blob(msg: _Message, layer: str, index: int) -> np.ndarray:
     else:
         data = np.concatenate(chunks) if chunks else np.zeros(0, "<f4")
     dims = tuple(shape) if shape is not None else tuple(legacy)
-    count = int(np.prod(dims)) if dims else 0
+    if len(dims) > MAX_BLOB_AXES:
+        raise msg.error(
+            msg.start,
+            f"layer {layer!r} blob {index}: {len(dims)} axes (Caffe allows {MAX_BLOB_AXES})",
+        )
+    if any(d > MAX_BLOB_DIM for d in dims):  # unsigned here: a negative one reads as huge
+        raise msg.error(
+            msg.start,
+            f"layer {layer!r} blob {index}: dimension {max(dims)} is negative or over Caffe's "
+            f"limit of {MAX_BLOB_DIM}",
+        )
+    count = math.prod(dims)  # Python integers: no 64-bit wrap-around to a matching count
     if count != data.size:
         raise msg.error(
             msg.start,

@@ -35,7 +35,7 @@ error, not a rounding.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -176,3 +176,137 @@ def crop_offset(source: Iterable[Layer], reference: Iterable[Layer] = (), axis: 
     if offset < 0:
         raise ValueError(f"negative crop offset {offset}: the reference starts before the source")
     return int(offset)
+
+
+# ---------------------------------------------------------------------------------------
+# The geometry report: stride, offset and receptive field of every layer on a path
+
+# ``parts(module)``: a composite module's parallel branches (each a list of layers, input
+# first; ``[]`` is the identity), or ``None`` when the module is not composite. Lets a caller
+# describe blocks this module cannot know (Inception, residual blocks) without guessing.
+Parts = Callable[[nn.Module], "list[list[Layer]] | None"]
+
+
+def _branches(layer: Layer, parts: Parts | None) -> list[list[Layer]] | None:
+    if parts is None or isinstance(layer, CoordMap):
+        return None
+    return parts(layer)
+
+
+def _branch_map(branches: list[list[Layer]], axis: int, parts: Parts | None) -> CoordMap:
+    maps = {path_geometry(b, axis, parts)[0] for b in branches}
+    if len(maps) != 1:
+        raise ValueError(f"parallel branches are misaligned: {sorted(maps, key=str)}")
+    return maps.pop()
+
+
+def layer_field(
+    layer: Layer, axis: int = 0, parts: Parts | None = None
+) -> tuple[Fraction, Fraction]:
+    """``(field, jump)`` of one layer in units of its input positions: one output position
+    depends on ``field`` consecutive input positions, and the next output position is
+    ``jump`` input positions further.
+
+    Convolution and pooling: the kernel's extent ``(k - 1) d + 1`` and the stride. A
+    transposed convolution (stride ``s``, kernel ``k``) reads at most ``ceil(k / s)`` input
+    positions (exactly that many when ``s`` divides ``k``, as every FCN upsampler) with jump
+    ``1 / s``. Parallel branches (``parts``) take the widest. A :class:`CoordMap` has no
+    extent: give the layers instead.
+    """
+    branches = _branches(layer, parts)
+    if branches is not None:
+        geos = [path_geometry(b, axis, parts) for b in branches]
+        _branch_map(branches, axis, parts)
+        return max(g[1] for g in geos), geos[0][0].scale
+    if isinstance(layer, CoordMap):
+        raise TypeError("a CoordMap has no receptive field: give the layers it stands for")
+    if isinstance(layer, nn.ConvTranspose2d):
+        k, s, _, d = (_axis(getattr(layer, a), axis) for a in _GEOMETRY)
+        extent = (k - 1) * d + 1
+        return Fraction(-(-extent // s)), Fraction(1, s)
+    if isinstance(layer, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+        k, s = (_axis(getattr(layer, a), axis) for a in _GEOMETRY[:2])
+        d = _axis(getattr(layer, "dilation", 1), axis)
+        return Fraction((k - 1) * d + 1), Fraction(s)
+    if isinstance(layer, nn.Sequential):
+        return path_geometry(list(layer), axis, parts)[1:]
+    if isinstance(layer, PASS_THROUGH) or hasattr(layer, "coord_map"):
+        scale = layer_map(layer, axis).scale
+        if scale != 1:
+            raise TypeError(f"no receptive field for {type(layer).__name__} (scale {scale})")
+        return Fraction(1), Fraction(1)
+    raise TypeError(
+        f"no receptive field for {type(layer).__name__}: describe its parts (parts=) "
+        "or list the spatial layers it is made of"
+    )
+
+
+def path_geometry(
+    layers: Iterable[Layer], axis: int = 0, parts: Parts | None = None
+) -> tuple[CoordMap, Fraction, Fraction]:
+    """``(map, field, jump)`` of a path of layers (input first): the composed coordinate map,
+    and the receptive field and jump of the path's output in input positions, by the usual
+    recursion ``field += (field_layer - 1) * jump; jump *= jump_layer``."""
+    result, field, jump = CoordMap(), Fraction(1), Fraction(1)
+    for layer in layers:
+        branches = _branches(layer, parts)
+        if branches is not None:
+            m = _branch_map(branches, axis, parts)
+        elif isinstance(layer, nn.Sequential):  # its members may be composite
+            m = path_geometry(list(layer), axis, parts)[0]
+        else:
+            m = layer_map(layer, axis)
+        f, j = layer_field(layer, axis, parts)
+        result = result.then(m)
+        field += (f - 1) * jump
+        jump *= j
+    return result, field, jump
+
+
+@dataclass(frozen=True)
+class LayerGeometry:
+    """Where one layer's output lies on the image, along one axis.
+
+    ``stride``: image pixels per step of the output (the map's scale); ``offset``: the image
+    coordinate of output position 0, the centre of its receptive field (``x_image = stride *
+    x + offset``, Caffe's coord_map read towards the image); ``field``: the receptive field,
+    in image pixels.
+    """
+
+    name: str
+    stride: Fraction
+    offset: Fraction
+    field: Fraction
+
+    @property
+    def map(self) -> CoordMap:
+        return CoordMap(self.stride, self.offset)
+
+
+def trace_geometry(
+    named_layers: Iterable[tuple[str, Layer]],
+    start: LayerGeometry | None = None,
+    axis: int = 0,
+    parts: Parts | None = None,
+) -> list[LayerGeometry]:
+    """The :class:`LayerGeometry` of each layer of a path (input first), starting from the
+    image or from the output of ``start`` (a branch off a tapped layer)."""
+    geometry = CoordMap() if start is None else start.map
+    field = Fraction(1) if start is None else start.field
+    rows = []
+    for name, layer in named_layers:
+        m, f, _ = path_geometry([layer], axis, parts)
+        field += (f - 1) * geometry.scale
+        geometry = geometry.then(m)
+        rows.append(LayerGeometry(name, geometry.scale, geometry.shift, field))
+    return rows
+
+
+def crop_between(source: LayerGeometry, reference: LayerGeometry | None = None) -> Fraction:
+    """The crop offset of ``source`` to ``reference`` (``None``: the image) from their
+    geometry: ``(offset_reference - offset_source) / stride``, as :func:`crop_offset` (which
+    also refuses what Caffe's crop cannot do)."""
+    ref = CoordMap() if reference is None else reference.map
+    if source.stride != ref.scale:
+        raise ValueError(f"cannot crop between strides {source.stride} and {ref.scale}")
+    return (ref.shift - source.offset) / source.stride

@@ -128,10 +128,9 @@ def read_rgb(path: Path, what: str = "an RGB image") -> torch.Tensor:
         raise
     except Exception as err:  # PIL raises several types for truncated or foreign files
         raise DatasetError(f"{path}: cannot decode ({err}); expected {what}") from err
-    # numpy does the HWC -> CHW copy: torch's threaded copy is slow when cores are contended
-    return torch.from_numpy(
-        np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1))
-    )
+    # numpy does the HWC -> CHW copy: torch's threaded copy is slow when cores are contended;
+    # always one copy (a 1 x 1 transpose is already contiguous, over PIL's read-only buffer)
+    return torch.from_numpy(np.array(np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1), order="C"))
 
 
 def read_png_array(path: Path, what: str) -> tuple[np.ndarray, str]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
@@ -186,7 +187,7 @@ def _recipe_file(name: str, hidden: bool = False) -> Traversable:
     """The shipped file of recipe ``name``; an unknown name suggests close ones (``hidden``:
     bases too)."""
     path = _recipes_folder() / f"{name}.yaml"
-    if "/" in name or "\\" in name or not path.is_file():
+    if "/" in name or "\\" in name or not _is_file(path):
         recipes = list_recipes()
         close = difflib.get_close_matches(name, _recipe_names(hidden), n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
@@ -243,10 +244,11 @@ def resolve_source(source: str | Path | dict) -> ResolvedSource:
     never inherited. Bases may have bases; a cycle or a missing base is a ConfigError.
     """
     if isinstance(source, dict):
+        _check_size(source, "<dict>")
         top, data = _Source("<dict>", "<dict>", Path(".")), _deep_copy(source)
     else:
         path = Path(source)
-        if path.is_file():
+        if _is_file(path):
             top, data = _file_source(path), None
         elif path.suffix in (".yaml", ".yml") or len(path.parts) > 1:
             raise ConfigError(f"no config file at {path} (and it is not a recipe name)")
@@ -257,12 +259,70 @@ def resolve_source(source: str | Path | dict) -> ResolvedSource:
     return ResolvedSource(merged, top.label, files, origins)
 
 
+def _is_file(path: Path | Traversable) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # e.g. a name too long for the file system: not a file
+        return False
+
+
+#: values a config may hold once YAML aliases are expanded (merging, messages and the run's
+#: config.yaml expand them): shipped recipes hold a few hundred
+MAX_CONFIG_VALUES = 100_000
+
+
+def _check_size(data: Any, where: str) -> None:
+    """ConfigError unless ``data`` expands to at most :data:`MAX_CONFIG_VALUES` values and
+    holds no value inside itself: YAML aliases can repeat an anchor exponentially ("billion
+    laughs") or refer to their own anchor. Linear in the distinct values (shared ones once)."""
+    sizes: dict[int, int] = {}
+    inside: set[int] = set()
+
+    def size(node: Any) -> int:
+        if not isinstance(node, (dict, list)):
+            return 1
+        if id(node) in sizes:
+            return sizes[id(node)]
+        if id(node) in inside:
+            raise ConfigError(f"{where}: a YAML alias refers to itself (a recursive value)")
+        inside.add(id(node))
+        total = 1
+        for child in node.values() if isinstance(node, dict) else node:
+            total += size(child)
+            if total > MAX_CONFIG_VALUES:
+                raise ConfigError(
+                    f"{where}: the config expands to more than {MAX_CONFIG_VALUES:,} values "
+                    "(YAML aliases repeating anchors?)"
+                )
+        inside.discard(id(node))
+        sizes[id(node)] = total
+        return total
+
+    try:
+        size(data)
+    except RecursionError:
+        raise ConfigError(f"{where}: values nested too deeply") from None
+
+
+def _safe_load(text: str, where: str) -> Any:
+    """``yaml.safe_load`` with its failures (syntax, nesting too deep) as ConfigError."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{where}: not valid YAML: {err}") from err
+    except RecursionError:
+        raise ConfigError(f"{where}: not valid YAML: values nested too deeply") from None
+    _check_size(data, where)
+    return data
+
+
 def _read(source: _Source) -> dict:
     assert source.file is not None
     try:
-        data = yaml.safe_load(source.file.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{source.label}: not valid YAML: {err}") from err
+        text = source.file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{source.label}: cannot read the config file: {err}") from err
+    data = _safe_load(text, source.label)
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -313,7 +373,7 @@ def _locate(ref: str, including: _Source) -> _Source:
             path = Path(os.path.normpath(including.folder / ref))
         else:
             path = including.folder / ref
-        if not path.is_file():
+        if not _is_file(path):
             raise ConfigError(f"{including.label}: {BASE_KEY}: no file {ref!r} (looked for {path})")
         return _file_source(path)
     try:
@@ -387,6 +447,9 @@ def apply_override(data: dict, item: str) -> str:
         value = yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError as err:
         raise ConfigError(f"--set {item}: cannot parse value {text!r}: {err}") from err
+    except RecursionError:
+        raise ConfigError(f"--set {key}=...: value nested too deeply") from None
+    _check_size(value, f"--set {key}=...")
     node = data
     for part in parts[:-1]:
         child = node.get(part)
@@ -526,14 +589,13 @@ def _try(value: Any, tp: Any) -> tuple[bool, Any]:
                 return False, None
             return (True, int(f)) if f.is_integer() else (False, None)
         return False, None
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return True, float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
-            try:
-                return True, float(value)
-            except ValueError:
+    if tp is float:  # finite numbers only: NaN / inf would reach the weights
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            try:  # YAML 1.1 reads "1e-4" (no dot) as a string
+                number = float(value)
+            except (ValueError, OverflowError):  # OverflowError: an int beyond any float
                 return False, None
+            return (True, number) if math.isfinite(number) else (False, None)
         return False, None
     if tp is str:
         if isinstance(value, str):

@@ -11,6 +11,9 @@ REQUIRED = [
     "voc-fcn32s",
     "voc-fcn16s",
     "voc-fcn8s",
+    "voc-fcn32s-paper",
+    "voc-fcn16s-paper",
+    "voc-fcn8s-paper",
     "voc-fcn8s-atonce",
     "voc-fcn32s-fixed",
     "voc-fcn32s-alexnet",
@@ -37,7 +40,14 @@ def test_required_recipes_ship_and_validate() -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["voc-fcn32s", "voc-fcn16s", "voc-fcn8s", "voc-fcn32s-fixed", "voc-fcn32s-googlenet"],
+    [
+        "voc-fcn32s-paper",
+        "voc-fcn16s-paper",
+        "voc-fcn8s-paper",
+        "voc-fcn32s-fixed",
+        "voc-fcn32s-googlenet",
+        "voc-fcn32s-alexnet",
+    ],
 )
 def test_paper_sgd_settings(name: str) -> None:
     c = load_config(name)
@@ -50,10 +60,16 @@ def test_paper_sgd_settings(name: str) -> None:
 
 
 def test_paper_learning_rates_and_staging() -> None:
-    assert load_config("voc-fcn32s").optim.lr == 1e-4  # VGG16
+    assert load_config("voc-fcn32s-paper").optim.lr == 1e-4  # VGG16 (Sec. 4.3)
+    assert load_config("voc-fcn16s-paper").optim.lr == 1e-6  # "decreased by 100" (Sec. 4.2)
+    assert load_config("voc-fcn8s-paper").optim.lr == 1e-8  # extrapolated: 100x again
+    assert "extrapolation" in recipe_text("voc-fcn8s-paper")  # and says so
     assert load_config("voc-fcn32s-alexnet").optim.lr == 1e-3  # AlexNet
     googlenet = load_config("voc-fcn32s-googlenet")  # GoogLeNet (Sec. 4.3)
     assert googlenet.optim.lr == 5e-5 and googlenet.model.name == "fcn32s-googlenet"
+    assert load_config("voc-fcn32s-paper").train.init_from is None
+    assert load_config("voc-fcn16s-paper").train.init_from == "runs/voc-fcn32s-paper"
+    assert load_config("voc-fcn8s-paper").train.init_from == "runs/voc-fcn16s-paper"
     assert load_config("voc-fcn32s").train.init_from is None
     assert load_config("voc-fcn16s").train.init_from == "runs/voc-fcn32s"  # Sec. 4.2
     assert load_config("voc-fcn8s").train.init_from == "runs/voc-fcn16s"
@@ -61,12 +77,49 @@ def test_paper_learning_rates_and_staging() -> None:
     assert load_config("nyud-fcn16s-rgbhha").train.init_from == "runs/nyud-fcn32s-rgbhha"
 
 
-@pytest.mark.parametrize("stride, lr", [(32, 1e-10), (16, 1e-12), (8, 1e-14)])
-def test_reference_heavy_settings(stride: int, lr: float) -> None:
-    c = load_config(f"voc-fcn{stride}s-heavy")
-    assert c.optim.lr == lr and c.optim.momentum == 0.99
+@pytest.mark.parametrize(
+    ("stride", "lr", "weights"),
+    [
+        (32, 1e-10, "vgg16-ilsvrc-caffe"),  # voc-fcn32s/solver.prototxt base_lr; ImageNet VGG16
+        (16, 1e-12, None),  # voc-fcn16s/solver.prototxt base_lr; solve.py: from voc-fcn32s
+        (8, 1e-14, None),  # voc-fcn8s/solver.prototxt base_lr; solve.py: from voc-fcn16s
+    ],
+)
+def test_plain_voc_names_are_the_reference_solvers(stride: int, lr: float, weights) -> None:
+    """voc-fcn{32,16,8}s reproduce the released fcn{32,16,8}s-heavy-pascal: the reference's
+    voc-fcn{32,16,8}s/solver.prototxt (momentum 0.99, weight_decay 0.0005, iter_size 1,
+    max_iter 100000, snapshot 4000) with net.py's unnormalised loss and fixed upsamplers."""
+    c = load_config(f"voc-fcn{stride}s")
+    assert c.optim.lr == lr and c.optim.momentum == 0.99 and c.optim.weight_decay == 5e-4
     assert c.data.batch_size == 1 and c.optim.accumulate == 1
     assert c.loss.normalize is False  # summed loss goes with these tiny rates
+    assert (c.train.steps, c.train.eval_every, c.train.checkpoint_every) == (100000, 4000, 4000)
+    assert c.model.weights == weights and c.model.options.get("learn_upsampling", False) is False
+    assert (c.data.dataset, c.data.val_split) == ("sbd", "seg11valid")
+    # the former -heavy names: the same recipes, chained through their own runs
+    old = load_config(f"voc-fcn{stride}s-heavy")
+    assert (old.optim, old.loss, old.model, old.data) == (c.optim, c.loss, c.model, c.data)
+
+
+def test_paper_recipes_stage_length_matches_the_reference_update() -> None:
+    """The paper-text recipes take the cumulative update of the reference runs: per image,
+    reference lr x pixels / (1 - momentum) = 1e-10 x 1.8e5 / 0.01 (voc-fcn32s/solver.prototxt)
+    vs paper 1e-4 / (1 - 0.9) / 20: 36x, so 36 x the reference's 100,000 images."""
+    ref, paper = load_config("voc-fcn32s"), load_config("voc-fcn32s-paper")
+    per_image_ref = ref.optim.lr * 1.8e5 / (1 - ref.optim.momentum)
+    per_image_paper = paper.optim.lr / (1 - paper.optim.momentum) / paper.optim.accumulate
+    ratio = per_image_ref / per_image_paper
+    assert ratio == pytest.approx(36)
+    images = paper.train.steps * paper.optim.accumulate * paper.data.batch_size
+    assert images == pytest.approx(ratio * ref.train.steps) and images == 3_600_000
+    for stride in (16, 8):  # the same ratio at every stage (both drop 100x per stage)
+        r, p = load_config(f"voc-fcn{stride}s"), load_config(f"voc-fcn{stride}s-paper")
+        assert p.optim.lr / r.optim.lr == pytest.approx(paper.optim.lr / ref.optim.lr)
+        assert p.train.steps == paper.train.steps == 180000
+    # AlexNet: voc-fcn-alexnet/solver.prototxt base_lr 1e-4, max_iter 100000 (iter_size 20,
+    # normalised loss, momentum 0.9): the same update at the paper's lr 1e-3 takes 10,000
+    alexnet = load_config("voc-fcn32s-alexnet")
+    assert alexnet.optim.lr * alexnet.train.steps == pytest.approx(1e-4 * 100000)
 
 
 def test_atonce_and_multihead_recipes() -> None:
@@ -195,7 +248,7 @@ def test_unknown_key_in_file_and_unknown_recipe(tmp_path) -> None:
 
 
 def test_config_roundtrips_through_yaml(tmp_path) -> None:
-    c = load_config("voc-fcn16s", ["optim.lr=3e-6"])
+    c = load_config("voc-fcn16s-paper", ["optim.lr=3e-6"])
     path = tmp_path / "resolved.yaml"
     path.write_text(c.to_yaml())
     assert load_config(path) == c
@@ -268,14 +321,21 @@ def test_shipped_recipes_name_and_describe_themselves() -> None:
         assert raw["name"] == name and raw["description"]  # never inherited
         if "_base_" in raw:
             with_bases.append(name)
-    assert {"voc-fcn16s", "voc-fcn8s", "voc-fcn8s-heavy", "siftflow-fcn8s-lite0"} <= set(with_bases)
+    chained = {
+        "voc-fcn16s",
+        "voc-fcn8s",
+        "voc-fcn8s-paper",
+        "nyud-fcn32s-hha",
+        "siftflow-fcn8s-lite0",
+    }
+    assert chained <= set(with_bases)
     assert load_config("siftflow-fcn8s-lite0").name == "siftflow-fcn8s-lite0"
 
 
-# voc-fcn8s as it was written before it inherited from voc-fcn16s <- voc-fcn32s
-VOC_FCN8S = """
-name: voc-fcn8s
-description: FCN-8s on PASCAL VOC, staged from the FCN-16s run (Sec. 4.2), paper SGD settings
+# voc-fcn8s-paper spelled out: voc-fcn32s <- voc-fcn32s-paper <- voc-fcn16s-paper <- itself
+VOC_FCN8S_PAPER = """
+name: voc-fcn8s-paper
+description: FCN-8s on PASCAL VOC, staged from voc-fcn16s-paper (Sec. 4.2), the paper text's SGD settings (lr extrapolated)
 model: {name: fcn8s, num_classes: 21, weights: null, options: {learn_upsampling: true}}
 data:
   dataset: sbd
@@ -299,25 +359,35 @@ optim:
   accumulate: 20
 schedule: {name: fixed}
 train:
-  steps: 5000
+  steps: 180000
   seed: 0
   log_every: 20
-  eval_every: 200
-  checkpoint_every: 200
+  eval_every: 7200
+  checkpoint_every: 1800
   zero_check_step: 100
-  init_from: runs/voc-fcn16s
-"""
+  init_from: runs/voc-fcn16s-paper
+"""  # noqa: E501
 
 
 def test_recipe_chain_resolves_to_the_spelled_out_recipe() -> None:
-    c = load_config("voc-fcn8s")  # voc-fcn32s <- voc-fcn16s <- voc-fcn8s
-    assert c == load_config(yaml.safe_load(VOC_FCN8S))
-    assert c.to_dict() == load_config(yaml.safe_load(VOC_FCN8S)).to_dict()
-    # from voc-fcn32s (two levels up), from voc-fcn16s, from voc-fcn8s itself
+    c = load_config("voc-fcn8s-paper")  # voc-fcn32s <- 32s-paper <- 16s-paper <- 8s-paper
+    assert c == load_config(yaml.safe_load(VOC_FCN8S_PAPER))
+    assert c.to_dict() == load_config(yaml.safe_load(VOC_FCN8S_PAPER)).to_dict()
+    # from voc-fcn32s (three levels up), from voc-fcn32s-paper, voc-fcn16s-paper, itself
     assert (c.data.val_split, c.optim.momentum, c.optim.accumulate) == ("seg11valid", 0.9, 20)
     assert c.model.weights is None and c.model.options == {"learn_upsampling": True}
-    assert (c.model.name, c.optim.lr, c.train.init_from) == ("fcn8s", 1e-8, "runs/voc-fcn16s")
-    assert c.description.startswith("FCN-8s")  # its own, not voc-fcn16s's
+    assert (c.model.name, c.optim.lr, c.train.init_from) == (
+        "fcn8s",
+        1e-8,
+        "runs/voc-fcn16s-paper",
+    )
+    assert c.description.startswith("FCN-8s")  # its own, not voc-fcn16s-paper's
+    plain = load_config("voc-fcn8s")  # voc-fcn32s <- voc-fcn16s <- voc-fcn8s
+    assert (plain.optim.lr, plain.optim.momentum, plain.data.val_split) == (
+        1e-14,
+        0.99,
+        "seg11valid",
+    )
     # a hidden base at the root of the SIFT Flow Lite0 chain
     s = load_config("siftflow-fcn8s-lite0")  # _siftflow-adamw <- 32s-lite0 <- 16s-lite0 <- 8s
     assert (s.data.dataset, s.data.batch_size, s.optim.name) == ("siftflow", 8, "adamw")
@@ -356,7 +426,7 @@ def test_list_of_bases_later_ones_win(tmp_path) -> None:
     c = load_config(path)
     assert (c.optim.lr, c.optim.momentum, c.train.steps) == (0.2, 0.5, 7)
     assert c.model.name == "fcn32s" and c.data.dataset == "sbd"  # from the recipe
-    assert c.train.eval_every == 200
+    assert c.train.eval_every == 4000  # voc-fcn32s: the reference scores every 4000
 
 
 def test_relative_base_resolves_against_the_including_file(tmp_path, monkeypatch) -> None:

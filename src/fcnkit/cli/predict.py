@@ -29,9 +29,7 @@ from typing import Any
 
 from fcnkit.cli import CLIError
 from fcnkit.cli.eval import add_model_arguments, load_cli_model, resolve_cli_device
-
-# fcnkit.inference.DEFAULT_MAX_IMAGE_PIXELS, spelt here to keep torch out of `fcnkit --help`
-DEFAULT_MAX_IMAGE_PIXELS = 200_000_000
+from fcnkit.inference import DEFAULT_MAX_IMAGE_PIXELS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -73,7 +73,7 @@ from fcnkit.engine.rundata import (
 )
 from fcnkit.engine.rundir import RunLogger, git_hash, prepare_run_dir, write_json
 from fcnkit.plots import plot_curves, prediction_grid, read_log
-from fcnkit.weights.staging import init_from_run
+from fcnkit.weights.staging import init_from_run, missing_init_sources
 
 # The public names; those moved to rundir, rundata, rng, guards, errors and plots stay
 # importable from here for one release.
@@ -200,7 +200,7 @@ def staged_init_source(
     source = init_from if init_from is not None else config.train.init_from
     if source is None or resume:
         return None
-    if not Path(source).exists():
+    if missing_init_sources(source):
         raise MissingStageError(
             "init_from: {source} does not exist. Staged training (Sec. 4.2) starts from the "
             "previous stage's run: train it first (e.g. `{train:voc-fcn32s}`) or pass "

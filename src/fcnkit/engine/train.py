@@ -200,12 +200,12 @@ def staged_init_source(
     source = init_from if init_from is not None else config.train.init_from
     if source is None or resume:
         return None
-    if missing_init_sources(source):
+    if missing := missing_init_sources(source):
         raise MissingStageError(
             "init_from: {source} does not exist. Staged training (Sec. 4.2) starts from the "
             "previous stage's run: train it first (e.g. `{train:voc-fcn32s}`) or pass "
             "{init_from:RUN_DIR}; `{set:train.init_from=null}` starts from the backbone alone",
-            source=source,
+            source=", ".join(missing),
         )
     return source
 

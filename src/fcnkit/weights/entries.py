@@ -11,11 +11,12 @@ import importlib
 import importlib.util
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
+from fcnkit.data.pascal_context import PASCAL_CONTEXT_CLASSES
 from fcnkit.data.voc import VOC_CLASSES
 
 # --------------------------------------------------------------------------- classes
@@ -119,6 +120,8 @@ class WeightEntry:
             return imagenet_classes()
         if self.classes == "voc":
             return list(VOC_CLASSES)
+        if self.classes == "pascal-context":
+            return list(PASCAL_CONTEXT_CLASSES)
         return None
 
 
@@ -133,6 +136,11 @@ _VGG_FCNS = ("fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce", "fcn32s-fixed", "*sift
 _FCN_BASE = "http://dl.caffe.berkeleyvision.org/"
 _FCN_LICENSE = "as released with the BSD-2-Clause reference code (fcn.berkeleyvision.org)"
 _SEG11 = "published, reference README: mean IU on PASCAL VOC 2011 seg11valid"
+_CONTEXT_SCORES = (
+    "none published for these files (the reference README lists no PASCAL-Context scores); "
+    "the paper's Table 6 (59 classes, val: FCN-32s / 16s / 8s mean IU 31.8 / 34.8 / 35.1) "
+    "describes its own nets, not necessarily these 'heavy' re-trainings"
+)
 # The reference's HHA input (nyud_layers.py load_hha): trained on it, the nets load unchanged.
 _HHA_INPUT = "HHA in the PNG's channel order (not reversed) minus (132.431, 94.076, 118.477)"
 
@@ -320,6 +328,23 @@ def _build_entries() -> dict[str, WeightEntry]:
                 ("hha", "hha", "caffe-nyud-hha", _HHA_INPUT),
                 ("color-hha", "rgb+hha", "caffe-nyud-color-hha", f"colour BGR; {_HHA_INPUT}"),
             )
+        ),
+        # pascalcontext-fcn{32,16,8}s/caffemodel-url of the reference: 59 classes + background
+        # (num_output 60), the same layer names as the VOC nets. The reference's data layer
+        # subtracts (104.007, 116.669, 122.679): caffe-voc's mean to 3 decimals.
+        *(
+            replace(
+                _fcn_caffe(
+                    f"pascalcontext-fcn{s}s-heavy",
+                    (f"fcn{s}s",),
+                    "pascal-context",
+                    60,
+                    "caffe-voc",
+                    note="PASCAL-Context 59 classes + background",
+                ),
+                metrics_note=_CONTEXT_SCORES,
+            )
+            for s in (32, 16, 8)
         ),
     ]
     return {e.name: e for e in entries}

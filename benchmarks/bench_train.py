@@ -140,9 +140,9 @@ def main(argv: list[str] | None = None) -> int:
             device,
         )
     if args.only in (None, "vgg"):
-        paper = load_config("voc-fcn8s")
+        paper = load_config("voc-fcn8s-paper")
         bench(
-            "VGG16 FCN-8s (paper)",
+            "VGG16 FCN-8s (paper-text recipe, 20-image batches)",
             "fcn8s",
             21,
             {},

@@ -35,12 +35,13 @@ def test_show_resolved_and_raw(capsys) -> None:
     resolved = capsys.readouterr().out
     data = yaml.safe_load(resolved)
     assert "_base_" not in data and "voc-fcn32s <- voc-fcn16s <- voc-fcn8s" in resolved
+    # lr 1e-14 and momentum 0.99: the reference's voc-fcn8s/solver.prototxt
     assert (data["name"], data["model"]["name"], data["optim"]["lr"]) == (
         "voc-fcn8s",
         "fcn8s",
-        1e-8,
+        1e-14,
     )
-    assert data["data"]["dataset"] == "sbd" and data["optim"]["momentum"] == 0.9  # from the base
+    assert data["data"]["dataset"] == "sbd" and data["optim"]["momentum"] == 0.99  # from the base
     assert list(data)[:3] == ["name", "description", "model"]
     assert load_config(data) == load_config("voc-fcn8s")
     assert main(["recipes", "show", "voc-fcn8s", "--raw"]) == 0

@@ -45,7 +45,7 @@ from fcnkit.weights.load import (
     read_hed_h5,
     torchvision_vgg16_to_caffe,
 )
-from fcnkit.weights.staging import init_from_run
+from fcnkit.weights.staging import init_from_run, init_from_runs
 
 __all__ = [
     "DOWNLOAD_TIMEOUT_S",
@@ -61,6 +61,7 @@ __all__ = [
     "head_palette",
     "imagenet_classes",
     "init_from_run",
+    "init_from_runs",
     "is_checkpoint",
     "lite0_weights_path",
     "list_weights",

@@ -9,7 +9,9 @@ streams, ...), which :mod:`fcnkit.engine.train` writes and reads.
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,8 @@ from fcnkit.version import __version__
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` to a temporary file beside ``path``, fsync, then rename over ``path``.
 
-    A crash mid-write leaves the previous file intact: never a half-written checkpoint.
+    A crash mid-write leaves the previous file intact: never a half-written checkpoint. A
+    full disk removes the temporary file and raises ``OSError(ENOSPC)`` naming ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -36,8 +39,12 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            raise OSError(
+                errno.ENOSPC, "no space left on device (the previous file is unchanged)", str(path)
+            ) from err
         raise
     return path
 
@@ -135,13 +142,44 @@ def is_checkpoint(obj: Any) -> bool:
     return isinstance(obj, dict) and "model" in obj and "model_name" in obj
 
 
+_REFUSED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+_REFUSALS = ("Unsupported global", "unrecognized function", "Unsupported class")
+_UNPICKLER_DETAIL = re.compile(r"WeightsUnpickler error:\s*(.+)")
+
+
+def torch_load_error(path: str | os.PathLike, err: BaseException, what: str) -> str:
+    """fcnkit's sentence for ``torch.load(path, weights_only=True)`` failing with ``err``.
+
+    A refused pickle (a class or function outside torch's allowlist) is named as such: fcnkit
+    never unpickles arbitrary code, and never advises turning that check off. Other failures
+    (not a torch file, truncated) give torch's reason without its advice.
+    """
+    text = str(err)
+    if any(r in text for r in _REFUSALS):
+        found = _REFUSED_GLOBAL.search(text)
+        name = found[1] if found else "a Python object"
+        return (
+            f"{path}: refused: it asks to unpickle {name}, which is not a tensor, number, "
+            "string, list or dict, and fcnkit will not unpickle arbitrary code from a weights "
+            f"file. Expected {what}; if the file is yours, re-save its weights as a plain dict "
+            "of tensors (torch.save(model.state_dict(), PATH))"
+        )
+    detail = _UNPICKLER_DETAIL.search(text)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    reason = detail[1].strip() if detail else (lines[0] if lines else type(err).__name__)
+    if "weights_only" in reason:  # torch's advice may be to switch the check off: not ours
+        reason = type(err).__name__
+    how = "torch.load(weights_only=True)"
+    return f"{path} could not be read with {how} ({reason}); expected {what}"
+
+
 def load_checkpoint(path_or_run: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
     """Load a checkpoint dict safely (``weights_only=True``), with a clear error if it isn't one."""
     path = resolve_checkpoint(path_or_run)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # pickle/zip errors: name the file
-        raise ValueError(f"{path} is not a readable fcnkit checkpoint: {err}") from err
+        raise ValueError(torch_load_error(path, err, "an fcnkit checkpoint")) from err
     if not is_checkpoint(ckpt):
         raise ValueError(
             f"{path} is not an fcnkit checkpoint (expected a dict with 'model' and 'model_name'; "

@@ -24,7 +24,7 @@ from torch import nn
 from fcnkit.models.efficientnet import EfficientNetLite0
 from fcnkit.preprocessing import Preprocessing, get_preprocessing
 from fcnkit.weights.caffe import _trunk_suffixes, load_caffemodel
-from fcnkit.weights.checkpoint import is_checkpoint
+from fcnkit.weights.checkpoint import is_checkpoint, torch_load_error
 from fcnkit.weights.download import torchvision_weight_file
 from fcnkit.weights.entries import (
     _TV_VGG16_CONV_INDICES,
@@ -126,9 +126,7 @@ def _torch_load(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise ValueError(
-            f"{path} could not be read with torch.load(weights_only=True): {err}"
-        ) from err
+        raise ValueError(torch_load_error(path, err, "a state dict of tensors")) from err
 
 
 # ----- EfficientNet-Lite0 (pip package file) ----------------------------------------------

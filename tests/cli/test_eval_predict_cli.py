@@ -247,6 +247,54 @@ def test_eval_reports_user_errors(run_dir, tmp_path, capsys) -> None:
     assert "5 classes" in capsys.readouterr().err
 
 
+def folder_with_a_bad_image(root):
+    """A ``folder`` dataset of four 16 x 16 samples (classes a, b, c) whose s2.png is no image."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(
+            root / f"images/s{i}.png"
+        )
+        Image.fromarray(rng.integers(0, 3, (16, 16), dtype=np.uint8)).save(root / f"masks/s{i}.png")
+    (root / "classes.txt").write_text("a\nb\nc\n")
+    bad = root / "images/s2.png"
+    bad.write_bytes(b"not a png at all")
+    return bad
+
+
+def test_eval_bad_sample_stops_naming_its_file_or_is_skipped(tmp_path, capsys) -> None:
+    root = tmp_path / "data"
+    bad = folder_with_a_bad_image(root)
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "m.pt", create_model("test-cli-tiny", 3))
+    argv = ["eval", str(tmp_path / "m.pt"), "--dataset", "folder", "--root", str(root)]
+    argv += ["--split", "all", "--out", str(tmp_path / "ev")]
+    # default: stop at the bad sample, naming its file and the way to go on (a worker too)
+    for workers in ("0", "1"):
+        assert main([*argv, "--workers", workers]) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and "DataLoader worker" not in err
+        assert f"{bad}: cannot decode" in err and "--on-bad-sample skip" in err
+    assert not (tmp_path / "ev").exists()
+    # skip: scored without it; counted and listed at the end and in metrics.json
+    for workers in ("0", "1"):
+        extra = ["--on-bad-sample", "skip", "--batch-size", "2", "--workers", workers]
+        assert main([*argv, *extra]) == 0
+        captured = capsys.readouterr()
+        assert "skipped 1 bad sample" in captured.err and f"{bad}: cannot decode" in captured.err
+        record = json.loads((tmp_path / "ev/metrics.json").read_text())
+        assert record["metrics"]["num_images"] == 3
+        assert len(record["skipped"]) == 1 and str(bad) in record["skipped"][0]
+    # the same figures as the split without the bad sample
+    bad.unlink()
+    (root / "masks/s2.png").unlink()
+    argv[argv.index(str(tmp_path / "ev"))] = str(tmp_path / "ev-good")
+    assert main([*argv, "--batch-size", "2"]) == 0
+    good = json.loads((tmp_path / "ev-good/metrics.json").read_text())
+    assert good["confusion"] == record["confusion"] and good["skipped"] == []
+
+
 def write_images(folder, sizes, seed=0):
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fcnkit.cli import CLIError
+from fcnkit.cli import CLIError, check_out_folder, writing
 from fcnkit.plots import plot_confusion  # noqa: F401 (moved to fcnkit.plots; kept one release)
 
 if TYPE_CHECKING:
@@ -49,8 +50,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--sliding-window", type=int, default=None, metavar="TILE", help="tile large images"
     )
     p.add_argument("--tta", action="store_true", help="average with horizontally flipped input")
+    p.add_argument(
+        "--on-bad-sample",
+        choices=("stop", "skip"),
+        default="stop",
+        help="a sample that cannot be read: stop with its file named (default), or skip it, "
+        "score the others and list the skipped files at the end and in metrics.json",
+    )
     add_model_arguments(p)
-    p.set_defaults(func=run_eval)
+    p.set_defaults(func=run_eval, out_kind="folder")  # --out checked by fcnkit.cli.main
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
@@ -139,8 +147,17 @@ def open_dataset(args: argparse.Namespace) -> Any:
 
 def run_eval(args: argparse.Namespace) -> int:
     from fcnkit.engine import distributed
-    from fcnkit.engine.evaluate import dataset_scoring, evaluate_model, make_eval_loader
+    from fcnkit.engine.evaluate import (
+        BadSampleError,
+        dataset_scoring,
+        evaluate_model,
+        make_eval_loader,
+    )
 
+    if args.out:
+        out = check_out_folder(args.out)
+    else:  # before evaluating: a file where the default folder goes stops the run now
+        out = check_out_folder(default_out_dir(args.weights, args.dataset, args.split), "folder")
     info = distributed.setup(str(resolve_cli_device(args.device)))  # torchrun: its process group
     try:
         model, meta = load_cli_model(args, info.device)
@@ -152,6 +169,7 @@ def run_eval(args: argparse.Namespace) -> int:
             preprocessing=model.preprocessing,
             num_replicas=info.world_size,
             rank=info.rank,
+            catch_bad_samples=True,
         )
         result = evaluate_model(
             model,
@@ -160,25 +178,44 @@ def run_eval(args: argparse.Namespace) -> int:
             scoring=dataset_scoring(raw, model.num_classes, strict=True),
             sliding_window=args.sliding_window,
             flip=args.tta,
+            on_bad_sample=args.on_bad_sample,
         )
+    except BadSampleError as err:
+        hint = "" if args.on_bad_sample == "skip" else " (--on-bad-sample skip scores the others)"
+        raise CLIError(f"bad sample in {args.dataset} {args.split}: {err}{hint}") from None
     except ValueError as err:
         raise CLIError(str(err)) from None
     finally:
         distributed.cleanup(info)
     if info.is_main:
-        write_results(args, result, meta)
+        write_results(args, result, meta, out)
+        report_skipped(result.skipped)
     return 0
 
 
-def write_results(args: argparse.Namespace, result: EvalResult, meta: dict[str, Any]) -> None:
+def report_skipped(skipped: list[str]) -> None:
+    """List the bad samples ``--on-bad-sample skip`` left out (stderr, after the results)."""
+    if skipped:
+        listed = "\n".join(f"  {line}" for line in skipped)
+        print(
+            f"fcnkit eval: skipped {len(skipped)} bad sample(s), not scored:\n{listed}",
+            file=sys.stderr,
+        )
+
+
+def write_results(
+    args: argparse.Namespace, result: EvalResult, meta: dict[str, Any], out: Path | None = None
+) -> None:
     """Print each head's per-class table; write ``metrics.json``, the confusion matrices and
-    the per-class IU bars (rank 0)."""
+    the per-class IU bars into ``out`` (default: ``--out``, else beside the weights; rank 0)."""
     from fcnkit import plots
     from fcnkit.cli.data import parse_options
     from fcnkit.engine.rundir import write_json
     from fcnkit.metrics import format_metrics
 
-    out = Path(args.out) if args.out else default_out_dir(args.weights, args.dataset, args.split)
+    if out is None:
+        default = default_out_dir(args.weights, args.dataset, args.split)
+        out = Path(args.out) if args.out else default
     confusion, bars = {}, {}
     for head, matrix in result.matrices.items():
         title = "" if len(result.matrices) == 1 else f"head {head}: "
@@ -188,14 +225,16 @@ def write_results(args: argparse.Namespace, result: EvalResult, meta: dict[str, 
         suffix = "" if head == result.primary else f"-{head}"
         m = result.head_metrics(head)
         what = f"{meta.get('model_name', '')} on {args.dataset} {args.split} ({title}"
-        confusion[head] = plots.plot_confusion(
-            matrix, out / f"confusion{suffix}.png", f"{what}mean IU {100 * m['mean_iu']:.1f})"
-        )
+        with writing(out / f"confusion{suffix}.png"):
+            confusion[head] = plots.plot_confusion(
+                matrix, out / f"confusion{suffix}.png", f"{what}mean IU {100 * m['mean_iu']:.1f})"
+            )
         names = matrix.class_names or [str(i) for i in range(matrix.num_classes)]
-        bars[head] = plots.plot_per_class(
-            names, m["per_class_iu"], out / f"per-class-iu{suffix}.png",
-            title=f"{what}per-class IU)", excluded=result.excluded(head),
-        )  # fmt: skip
+        with writing(out / f"per-class-iu{suffix}.png"):
+            bars[head] = plots.plot_per_class(
+                names, m["per_class_iu"], out / f"per-class-iu{suffix}.png",
+                title=f"{what}per-class IU)", excluded=result.excluded(head),
+            )  # fmt: skip
     record = {
         "weights": str(meta.get("path", args.weights)),
         "model_name": meta.get("model_name"),
@@ -209,9 +248,11 @@ def write_results(args: argparse.Namespace, result: EvalResult, meta: dict[str, 
         "confusion": {h: m.matrix.tolist() for h, m in result.matrices.items()},
         "confusion_png": {h: p.name for h, p in confusion.items()},
         "per_class_png": {h: p.name for h, p in bars.items()},
+        "skipped": list(result.skipped),
     }
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "metrics.json", record)
+    with writing(out / "metrics.json"):
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "metrics.json", record)
     print(format_metrics(result.metrics))
     pngs = ", ".join(p.name for p in [*confusion.values(), *bars.values()])
     print(f"wrote {out / 'metrics.json'} and {pngs}")

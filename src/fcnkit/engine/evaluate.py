@@ -16,21 +16,26 @@ One assembly serves validation during training, ``fcnkit eval`` and the demo: a 
 :func:`dataset_scoring` (class names, classes left out of the means, its ``ignore_index``),
 then :func:`evaluate_model` -> :class:`EvalResult` (per-head confusion matrices, metrics,
 per-class tables). :func:`evaluate` is its metrics dict alone.
+
+Bad samples: a loader made with ``make_eval_loader(..., catch_bad_samples=True)`` hands a
+sample that cannot be read (in a worker process too) to :func:`evaluate_model` as a
+:class:`BadSample` naming its files; ``on_bad_sample="stop"`` raises :class:`BadSampleError`
+with that sentence, ``"skip"`` scores the others and lists it in ``EvalResult.skipped``.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Union
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Union
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
-from fcnkit.data.base import IGNORE_INDEX
+from fcnkit.data.base import IGNORE_INDEX, DatasetError
 from fcnkit.engine.distributed import ShardSampler, process_group
 from fcnkit.inference import SlidingWindow, dense_scores
 from fcnkit.metrics import ConfusionMatrix
@@ -45,6 +50,84 @@ Names = Union[Sequence[str], Mapping[str, Sequence[str]]]  # noqa: UP007 (runtim
 Exclude = Union[Sequence[Union[int, str]], Mapping[str, Sequence[Union[int, str]]]]  # noqa: UP007
 
 
+# ------------------------------------------------------------------------ bad samples
+
+ON_BAD_SAMPLE = ("stop", "skip")
+
+
+class BadSampleError(DatasetError):
+    """A sample that could not be read during evaluation; the message names its file(s)."""
+
+
+class BadSample(NamedTuple):
+    """Stands in for a sample that failed to load: the sentence naming its files and why."""
+
+    message: str
+
+
+class CheckedBatch(NamedTuple):
+    """A batch of a ``catch_bad_samples`` loader: the good samples collated (``None`` when
+    there were none) and the bad ones' sentences."""
+
+    batch: Any
+    bad: list[str]
+
+
+def _sample_name(dataset: Any, index: int) -> str | None:
+    """``describe_sample`` of the dataset under the wrappers (Subset, TransformedDataset)."""
+    for _ in range(32):
+        if isinstance(dataset, Subset):
+            index, dataset = dataset.indices[index], dataset.dataset
+        elif "dataset" in vars(dataset):  # TransformedDataset and other wrappers
+            dataset = dataset.dataset
+        elif callable(getattr(dataset, "describe_sample", None)):
+            try:
+                return str(dataset.describe_sample(index))
+            except Exception:
+                return None
+        else:
+            return None
+    return None
+
+
+class _CatchBadSamples(Dataset):
+    """``dataset`` whose failing samples become :class:`BadSample` (picklable to workers)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Any:
+        try:
+            return self.dataset[index]
+        except Exception as err:  # unreadable file, bad label, a transform failing on it
+            text = str(err).strip() or type(err).__name__
+            name = _sample_name(self.dataset, index)
+            if name is not None and not _names_a_file(text, name):
+                text = f"{name}: {text}"
+            return BadSample(text)
+
+
+def _names_a_file(text: str, name: str) -> bool:
+    """Whether ``text`` already names the sample: its description or one of its files."""
+    files = [part.split("=", 1)[1] for part in name.strip(")").split(", ") if "=" in part]
+    return name in text or any(f in text for f in files)
+
+
+class _CollateChecked:
+    """Collate the good samples of a batch, keep the bad ones' sentences beside them."""
+
+    def __init__(self, collate_fn: Any) -> None:
+        self.collate_fn = collate_fn
+
+    def __call__(self, samples: list[Any]) -> CheckedBatch:
+        good = [s for s in samples if not isinstance(s, BadSample)]
+        bad = [s.message for s in samples if isinstance(s, BadSample)]
+        return CheckedBatch(self.collate_fn(good) if good else None, bad)
+
+
 def make_eval_loader(
     dataset: Dataset,
     batch_size: int = 1,
@@ -55,13 +138,16 @@ def make_eval_loader(
     preprocessing: Any = None,
     num_replicas: int | None = None,
     rank: int | None = None,
+    catch_bad_samples: bool = False,
 ) -> DataLoader:
     """A DataLoader over this rank's shard (:class:`ShardSampler`), padding mixed sizes.
 
     ``preprocessing`` (a :class:`~fcnkit.preprocessing.Preprocessing` or preset name): wrap
     the raw dataset in the evaluation transform (whole images, normalised). ``num_replicas``
     / ``rank`` default to the process group's. The loader has its own generator, so iterating
-    it never consumes the global RNG (training stays reproducible).
+    it never consumes the global RNG (training stays reproducible). ``catch_bad_samples``:
+    a sample that fails to load is passed on as a :class:`BadSample` (see
+    :func:`evaluate_model`'s ``on_bad_sample``) instead of raising, in worker processes too.
     """
     if preprocessing is not None:
         from fcnkit.data.transforms import TransformedDataset, build_transforms
@@ -71,6 +157,8 @@ def make_eval_loader(
         from fcnkit.data.collate import collate_pad
 
         collate_fn = collate_pad
+    if catch_bad_samples:
+        dataset, collate_fn = _CatchBadSamples(dataset), _CollateChecked(collate_fn)
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -233,6 +321,40 @@ def evaluate_confusion(
     loader is sharded (:class:`ShardSampler` / ``DistributedSampler``) and a process group is
     initialised; an unsharded loader already sees every sample on every rank.
     """
+    matrices, counted, _ = _confusion(
+        model, loader, device, num_classes=num_classes, ignore_index=ignore_index, heads=heads,
+        class_names=class_names, sliding_window=sliding_window, flip=flip, amp=amp,
+        reduce=reduce, on_bad_sample="stop",
+    )  # fmt: skip
+    return matrices, counted
+
+
+def _bad_samples(batch: CheckedBatch, on_bad_sample: str, skipped: list[str]) -> None:
+    """Stop at the batch's first bad sample, or note them all as skipped."""
+    if on_bad_sample not in ON_BAD_SAMPLE:
+        raise ValueError(f"on_bad_sample must be one of {ON_BAD_SAMPLE}, got {on_bad_sample!r}")
+    if batch.bad and on_bad_sample == "stop":
+        raise BadSampleError(batch.bad[0])
+    skipped.extend(batch.bad)
+
+
+@torch.no_grad()
+def _confusion(
+    model: nn.Module,
+    loader: Iterable,
+    device: torch.device | str | None,
+    *,
+    num_classes: int | Mapping[str, int] | None,
+    ignore_index: int,
+    heads: Sequence[str] | None,
+    class_names: Names | None,
+    sliding_window: SlidingWindow | int | None,
+    flip: bool,
+    amp: bool,
+    reduce: bool | None,
+    on_bad_sample: str,
+) -> tuple[dict[str, ConfusionMatrix], int, list[str]]:
+    """:func:`evaluate_confusion` plus the sentences of the samples skipped as bad."""
     module = _unwrap(model)
     if device is None:
         device = next(module.parameters(), torch.empty(0)).device
@@ -245,8 +367,15 @@ def evaluate_confusion(
     matrices: dict[str, ConfusionMatrix] = {}
     seen = 0  # samples of this shard so far, duplicates included
     counted = 0
+    skipped: list[str] = []
     try:
         for batch in loader:
+            if isinstance(batch, CheckedBatch):
+                _bad_samples(batch, on_bad_sample, skipped)
+                seen += len(batch.bad)
+                if batch.batch is None:
+                    continue
+                batch = batch.batch
             images, labels = _unpack(batch)
             n = images.shape[0]
             if real_samples is not None:  # drop DistributedSampler's padding duplicates
@@ -265,8 +394,16 @@ def evaluate_confusion(
     if reduce is None:
         reduce = sharded and process_group()[1] > 1
     if reduce:
+        if on_bad_sample == "skip":  # every rank's skipped samples, in rank order
+            gathered: list[Any] = [None] * process_group()[1]
+            dist.all_gather_object(gathered, skipped)
+            skipped = [line for part in gathered for line in part]
         counted = _all_reduce(matrices, counted, ignore_index, device)
-    return matrices, counted
+    if not matrices and skipped:
+        raise BadSampleError(
+            f"no sample could be read ({len(skipped)} skipped); the first: {skipped[0]}"
+        )
+    return matrices, counted, skipped
 
 
 # ------------------------------------------------------------------------ one assembly
@@ -322,6 +459,7 @@ class EvalResult:
     scoring: Scoring
     num_images: int
     seconds: float
+    skipped: list[str] = field(default_factory=list)  # bad samples left out (on_bad_sample)
 
     @property
     def primary(self) -> str:
@@ -365,12 +503,18 @@ def evaluate_model(
     flip: bool = False,
     amp: bool = False,
     reduce: bool | None = None,
+    on_bad_sample: str = "stop",
 ) -> EvalResult:
     """Evaluate ``model`` over ``loader`` (paper Sec. 5) as ``scoring`` says (default: every
-    class, ignore label :data:`~fcnkit.data.base.IGNORE_INDEX`); see :func:`evaluate`."""
+    class, ignore label :data:`~fcnkit.data.base.IGNORE_INDEX`); see :func:`evaluate`.
+
+    ``on_bad_sample`` (loaders made with ``catch_bad_samples=True``): ``"stop"`` raises
+    :class:`BadSampleError` naming the first bad sample's files, ``"skip"`` scores the others
+    and lists the bad ones in ``EvalResult.skipped``.
+    """
     scoring = scoring or Scoring()
     start = time.perf_counter()
-    matrices, count = evaluate_confusion(
+    matrices, count, skipped = _confusion(
         model,
         loader,
         device,
@@ -382,10 +526,11 @@ def evaluate_model(
         flip=flip,
         amp=amp,
         reduce=reduce,
+        on_bad_sample=on_bad_sample,
     )
     seconds = time.perf_counter() - start
     metrics = summarize(matrices, scoring.exclude, num_images=count, seconds=seconds)
-    return EvalResult(matrices, metrics, scoring, count, seconds)
+    return EvalResult(matrices, metrics, scoring, count, seconds, skipped)
 
 
 def evaluate(

@@ -20,7 +20,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from fcnkit.cli import CLIError
+from fcnkit.cli import CLIError, check_out_folder
 
 
 def parse_options(pairs: list[str] | None) -> dict[str, Any]:
@@ -122,7 +122,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help="samples in the overlay grid, spread evenly like --limit (default: %(default)s)",
     )
-    q.set_defaults(func=run_stats)
+    q.set_defaults(func=run_stats, out_kind="folder")  # --out checked by fcnkit.cli.main
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -213,7 +213,7 @@ def run_stats(args: argparse.Namespace) -> int:
         raise CLIError(f"{args.name} ({split}): {err}") from None
     for note in dict.fromkeys([str(w.message) for w in caught] + getattr(dataset, "notes", [])):
         print(f"note: {note}")
-    out = Path(args.out) if args.out else Path("data-stats") / f"{args.name}-{split}"
+    out = check_out_folder(args.out or Path("data-stats") / f"{args.name}-{split}")
     stats = write_stats(dataset, out, args.limit)
     title = f"{args.name} {split}"
     plot_class_frequency(stats, target_palettes(dataset), out / "class_frequency.png", title)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fcnkit.cli import CLIError
+from fcnkit.cli import CLIError, writing
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
     p.add_argument("--dynamo", action="store_true", help="use the torch.export-based exporter")
-    p.set_defaults(func=run_export)
+    p.set_defaults(func=run_export, out_kind="file", out_example="model.onnx")
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -41,14 +41,15 @@ def run_export(args: argparse.Namespace) -> int:
     if out.resolve() == Path(meta["path"]).resolve():
         raise CLIError(f"--out {out} is the checkpoint itself")
     try:
-        info = export_onnx(
-            model,
-            out,
-            example_size=tuple(args.example_size),
-            opset=args.opset,
-            check=not args.no_check,
-            dynamo=args.dynamo,
-        )
+        with writing(out):
+            info = export_onnx(
+                model,
+                out,
+                example_size=tuple(args.example_size),
+                opset=args.opset,
+                check=not args.no_check,
+                dynamo=args.dynamo,
+            )
     except AssertionError as err:
         raise CLIError(f"the exported file does not match PyTorch: {err}") from None
     except (ValueError, RuntimeError) as err:  # e.g. an input the model rejects while tracing

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -158,6 +159,8 @@ def run_train(args: argparse.Namespace) -> int:
         raise CLIError(err.render(flags)) from None
     except (FileNotFoundError, ValueError) as err:
         raise CLIError(str(err)) from None
+    except TypeError as err:  # e.g. a dataset given an option it does not take
+        raise dataset_option_error(config, err) from None
     if _is_main():
         from fcnkit.metrics import METRIC_NAMES, format_metrics
 
@@ -165,6 +168,29 @@ def run_train(args: argparse.Namespace) -> int:
             print("final evaluation: " + format_metrics(metrics))
         print(f"run directory: {run_dir}")
     return 0
+
+
+_UNEXPECTED_OPTION = re.compile(r"unexpected keyword argument '(\w+)'")
+
+
+def dataset_option_error(config: Config, err: TypeError) -> Exception:
+    """A dataset given an option it does not take, as a sentence naming the config key
+    (``data.options`` / ``data.val_options``); any other ``TypeError`` unchanged."""
+    from fcnkit.data import get_dataset_entry
+
+    found = _UNEXPECTED_OPTION.search(str(err))
+    d = config.data
+    keys = [k for k in ("options", "val_options") if found and found[1] in (getattr(d, k) or {})]
+    if found is None or not keys:
+        return err
+    remove = " ".join(f"--set data.{k}={{}}" for k in keys)
+    text = (
+        f"dataset {d.dataset!r} takes no option {found[1]!r} (given in "
+        f"{' and '.join('data.' + k for k in keys)}): drop it, e.g. {remove}"
+    )
+    if get_dataset_entry(d.dataset).needs_root and (d.root is None or not Path(d.root).is_dir()):
+        text += f"; data.root {d.root} is not a folder either"
+    return CLIError(text)
 
 
 def _is_main() -> bool:

@@ -295,6 +295,41 @@ def test_eval_bad_sample_stops_naming_its_file_or_is_skipped(tmp_path, capsys) -
     assert good["confusion"] == record["confusion"] and good["skipped"] == []
 
 
+@pytest.mark.parametrize("target", ["metrics.json", "confusion.png"])
+def test_eval_disk_full_names_the_file(target, run_dir, tmp_path, monkeypatch, capsys) -> None:
+    """No space left while writing metrics.json (JSON: temporary file + rename) or a PNG:
+    one sentence naming the file, exit 1; an earlier metrics.json stays as it was."""
+    import errno
+    import pathlib
+
+    from matplotlib.figure import Figure
+
+    out = tmp_path / "ev"
+    out.mkdir()
+    (out / "metrics.json").write_text('{"earlier": true}')
+    if target == "metrics.json":
+        write_text = pathlib.Path.write_text
+
+        def full(self, *args, **kwargs):
+            if self.name.endswith(".tmp"):
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return write_text(self, *args, **kwargs)
+
+        monkeypatch.setattr(pathlib.Path, "write_text", full)
+    else:
+
+        def full(self, *args, **kwargs):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(Figure, "savefig", full)
+    argv = ["eval", str(run_dir), "--dataset", "synthetic", "--split", "val", "--out", str(out)]
+    assert main([*argv, "--option", "num_samples=1", "--option", "size=32"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert f"no space left on device: cannot write {out / target}" in err
+    assert (out / "metrics.json").read_text() == '{"earlier": true}'
+
+
 def write_images(folder, sizes, seed=0):
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)

@@ -85,6 +85,11 @@ def _folder(root: Path) -> None:
     (d / "classes.txt").write_text("background\nleaf\nstem\n")
 
 
+def _pascal_context(root: Path) -> None:
+    pc = _helpers("test_pascal_context")
+    pc.write_context(root / "data", pc.IDS, pc.LABEL)
+
+
 WRITERS: dict[str, Callable[[Path], None]] = {
     "sbd": _voc_and_sbd,
     "voc": _voc_and_sbd,
@@ -92,6 +97,7 @@ WRITERS: dict[str, Callable[[Path], None]] = {
     "nyud": _nyud,
     "camvid": _camvid,
     "folder": _folder,
+    "pascal-context": _pascal_context,
     "synthetic": lambda root: None,  # built in
 }
 

@@ -548,12 +548,15 @@ def test_tiled_prediction_never_holds_a_full_size_score_map() -> None:
     """--max-pixels bounds the whole prediction: float scores live for one band of tiles
     (the full map of a 144-megapixel image would take > 6 GB)."""
     model = create_model("test-inference-tiny").eval()
+    grad_modes = []
+    model.register_forward_hook(lambda *_: grad_modes.append(torch.is_grad_enabled()))
     seg = Segmenter(model, preprocessing="caffe-voc", max_pixels=16 * 16)
     image = rand_image(400, 48)
     full_map = 3 * 400 * 48 * 4  # classes x H x W float32
     with LargestFloatTensor() as scores:
         label = seg.predict(image)
     assert label.shape == (400, 48)
+    assert grad_modes and not any(grad_modes)  # no autograd graph kept across the bands
     assert scores.largest <= 3 * 16 * 48 * 4 < full_map / 8
     with LargestFloatTensor() as whole:
         seg.scores(image)  # the scores themselves: a full map, by definition

@@ -243,6 +243,7 @@ def sliding_window_bands(
         yield top, bottom, scores
 
 
+@torch.no_grad()
 def _band_pass(
     forward: Callable[[torch.Tensor], Outputs],
     image: torch.Tensor,

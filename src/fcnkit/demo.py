@@ -12,12 +12,14 @@ into ``runs/demo/``::
     metrics.json         test metrics (+ the last validation metrics)
 
 An earlier demo run is never overwritten silently: a new ``runs/demo-N`` is used unless
-``overwrite=True``.
+``overwrite=True``. When ``train.time_limit`` ends training before ``train.steps``, the console
+and the report say so (steps done of planned) with the command that runs the demo in full.
 """
 
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from pathlib import Path
 from typing import Any
@@ -79,7 +81,8 @@ def run_demo(
     from fcnkit.engine.train import train
 
     config = demo_config(steps, size, overrides)
-    run_dir = free_run_dir(Path(run_dir), overwrite)
+    base = Path(run_dir)
+    run_dir = free_run_dir(base, overwrite)
     print(f"fcnkit demo: {config.model.name} on synthetic shapes -> {run_dir}")
     t0 = time.perf_counter()
     train(config, run_dir, overwrite=overwrite, progress=progress)
@@ -104,12 +107,58 @@ def run_demo(
         "steps": _steps_done(run_dir),
         "steps_planned": config.train.steps,
         "val": _val_summary(run_dir),
+        "eval_command": eval_command(config, run_dir, num_test),
     }
+    summary["stopped_early"] = summary["steps"] < config.train.steps
+    if summary["stopped_early"]:
+        summary["full_command"] = full_run_command(base, steps, size, overrides)
     write_json(run_dir / "metrics.json", summary)
     write_report(config, summary, run_dir / "report.md")
     print(f"\nheld-out test split ({len(test_set)} images): {format_metrics(metrics)}")
+    if summary["stopped_early"]:
+        print(f"fcnkit demo: {stopped_early_note(config, summary)}")
     print(f"trained in {train_seconds:.0f} s; report: {run_dir / 'report.md'}")
     return {**summary, "run_dir": str(run_dir)}
+
+
+def full_run_command(
+    run_dir: Path, steps: int | None, size: int | None, overrides: list[str] | None
+) -> str:
+    """The ``fcnkit demo`` command of this demo without its time limit."""
+    argv = ["fcnkit", "demo"]
+    if run_dir != Path("runs/demo"):
+        argv += ["--run-dir", str(run_dir)]
+    if steps is not None:
+        argv += ["--steps", str(steps)]
+    if size is not None:
+        argv += ["--size", str(size)]
+    for item in overrides or []:
+        if not item.replace(" ", "").startswith("train.time_limit="):
+            argv += ["--set", item]
+    return shlex.join([*argv, "--set", "train.time_limit=null"])
+
+
+def stopped_early_note(config: Config, summary: dict[str, Any]) -> str:
+    """One sentence: training stopped by the time limit, steps done of planned, the command
+    that runs it in full."""
+    return (
+        f"stopped early: train.time_limit ({config.train.time_limit:g} s) ended training after "
+        f"{summary['steps']:,} of {summary['steps_planned']:,} planned steps, so these are the "
+        f"metrics of a shortened run (a busy or slow machine). To run it in full: "
+        f"`{summary['full_command']}`"
+    )
+
+
+def eval_command(config: Config, run_dir: Path, num_test: int | None) -> str:
+    """The ``fcnkit eval`` command that scores the demo's test split as the demo does."""
+    options = dict(config.data.val_options or config.data.options)
+    if num_test is not None:
+        options["num_samples"] = num_test
+    argv = ["fcnkit", "eval", str(run_dir), "--dataset", config.data.dataset, "--split", "test"]
+    for key, value in options.items():
+        text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+        argv += ["--option", f"{key}={text}"]
+    return shlex.join(argv)
 
 
 def _steps_done(run_dir: Path) -> int:
@@ -183,6 +232,15 @@ def write_report(config: Config, summary: dict[str, Any], path: Path) -> None:
         f"| {name} | {100 * iu:.1f} % |" for name, iu in summary["per_class_iu"].items()
     )
     size = config.data.options.get("size", "default")
+    stopped = (
+        f"\n**Note**: {stopped_early_note(config, summary)}.\n"
+        if summary.get("stopped_early")
+        else ""
+    )
+    predict = shlex.join(
+        ["fcnkit", "predict", str(path.parent / "checkpoints" / "best.pt"), "IMAGES", "--out",
+         str(path.parent / "predictions")]
+    )  # fmt: skip
     text = f"""# fcnkit demo
 
 An FCN-8s-style network (`{config.model.name}`: ImageNet-pretrained EfficientNet-Lite0 trunk,
@@ -192,7 +250,7 @@ about the class, only shape does) for {summary["steps"]} steps of
 {config.data.batch_size} images of size {size} on the CPU (torch threads: {summary["threads"]}) in
 {summary["train_seconds"]:.0f} s, then evaluated on the held-out test split
 ({summary["num_images"]} images never seen in training).
-
+{stopped}
 Test metrics (percent): **{format_metrics(summary)}**
 
 ![held-out samples: image, truth, prediction](overlays.png)
@@ -207,6 +265,7 @@ Test metrics (percent): **{format_metrics(summary)}**
 
 Optimiser: {config.optim.name}, lr {config.optim.lr:g}, {config.schedule.name} schedule.
 Full settings: `config.yaml`; training log: `log.jsonl`; TensorBoard: `tb/`;
-weights: `checkpoints/best.pt` (`fcnkit predict {path.parent}/checkpoints/best.pt IMAGES`).
+weights: `checkpoints/best.pt`. Segment your images (IMAGES: files or folders):
+`{predict}`; score the test split again: `{summary["eval_command"]}`.
 """
     path.write_text(text)

@@ -568,7 +568,9 @@ class Segmenter:
         for indices in groups.values():
             for start in range(0, len(indices), self.batch_size):
                 chunk = indices[start : start + self.batch_size]
-                yield chunk, torch.stack([images[i] for i in chunk]).to(self.device)
+                same = [images[i] for i in chunk]
+                batch = same[0][None] if len(same) == 1 else torch.stack(same)  # 1: no copy
+                yield chunk, batch.to(self.device)
 
     def _dense(self, batch: torch.Tensor, window: SlidingWindow | None) -> Outputs:
         return dense_scores(

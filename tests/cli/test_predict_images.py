@@ -177,3 +177,15 @@ def test_heatmap_reads_photos_upright_and_refuses_bombs(tmp_path, capsys) -> Non
     assert main(["heatmap", str(tmp_path / "bomb.png")]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and "bomb.png" in err and "limit of 200,000,000" in err
+
+
+def test_debug_shows_each_failures_traceback(tmp_path, capsys, monkeypatch) -> None:
+    weights = checkpoint(tmp_path / "tiny.pt")
+    (tmp_path / "notes.png").write_text("not an image")
+    argv = ["predict", str(weights), str(tmp_path / "notes.png"), "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    assert "Traceback" not in capsys.readouterr().err
+    monkeypatch.setenv("FCNKIT_DEBUG", "1")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "notes.png: not an image" in err

@@ -23,11 +23,13 @@ is written, and the run ends with the list of failures (file and reason) and exi
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
-from fcnkit.cli import CLIError
+from fcnkit.cli import DEBUG_ENV, CLIError
 from fcnkit.cli.eval import add_model_arguments, load_cli_model, resolve_cli_device
 from fcnkit.inference import DEFAULT_MAX_IMAGE_PIXELS
 
@@ -170,7 +172,11 @@ def run_predict(args: argparse.Namespace) -> int:
     palette = segmenter.palette_for(args.head)
     failures: list[str] = []  # "PATH: reason", in input order
 
-    def fail(path: Path, reason: str) -> None:
+    debug = getattr(args, "debug", False) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+    def fail(path: Path, reason: str, err: BaseException) -> None:
+        if debug:
+            traceback.print_exception(err, file=sys.stderr)
         line = reason if str(path) in reason else f"{path}: {reason}"
         print(f"fcnkit predict: skipped {line}", file=sys.stderr)
         failures.append(line)
@@ -183,7 +189,7 @@ def run_predict(args: argparse.Namespace) -> int:
             return segmenter.predict_batch(images, head=args.head)
         except (ValueError, RuntimeError, MemoryError) as err:
             if len(loaded) == 1:
-                fail(loaded[0][0], one_sentence(err))
+                fail(loaded[0][0], one_sentence(err), err)
                 return [None]
         return [predict([item])[0] for item in loaded]
 
@@ -195,7 +201,7 @@ def run_predict(args: argparse.Namespace) -> int:
             try:
                 image = load_image(path, max_image_pixels=max_image_pixels)
             except (ValueError, MemoryError) as err:
-                fail(path, one_sentence(err))
+                fail(path, one_sentence(err), err)
                 continue
             loaded.append((path, image, label_path, overlay_path))
         if not loaded:
@@ -212,7 +218,7 @@ def run_predict(args: argparse.Namespace) -> int:
                 overlay_path.parent.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(blended).save(overlay_path)
             except (OSError, ValueError, MemoryError) as err:
-                fail(path, f"cannot write its outputs: {one_sentence(err)}")
+                fail(path, f"cannot write its outputs: {one_sentence(err)}", err)
                 continue
             written += 1
     print(f"wrote {written} label maps to {out / 'labels'} and overlays to {out / 'overlays'}")

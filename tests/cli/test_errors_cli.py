@@ -73,6 +73,15 @@ def test_debug_flag_or_env_shows_the_traceback(argv, env, monkeypatch, capsys) -
     assert "Traceback" in err and "flux capacitor" in err
 
 
+def test_debug_shows_the_error_a_sentence_replaced(tmp_path, capsys) -> None:
+    argv = ["eval", str(tmp_path / "nope"), "--dataset", "synthetic", "--split", "val"]
+    assert main(argv) == 2
+    assert "nope" in sentence(capsys)
+    assert main(["--debug", *argv]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "load_any" in err and "fcnkit: error: " in err
+
+
 def test_debug_flag_does_not_change_a_working_command(capsys) -> None:
     assert main(["--debug", "data", "list"]) == 0
     assert "synthetic" in capsys.readouterr().out

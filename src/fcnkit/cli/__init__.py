@@ -9,8 +9,9 @@ A command whose ``--out`` names a folder (or a file) says so with
 
 Failures end in one sentence, never a traceback (unless ``--debug`` or ``FCNKIT_DEBUG=1``).
 Exit status: 0 done; 1 an unexpected error (a bug, or the machine: disk full, no
-permission, out of memory); 2 input refused (:class:`CLIError`: a missing file, a bad
-option, a bad sample, a failed image of several); 130 interrupted (Ctrl-C).
+permission, out of memory; ``data check``: problems found); 2 input refused
+(:class:`CLIError`: a missing file, a bad option, a bad sample, a failed image of several);
+130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -41,8 +42,9 @@ class CLIError(Exception):
 
 
 EPILOG = (
-    "exit status: 0 done, 1 unexpected error, 2 input refused, 130 interrupted. "
-    f"Errors are one sentence; --debug (or {DEBUG_ENV}=1) shows the Python traceback."
+    "exit status: 0 done, 1 unexpected error (or `data check` found problems), 2 input "
+    f"refused, 130 interrupted. Errors are one sentence; --debug (or {DEBUG_ENV}=1) shows the "
+    "Python traceback."
 )
 
 
@@ -192,6 +194,15 @@ def unexpected_sentence(err: BaseException) -> str:
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
+def _print_traceback(err: BaseException) -> None:
+    """The traceback of ``err``, after that of the error it replaced (``raise ... from None``
+    hides it, but with ``--debug`` it is what one wants to see)."""
+    hidden = err.__context__ if err.__suppress_context__ else None
+    if hidden is not None:
+        traceback.print_exception(type(hidden), hidden, hidden.__traceback__)
+    traceback.print_exception(type(err), err, err.__traceback__)
+
+
 def _debug(args: argparse.Namespace) -> bool:
     return bool(getattr(args, "debug", False)) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
 
@@ -211,17 +222,17 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except CLIError as err:
         if debug:
-            traceback.print_exc()
+            _print_traceback(err)
         print(f"fcnkit: error: {without_worker_traceback(str(err))}", file=sys.stderr)
         return EXIT_REFUSED
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         if debug:
-            traceback.print_exc()
+            _print_traceback(err)
         print("fcnkit: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as err:
         if debug:
-            traceback.print_exc()
+            _print_traceback(err)
         plain = debug or isinstance(err, (OSError, MemoryError))  # the machine, not a bug
         hint = "" if plain else " (run with --debug for the traceback)"
         print(f"fcnkit: error: {unexpected_sentence(err)}{hint}", file=sys.stderr)

@@ -209,6 +209,8 @@ def test_export_out_naming_a_folder(tmp_path, capsys) -> None:
     assert main(["export", "RUN", "--out", str(tmp_path)]) == 2
     err = sentence(capsys)
     assert f"--out {tmp_path} is a folder" in err and ".onnx" in err
+    assert main(["convert", "x.caffemodel", "--model", "fcn32s", "--out", str(tmp_path)]) == 2
+    assert f"--out {tmp_path} is a folder" in sentence(capsys)
 
 
 # ------------------------------------------------------------------ refused pickles

@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="model option, e.g. --option modality=rgb+hha (repeatable)",
     )
-    c.set_defaults(func=run_convert)
+    c.set_defaults(func=run_convert, out_kind="file", out_example="model.pt")
 
     h = subparsers.add_parser(
         "heatmap",

@@ -277,3 +277,30 @@ def sample_overlay_grid(
     path.parent.mkdir(parents=True, exist_ok=True)
     grid.save(path)
     return path
+
+
+def plot_class_heatmap(
+    image: np.ndarray, prob: np.ndarray, out: str | os.PathLike, title: str
+) -> Path:
+    """The paper's Fig. 2: ``image`` (H x W x 3 uint8) beside itself under one class's
+    probability map ``prob`` (a coarse h x w grid, bilinearly upsampled to the image)."""
+    plt = _pyplot()
+    h, w = image.shape[:2]
+    coarse = torch.from_numpy(np.ascontiguousarray(prob, dtype=np.float32))[None, None]
+    big = torch.nn.functional.interpolate(
+        coarse, size=(h, w), mode="bilinear", align_corners=False
+    )[0, 0].numpy()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 5 * h / w + 0.8))
+    axes[0].imshow(image)
+    axes[0].set_title("image")
+    axes[1].imshow(image)
+    shown = axes[1].imshow(big, cmap="jet", alpha=0.5, vmin=0.0, vmax=max(1e-6, float(big.max())))
+    axes[1].set_title(title)
+    for ax in axes:
+        ax.axis("off")
+    fig.colorbar(shown, ax=axes[1], fraction=0.046, pad=0.04, label="class probability")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return out

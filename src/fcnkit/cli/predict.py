@@ -125,27 +125,47 @@ def one_sentence(err: BaseException) -> str:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    import numpy as np
-    from PIL import Image
-
-    from fcnkit.inference import Segmenter, load_image, overlay
-
     if args.max_image_pixels < 0:
         raise CLIError(
             f"--max-image-pixels must be 0 (no limit) or more, got {args.max_image_pixels}"
         )
-    max_image_pixels = args.max_image_pixels or None
-    items = collect_inputs(args.inputs)
+    plan = output_plan(args.inputs, Path(args.out))
+    batch = PredictBatches(args, build_segmenter(args))
+    chunk = max(1, args.batch_size) * 4
+    for start in range(0, len(plan), chunk):
+        batch.run(plan[start : start + chunk])
     out = Path(args.out)
-    inputs = {p.resolve() for p, _ in items}
+    print(
+        f"wrote {batch.written} label maps to {out / 'labels'} and overlays to {out / 'overlays'}"
+    )
+    if batch.failures:
+        listed = "\n".join(f"  {line}" for line in batch.failures)
+        raise CLIError(
+            f"{len(batch.failures)} of {len(plan)} image(s) could not be read or segmented "
+            f"(the others were written):\n{listed}"
+        )
+    return 0
+
+
+def output_plan(inputs: list[str], out: Path) -> list[tuple[Path, Path, Path]]:
+    """``(image, label PNG, overlay PNG)`` for every input; refuses to overwrite an input."""
+    items = collect_inputs(inputs)
+    sources = {p.resolve() for p, _ in items}
     plan = [
         (path, out / "labels" / f"{name}.png", out / "overlays" / f"{name}.png")
         for path, name in items
     ]
     for path, label_path, overlay_path in plan:
         for target in (label_path, overlay_path):
-            if target.resolve() in inputs:
+            if target.resolve() in sources:
                 raise CLIError(f"writing {target} would overwrite the input {path}; change --out")
+    return plan
+
+
+def build_segmenter(args: argparse.Namespace) -> Any:
+    """The :class:`fcnkit.inference.Segmenter` of ``args.weights`` for RGB image files."""
+    from fcnkit.inference import Segmenter
+
     device = resolve_cli_device(args.device)
     model, meta = load_cli_model(args, device)
     try:
@@ -156,7 +176,7 @@ def run_predict(args: argparse.Namespace) -> int:
             tta=args.tta,
             sliding_window=args.sliding_window,
             max_pixels=args.max_pixels,
-            max_image_pixels=max_image_pixels,
+            max_image_pixels=args.max_image_pixels or None,
             meta=meta,
         )
     except (FileNotFoundError, ValueError) as err:
@@ -169,63 +189,74 @@ def run_predict(args: argparse.Namespace) -> int:
             "segment stacked multi-modal inputs with the Python API, "
             "fcnkit.Segmenter(WEIGHTS).predict(tensor_or_array)"
         )
-    palette = segmenter.palette_for(args.head)
-    failures: list[str] = []  # "PATH: reason", in input order
+    return segmenter
 
-    debug = getattr(args, "debug", False) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
 
-    def fail(path: Path, reason: str, err: BaseException) -> None:
-        if debug:
+class PredictBatches:
+    """Reads, segments and writes images a chunk at a time; one image that cannot be read,
+    segmented or written is listed in ``failures`` and never takes the others with it."""
+
+    def __init__(self, args: argparse.Namespace, segmenter: Any) -> None:
+        self.args = args
+        self.segmenter = segmenter
+        self.palette = segmenter.palette_for(args.head)
+        self.debug = getattr(args, "debug", False) or os.environ.get(DEBUG_ENV, "") not in (
+            "",
+            "0",
+        )
+        self.failures: list[str] = []  # "PATH: reason", in input order
+        self.written = 0
+
+    def fail(self, path: Path, reason: str, err: BaseException) -> None:
+        if self.debug:
             traceback.print_exception(err, file=sys.stderr)
         line = reason if str(path) in reason else f"{path}: {reason}"
         print(f"fcnkit predict: skipped {line}", file=sys.stderr)
-        failures.append(line)
+        self.failures.append(line)
 
-    def predict(loaded: list) -> list:
-        """Label maps of ``loaded`` (None where an image failed): a failing batch is retried
-        image by image, so one image cannot take the others with it."""
-        images = [image for _, image, _, _ in loaded]
-        try:
-            return segmenter.predict_batch(images, head=args.head)
-        except (ValueError, RuntimeError, MemoryError) as err:
-            if len(loaded) == 1:
-                fail(loaded[0][0], one_sentence(err), err)
-                return [None]
-        return [predict([item])[0] for item in loaded]
+    def run(self, plan: list[tuple[Path, Path, Path]]) -> None:
+        from fcnkit.inference import load_image
 
-    written = 0
-    chunk = max(1, args.batch_size) * 4
-    for start in range(0, len(plan), chunk):
         loaded = []
-        for path, label_path, overlay_path in plan[start : start + chunk]:
+        for path, label_path, overlay_path in plan:
             try:
-                image = load_image(path, max_image_pixels=max_image_pixels)
+                image = load_image(path, max_image_pixels=self.args.max_image_pixels or None)
             except (ValueError, MemoryError) as err:
-                fail(path, one_sentence(err), err)
+                self.fail(path, one_sentence(err), err)
                 continue
             loaded.append((path, image, label_path, overlay_path))
-        if not loaded:
-            continue
-        labels = predict(loaded)
-        for (path, image, label_path, overlay_path), label in zip(loaded, labels, strict=True):
-            if label is None:
-                continue
-            try:
-                label = label.cpu().numpy()
-                save_label(label, label_path, palette)
-                rgb = image[:3].permute(1, 2, 0).numpy().clip(0, 255).astype(np.uint8)
-                blended = overlay(rgb, np.clip(label, 0, 255), palette, args.alpha)
-                overlay_path.parent.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(blended).save(overlay_path)
-            except (OSError, ValueError, MemoryError) as err:
-                fail(path, f"cannot write its outputs: {one_sentence(err)}", err)
-                continue
-            written += 1
-    print(f"wrote {written} label maps to {out / 'labels'} and overlays to {out / 'overlays'}")
-    if failures:
-        listed = "\n".join(f"  {line}" for line in failures)
-        raise CLIError(
-            f"{len(failures)} of {len(plan)} image(s) could not be read or segmented "
-            f"(the others were written):\n{listed}"
-        )
-    return 0
+        if loaded:
+            for item, label in zip(loaded, self.predict(loaded), strict=True):
+                if label is not None:
+                    self.write(item, label)
+
+    def predict(self, loaded: list) -> list:
+        """Label maps of ``loaded`` (None where an image failed): a failing batch is retried
+        image by image."""
+        images = [image for _, image, _, _ in loaded]
+        try:
+            return self.segmenter.predict_batch(images, head=self.args.head)
+        except (ValueError, RuntimeError, MemoryError) as err:
+            if len(loaded) == 1:
+                self.fail(loaded[0][0], one_sentence(err), err)
+                return [None]
+        return [self.predict([item])[0] for item in loaded]
+
+    def write(self, item: tuple, label: Any) -> None:
+        import numpy as np
+        from PIL import Image
+
+        from fcnkit.inference import overlay
+
+        path, image, label_path, overlay_path = item
+        try:
+            label = label.cpu().numpy()
+            save_label(label, label_path, self.palette)
+            rgb = image[:3].permute(1, 2, 0).numpy().clip(0, 255).astype(np.uint8)
+            blended = overlay(rgb, np.clip(label, 0, 255), self.palette, self.args.alpha)
+            overlay_path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(blended).save(overlay_path)
+        except (OSError, ValueError, MemoryError) as err:
+            self.fail(path, f"cannot write its outputs: {one_sentence(err)}", err)
+            return
+        self.written += 1

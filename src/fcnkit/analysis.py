@@ -253,15 +253,7 @@ def stride_bound(
     for s in strides:
         for method in methods:
             _check_setting(s, method)
-    classes, exclude = _targets(dataset)
-    if targets is not None:
-        wanted = list(targets)
-        unknown = [t for t in wanted if t not in classes]
-        if unknown:
-            known = ", ".join(t for t in classes if t) or "none (a single label map)"
-            raise ValueError(f"unknown target(s) {', '.join(unknown)}; the dataset has {known}")
-        classes = {t: classes[t] for t in wanted}
-        exclude = {t: exclude[t] for t in wanted}
+    classes, exclude = _pick_targets(dataset, targets)
     ignore_index = getattr(dataset, "ignore_index", IGNORE_INDEX)
     matrices = {
         t: {
@@ -278,22 +270,7 @@ def stride_bound(
     for i in range(total):
         label = dataset[i]["label"]
         for t, names in classes.items():
-            truth = label if t == "" else label[t]
-            if not isinstance(truth, torch.Tensor):  # a dict label without target "" etc.
-                raise ValueError(f"sample {i}: label {t!r} is not a tensor")
-            n = len(names)
-            truth = truth.to(torch.int64)
-            valid = (truth >= 0) & (truth < n)
-            if ignore_index is not None:
-                valid &= truth != ignore_index
-            # truth outside the classes is ignored (as by the metrics), never class n
-            scored = torch.where(valid, truth, torch.full_like(truth, -1))
-            for method in methods:
-                for s in strides:
-                    pred = stride_labels(
-                        truth, s, n, ignore_index=ignore_index, method=method, unlabelled=n
-                    )
-                    matrices[t][method][s].update(pred, scored)
+            _score_sample(label if t == "" else label[t], i, len(names), ignore_index, matrices[t])
         if progress is not None:
             progress(i + 1, total)
     result = StrideBound(strides, methods, classes, exclude, ignore_index, total)
@@ -307,6 +284,39 @@ def stride_bound(
             for method, by_stride in by_method.items()
         }
     return result
+
+
+def _pick_targets(
+    dataset: Any, targets: Iterable[str] | None
+) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """``(classes, excluded classes)`` per target, restricted to ``targets`` when given."""
+    classes, exclude = _targets(dataset)
+    if targets is None:
+        return classes, exclude
+    wanted = list(targets)
+    unknown = [t for t in wanted if t not in classes]
+    if unknown:
+        known = ", ".join(t for t in classes if t) or "none (a single label map)"
+        raise ValueError(f"unknown target(s) {', '.join(unknown)}; the dataset has {known}")
+    return {t: classes[t] for t in wanted}, {t: exclude[t] for t in wanted}
+
+
+def _score_sample(truth: Any, index: int, n: int, ignore_index: int | None, matrices: dict) -> None:
+    """Add one label map's stride labels to ``matrices[method][stride]``."""
+    if not isinstance(truth, torch.Tensor):  # a dict label without target "" etc.
+        raise ValueError(f"sample {index}: the label is not a tensor")
+    truth = truth.to(torch.int64)
+    valid = (truth >= 0) & (truth < n)
+    if ignore_index is not None:
+        valid &= truth != ignore_index
+    # truth outside the classes is ignored (as by the metrics), never class n
+    scored = torch.where(valid, truth, torch.full_like(truth, -1))
+    for method, by_stride in matrices.items():
+        for s, cm in by_stride.items():
+            pred = stride_labels(
+                truth, s, n, ignore_index=ignore_index, method=method, unlabelled=n
+            )
+            cm.update(pred, scored)
 
 
 def _drop_last_class(metrics: dict[str, Any]) -> dict[str, Any]:

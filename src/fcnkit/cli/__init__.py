@@ -33,10 +33,6 @@ from fcnkit import __version__
 EXIT_UNEXPECTED, EXIT_REFUSED, EXIT_INTERRUPTED = 1, 2, 130
 DEBUG_ENV = "FCNKIT_DEBUG"
 
-# `--out` of commands whose modules do not declare out_kind themselves
-_OUT_KINDS = {"predict": "folder"}
-
-
 class CLIError(Exception):
     """A user-facing error: printed as ``fcnkit: error: <message>`` with exit status 2."""
 
@@ -64,9 +60,6 @@ def build_parser() -> argparse.ArgumentParser:
         register = getattr(module, "register", None)
         if register is not None:
             register(subparsers)
-    for name, kind in _OUT_KINDS.items():
-        if name in subparsers.choices:
-            subparsers.choices[name].set_defaults(out_kind=kind)
     _accept_debug_anywhere(parser)
     return parser
 

@@ -73,7 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--head", default=None, help="head of a multi-head model (default: primary)")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default 0.5)")
     add_model_arguments(p)
-    p.set_defaults(func=run_predict)
+    p.set_defaults(func=run_predict, out_kind="folder")
 
 
 def collect_inputs(inputs: list[str]) -> list[tuple[Path, str]]:

@@ -86,6 +86,15 @@ def all_reduce_mean(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return value / info.world_size
 
 
+def all_reduce_max(value: int, info: DistInfo) -> int:
+    """The largest of the processes' ``value`` (identity for one process)."""
+    if not info.distributed:
+        return value
+    flag = torch.tensor(value, dtype=torch.int64, device=info.device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return int(flag.item())
+
+
 def all_gather_object(obj: Any, info: DistInfo) -> list[Any]:
     if not info.distributed:
         return [obj]

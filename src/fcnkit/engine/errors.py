@@ -3,7 +3,8 @@
 The engine is called from Python (``train(config, run_dir, resume=True)``) and from the
 command line (``fcnkit train ... --resume``). An error's remedy is therefore a template whose
 fields name *options*, not spellings: ``{resume}``, ``{overwrite}``, ``{run_dir}``,
-``{init_from:SOURCE}``, ``{set:KEY=VALUE}`` and ``{train:RECIPE}``. ``str(err)`` renders them
+``{init_from:SOURCE}``, ``{set:KEY=VALUE}``, ``{train:RECIPE}`` and ``{resume_command}`` (the
+whole call that continues the run). ``str(err)`` renders them
 in Python and config terms (:data:`PYTHON_TERMS`); a front end renders them in its own with
 :meth:`HintedError.render` (the CLI passes its flag names).
 """
@@ -21,6 +22,7 @@ PYTHON_TERMS: dict[str, str] = {
     "init_from": "init_from={}",
     "set": "{}",
     "train": 'train(load_config("{}"), ...)',
+    "resume_command": "train(config, run_dir, resume=True)",
 }
 
 
@@ -31,7 +33,7 @@ class _Term:
         self.text = text
 
     def __format__(self, spec: str) -> str:
-        return self.text.replace("{}", spec)
+        return self.text.replace("{}", spec) if spec else self.text  # a path may hold "{}"
 
 
 class HintedError(Exception):
@@ -84,3 +86,27 @@ class NonFiniteLossError(HintedError, RuntimeError):
         super().__init__(template, what=what, **values)
         self.what = what
         self.weights_ok = weights_ok  # False: the update ran and broke the weights
+
+
+class RunInUseError(HintedError, RuntimeError):
+    """Another process is writing the run directory (it holds ``RUN/.lock``)."""
+
+
+class ResumeConfigError(HintedError, ValueError):
+    """A resume would change what a run cannot change midway (model, training data stream)."""
+
+
+class TrainingInterrupted(HintedError):
+    """SIGINT / SIGTERM stopped training; ``signum`` is the signal (exit status 128 + signum)."""
+
+    def __init__(self, template: str, /, *, signum: int, **values: Any) -> None:
+        super().__init__(template, **values)
+        self.signum = signum
+
+
+class StopNow(KeyboardInterrupt):
+    """A second SIGINT / SIGTERM: stop at once, abandoning the current step."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum

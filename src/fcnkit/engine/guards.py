@@ -5,16 +5,25 @@
 - **Zero score layers** (paper Sec. 4.1-4.2: the score layers start at zero): if they are
   still exactly zero after ``train.zero_check_step`` steps, the model outputs constant scores
   and every pixel becomes class 0; the run says so loudly.
+- **Interruptions** (issue 12 §3): SIGINT / SIGTERM ask the loop to stop after the current
+  step, with a checkpoint; a second signal stops at once (:class:`StopSignals`).
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Iterator
+from types import FrameType
+from typing import Any
 
 import torch
 from torch import nn
+
+from fcnkit.engine.errors import StopNow
 
 # train.nonfinite=skip: this many skipped steps in a row stop the run (a lasting divergence,
 # not a stray overflow)
@@ -67,3 +76,40 @@ def check_zero_score_layers(model: nn.Module, names: list[str], step: int) -> li
         warnings.warn(message, RuntimeWarning, stacklevel=2)
         print("\n" + "!" * 80 + "\n" + message + "\n" + "!" * 80, file=sys.stderr, flush=True)
     return still
+
+
+class StopSignals:
+    """SIGINT / SIGTERM during training, as a request read between steps.
+
+    The first signal sets :attr:`signum` (the loop finishes its step, saves a checkpoint and
+    stops); a second raises :class:`~fcnkit.engine.errors.StopNow` wherever the process is
+    (the step is abandoned; ``last.pt`` is written atomically, so it stays whole). Handlers
+    are installed from the main thread only and the previous ones restored on exit.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, announce: bool = True) -> None:
+        self.signum = 0
+        self.announce = announce  # say on stderr that the request was heard (rank 0)
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum:
+            raise StopNow(signum)
+        self.signum = signum
+        if self.announce:  # os.write: print() may be in the middle of a write of its own
+            name = signal.Signals(signum).name
+            os.write(2, f"\nfcnkit: {name}: stopping after this step (saving a checkpoint); "
+                        f"{name} again stops at once\n".encode())  # fmt: skip

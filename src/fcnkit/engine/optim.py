@@ -96,10 +96,16 @@ def lr_factor(cfg: ScheduleConfig, total_steps: int) -> Callable[[int], float]:
 
 
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, total_steps: int
+    optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, total_steps: int, start: int = 0
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """A per-step scheduler; its state is plain numbers (checkpoints load weights-only)."""
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, total_steps))
+    """A per-step scheduler; its state is plain numbers (checkpoints load weights-only).
+
+    ``start > 0`` (a resumed run): the schedule as after ``start`` steps; each group's
+    ``initial_lr`` (its base rate) must be set, and the group's ``lr`` becomes
+    ``initial_lr * factor(start)``, the same number an uninterrupted run reaches.
+    """
+    factor = lr_factor(cfg, total_steps)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor, last_epoch=start - 1)
 
 
 def current_lr(optimizer: torch.optim.Optimizer) -> float:

@@ -121,3 +121,31 @@ def test_engine_errors_are_reworded_with_flags(tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err
     assert "--resume: no checkpoint at" in err and "nothing to resume" in err
     assert "resume=True" not in err
+
+
+def test_second_writer_and_refused_resume_changes_are_sentences(tmp_path: Path, capsys) -> None:
+    """Issue 12 §2: a run directory in use is refused at once, naming the holder (exit 2);
+    §1: what a resume cannot change is refused with the flags that do it another way."""
+    import os
+
+    from fcnkit.engine.rundir import RunLock
+
+    run = tmp_path / "run"
+    assert main(["train", "demo", "--run-dir", str(run), *TINY]) == 0
+    capsys.readouterr()
+    lock = RunLock(run).acquire()  # another writer at work
+    try:
+        for argv in (["--resume", "--run-dir", str(run)], ["demo", "--run-dir", str(run),
+                     "--overwrite", *TINY[:-1]]):  # fmt: skip
+            assert main(["train", *argv, "--no-progress"]) == 2
+            err = capsys.readouterr().err
+            assert f"in use by process {os.getpid()}" in err and "started" in err
+            assert "--name/--run-dir" in err and "Traceback" not in err
+    finally:
+        lock.release()
+    assert (run / "checkpoints" / "last.pt").is_file()  # the overwrite was refused
+    code = main(["train", "--resume", "--run-dir", str(run), "--set", "data.batch_size=1",
+                 "--no-progress"])  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "cannot change on resume: data.batch_size: 2 -> 1" in err and "--init-from" in err

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -121,19 +122,35 @@ def resume_config(args: argparse.Namespace) -> tuple[Config, Path]:
     return config, run_dir
 
 
-def run_train(args: argparse.Namespace) -> int:
-    from fcnkit.engine.errors import HintedError
-    from fcnkit.engine.train import train
+def resume_command(args: argparse.Namespace, run_dir: Path) -> str:
+    """The command line that continues the run in ``run_dir`` (under torchrun: torchrun's)."""
+    words = ["fcnkit", "train", "--resume", "--run-dir", str(run_dir)]
+    if args.device:
+        words += ["--device", args.device]
+    world = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+    if world > 1:
+        words = ["torchrun", "--nproc_per_node", str(world), "-m", *words]
+    return shlex.join(words)
 
-    # the engine's errors name options (resume=True, ...); here they are the flags that set them
-    flags = {
+
+def engine_terms(args: argparse.Namespace, run_dir: Path) -> dict[str, str]:
+    """The engine's errors name options (resume=True, ...): here, the flags that set them."""
+    return {
         "resume": "--resume",
         "overwrite": "--overwrite",
         "run_dir": "--name/--run-dir",
         "init_from": "--init-from {}",
         "set": "--set {}",
         "train": "fcnkit train {}",
+        "resume_command": resume_command(args, run_dir),
     }
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """``fcnkit train``; SIGINT / SIGTERM end it with a checkpoint, the command that
+    continues, and exit status 128 + the signal (130 / 143)."""
+    from fcnkit.engine.errors import HintedError, TrainingInterrupted
+    from fcnkit.engine.train import train
 
     if args.resume:
         config, run_dir = resume_config(args)
@@ -155,8 +172,12 @@ def run_train(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             progress=not args.no_progress,
         )
+    except TrainingInterrupted as err:
+        if _is_main():
+            print(f"fcnkit: {err.render(engine_terms(args, run_dir))}", file=sys.stderr)
+        return 128 + err.signum
     except HintedError as err:
-        raise CLIError(err.render(flags)) from None
+        raise CLIError(err.render(engine_terms(args, run_dir))) from None
     except (FileNotFoundError, ValueError) as err:
         raise CLIError(str(err)) from None
     except TypeError as err:  # e.g. a dataset given an option it does not take

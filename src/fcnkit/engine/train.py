@@ -3,27 +3,31 @@
 ``train(config, run_dir)`` reads top to bottom, like torchvision's segmentation reference::
 
     run = setup_run(...)            datasets, model (optionally staged from an earlier
-                                    stage's run, Sec. 4.2: 32s -> 16s -> 8s), run directory,
-                                    optimiser, schedule                      (train_loop:)
+                                    stage's run, Sec. 4.2: 32s -> 16s -> 8s), the run
+                                    directory (locked), optimiser, schedule   (train_loop:)
     while run.state.step < train.steps:
         train_one_step(run)         optim.accumulate micro-batches (Caffe's iter_size: the
                                     paper's 20-image batches as 20 x 1 image), NaN guard
         maybe_log(run, final)       loss, lr, images/s every train.log_every steps
         maybe_evaluate(run, final)  validation metrics (Sec. 5), best.pt, metrics.json
-        maybe_checkpoint(run, ...)  last.pt (resumable) every train.checkpoint_every steps
+        maybe_checkpoint(run, ...)  last.pt (resumable) every train.checkpoint_every steps,
+                                    and on SIGINT / SIGTERM (then TrainingInterrupted)
 
 Everything a step needs travels in one :class:`Run`. Exact resume: the data order is a
 function of ``(seed, epoch)`` and augmentation of ``(seed, epoch, index)``
 (:mod:`fcnkit.engine.rundata`), and every rank's RNG states (:mod:`fcnkit.engine.rng`) are
 saved with every checkpoint, so a run interrupted after step k and resumed ends with exactly
-the weights of an uninterrupted run. Rank 0 alone writes the run directory
-(:mod:`fcnkit.engine.rundir`).
+the weights of an uninterrupted run; the config of a resume applies from its first step on
+(rate, schedule, length, cadences), what it cannot change is refused. Rank 0 alone writes the
+run directory, holding its lock (:mod:`fcnkit.engine.rundir`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import signal
 import sys
 import time
 import warnings
@@ -46,7 +50,11 @@ from fcnkit.engine.errors import (
     MissingStageError,
     NonFiniteLossError,
     NothingToResumeError,
+    ResumeConfigError,
     RunDirExistsError,
+    RunInUseError,
+    StopNow,
+    TrainingInterrupted,
 )
 from fcnkit.engine.evaluate import (
     dataset_scoring,
@@ -56,6 +64,7 @@ from fcnkit.engine.evaluate import (
 )
 from fcnkit.engine.guards import (
     MAX_CONSECUTIVE_SKIPS,
+    StopSignals,
     check_zero_score_layers,
     listing,
     nonfinite_names,
@@ -71,7 +80,16 @@ from fcnkit.engine.rundata import (
     micro_batches,
     to_device,
 )
-from fcnkit.engine.rundir import RunLogger, git_hash, prepare_run_dir, write_json
+from fcnkit.engine.rundir import (
+    RunLock,
+    RunLogger,
+    git_hash,
+    open_run_dir,
+    prepare_run_dir,
+    require_checkpoint,
+    resume_conflicts,
+    write_json,
+)
 from fcnkit.plots import plot_curves, prediction_grid, read_log
 from fcnkit.weights.staging import init_from_run, missing_init_sources
 
@@ -83,8 +101,10 @@ __all__ = [
     "MissingStageError",
     "NonFiniteLossError",
     "NothingToResumeError",
+    "ResumeConfigError",
     "Run",
     "RunDirExistsError",
+    "RunInUseError",
     "RunLogger",
     "RunState",
     "build_datasets",
@@ -107,6 +127,7 @@ __all__ = [
     "train",
     "train_one_step",
     "train_step",
+    "TrainingInterrupted",
     "validation_metrics",
     "write_json",
     "zero_initialised",
@@ -168,6 +189,9 @@ class Run:
     bar: Any = None  # tqdm progress bar (rank 0, progress=True)
     started: float = field(default_factory=time.perf_counter)  # for train.time_limit
     skipped_in_row: int = 0  # train.nonfinite=skip
+    lock: RunLock | None = None  # rank 0: the run directory's lock, held until train() ends
+    signals: StopSignals = field(default_factory=StopSignals)  # SIGINT / SIGTERM requests
+    saved_step: int | None = None  # the step last.pt holds (rank 0), None before any
 
     @property
     def last_checkpoint(self) -> Path:
@@ -255,46 +279,85 @@ def setup_run(
     overwrite: bool = False,
 ) -> Run:
     """Everything before the first step, in an order that matters: data and model first
-    (identical initialisation on every rank; a dataset, model or class-weight error stops the
-    run before its directory is created), per-rank random streams after the model's init."""
+    (identical initialisation on every rank; a dataset, model, class-weight or resume-config
+    error stops the run before its directory is touched), then the run directory, locked
+    (rank 0; the lock is released if the rest fails), per-rank random streams after the
+    model's init, the checkpoint's state last."""
     init_source = staged_init_source(config, init_from, resume=resume)
     seed_everything(config.train.seed)
     data = build_datasets(config)
     model = build_training_model(config, data, info)
+    ckpt = resume_checkpoint(config, run_dir, info) if resume else None
+    lock, events = None, []
     if info.is_main:
-        prepare_run_dir(run_dir, config, resume=resume, overwrite=overwrite)
-    distributed.barrier(info)
-    log = RunLogger(run_dir, info.is_main, tensorboard=True)
-    state = RunState()
-    if init_source is not None:
-        log.event("init_from", **init_from_run(model, init_source))
-    state.zero_init = zero_initialised(model)  # after staging: the layers this stage adds
-    criterion = build_criterion(config, info)
+        step = int(ckpt["step"]) if ckpt is not None else 0
+        lock, events = open_run_dir(run_dir, config, resume=resume, overwrite=overwrite,
+                                    step=step)  # fmt: skip
+    try:
+        distributed.barrier(info)
+        log = RunLogger(run_dir, info.is_main, tensorboard=True)
+        for kind, values in events:
+            log.event(kind, **values)
+        if init_source is not None:
+            log.event("init_from", **init_from_run(model, init_source))
+        run = new_run(config, run_dir, info, data=data, model=model, log=log)
+        run.lock = lock
+        run.state.zero_init = zero_initialised(model)  # after staging: the layers it adds
+        seed_everything(config.train.seed + 1 + info.rank)  # per-rank streams (dropout, ...)
+        if ckpt is not None:
+            restore_training_state(run, ckpt)
+            run.log.event("resume", step=run.state.step, lr=current_lr(run.optimizer))
+        if info.distributed:
+            ids = [info.device.index] if info.device.type == "cuda" else None
+            run.net = DistributedDataParallel(model, device_ids=ids)
+        attach_data(run)
+        return run
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+
+
+def new_run(
+    config: Config, run_dir: Path, info: DistInfo, *, data: DataBundle, model: nn.Module,
+    log: RunLogger
+) -> Run:  # fmt: skip
+    """The :class:`Run` of a fresh start: loss, optimiser, schedule, loss scaling."""
     optimizer = build_optimizer(model, config.optim)
-    scheduler = build_scheduler(optimizer, config.schedule, config.train.steps)
-    run = Run(
+    return Run(
         config=config,
         run_dir=run_dir,
         info=info,
         data=data,
         model=model,
         net=model,
-        criterion=criterion,
+        criterion=build_criterion(config, info),
         optimizer=optimizer,
-        scheduler=scheduler,
+        scheduler=build_scheduler(optimizer, config.schedule, config.train.steps),
         scaler=build_scaler(config, info),
         log=log,
-        state=state,
+        state=RunState(),
     )
-    seed_everything(config.train.seed + 1 + info.rank)  # per-rank streams (dropout, sampling)
-    if resume:
-        restore_training_state(run, load_checkpoint(run.last_checkpoint, map_location=info.device))
-        log.event("resume", step=state.step)
-    if info.distributed:
-        ids = [info.device.index] if info.device.type == "cuda" else None
-        run.net = DistributedDataParallel(model, device_ids=ids)
-    attach_data(run)
-    return run
+
+
+def resume_checkpoint(config: Config, run_dir: Path, info: DistInfo) -> dict:
+    """The run's ``last.pt``, once ``config`` is known to change nothing a resume cannot
+    (:func:`~fcnkit.engine.rundir.resume_conflicts`; every rank checks, none writes)."""
+    ckpt = load_checkpoint(require_checkpoint(run_dir), map_location=info.device)
+    saved = ckpt.get("config") or {}
+    with contextlib.suppress(ValueError):  # today's defaults: keys added since are no change
+        saved = from_dict(saved).to_dict()
+    if conflicts := resume_conflicts(saved, config):
+        raise ResumeConfigError(
+            "{path}: cannot change on resume: {changes}. A resumed run continues its weights, "
+            "optimiser state and training data stream (sample order and position follow the "
+            "training set, train.seed, data.batch_size and optim.accumulate). To train with "
+            "these settings start a new run ({run_dir}), from this run's weights with "
+            "{init_from:RUN}",
+            path=run_dir,
+            changes="; ".join(conflicts),
+        )
+    return ckpt
 
 
 def attach_data(run: Run) -> None:
@@ -616,32 +679,46 @@ def save_training_state(run: Run, path: Path, rngs: list[dict]) -> None:
         zero_init=state.zero_init,
         world_size=len(rngs),
     )
+    run.saved_step = state.step
 
 
 def restore_training_state(run: Run, ckpt: dict) -> None:
-    """Continue from ``ckpt`` exactly: weights, optimiser, schedule, scaler, state, RNGs."""
-    state, info = run.state, run.info
+    """Continue from ``ckpt``: weights, optimiser state (momentum buffers, Adam moments),
+    scaler, step, best metric and RNGs exactly as saved; the rates and the optimiser's other
+    settings (weight decay, momentum, ...) and the schedule are the config's, so that a resume
+    may change them (``optim.lr``, ``schedule.*``, ``train.steps``). Unchanged, they give
+    the very numbers the checkpoint holds: the resumed run equals an uninterrupted one."""
+    state = run.state
     run.model.load_state_dict(ckpt["model"])
+    settings = [{k: v for k, v in g.items() if k != "params"} for g in run.optimizer.param_groups]
     run.optimizer.load_state_dict(ckpt["optimizer"])
-    run.scheduler.load_state_dict(ckpt["scheduler"])
+    for group, own in zip(run.optimizer.param_groups, settings, strict=True):
+        group.update(own)  # the config's rates (initial_lr: the schedule's base) and settings
     if ckpt.get("scaler"):
         run.scaler.load_state_dict(ckpt["scaler"])
-    state.step = int(ckpt["step"])
+    state.step = run.saved_step = int(ckpt["step"])
     state.best = float(ckpt.get("best", -math.inf))
     state.best_step = int(ckpt.get("best_step", -1))
     state.last_metrics = dict(ckpt.get("metrics") or {})
     state.zero_init = list(ckpt.get("zero_init") or [])
-    rngs = ckpt.get("rng") or []
+    tc = run.config.train
+    run.scheduler = build_scheduler(run.optimizer, run.config.schedule, tc.steps, start=state.step)
+    restore_rng(run, ckpt.get("rng") or [], ckpt["config"]["train"]["seed"])
+
+
+def restore_rng(run: Run, rngs: list[dict], seed: int) -> None:
+    """This rank's saved RNG states; re-seeded (with a warning) if the process count changed."""
+    info = run.info
     if len(rngs) == info.world_size:
         set_rng_state(rngs[info.rank], info.device)
-    else:
-        warnings.warn(
-            f"the checkpoint was written by {len(rngs)} processes, this run has "
-            f"{info.world_size}: random streams are re-seeded (the result will differ from an "
-            "uninterrupted run)",
-            stacklevel=3,
-        )
-        seed_everything(ckpt["config"]["train"]["seed"] + state.step + info.rank)
+        return
+    warnings.warn(
+        f"the checkpoint was written by {len(rngs)} processes, this run has "
+        f"{info.world_size}: random streams are re-seeded (the result will differ from an "
+        "uninterrupted run)",
+        stacklevel=4,
+    )
+    seed_everything(seed + run.state.step + info.rank)
 
 
 # ------------------------------------------------------------------------------------ main
@@ -668,38 +745,75 @@ def train_loop(
     stop_at_step: int | None = None,
     callback: Callable[[int, nn.Module], None] | None = None,
 ) -> dict[str, Any]:
-    """Steps until ``train.steps``, ``train.time_limit`` or ``stop_at_step``; returns the
-    last evaluation's metrics."""
-    tc, state = run.config.train, run.state
+    """Steps until ``train.steps``, ``train.time_limit``, ``stop_at_step`` or a signal
+    (:class:`TrainingInterrupted`); returns the last evaluation's metrics."""
     run.bar = progress_bar(run) if progress and run.info.is_main else None
     run.started = run.meter.since = time.perf_counter()
-    result: dict[str, Any] = dict(state.last_metrics)
+    result: dict[str, Any] = dict(run.state.last_metrics)
     try:
-        while state.step < tc.steps:
-            loss = train_one_step(run)
-            state.step += 1
-            run.meter.add(loss)
-            if run.bar is not None:
-                run.bar.update(1)
-            timed_out = out_of_time(run.started, tc.time_limit, run.info)
-            final = state.step == tc.steps or timed_out
-            maybe_log(run, final)
-            maybe_check_zero_layers(run)
-            if timed_out and state.step < tc.steps:
-                run.log.event("stop", step=state.step, reason=f"train.time_limit {tc.time_limit} s")
-            metrics = maybe_evaluate(run, final)
+        while run.state.step < run.config.train.steps:
+            metrics, stopping = step_and_after(run, stop_at_step, callback)
             result = result if metrics is None else metrics
-            if callback is not None:
-                callback(state.step, run.model)
-            stopping = final or state.step == stop_at_step
-            maybe_checkpoint(run, stopping)
             if stopping:
                 break
+    except StopNow as stop:  # a second signal: the step is abandoned
+        raise interrupted(run, stop.signum, at_once=True) from None
     finally:
         if run.bar is not None:
             run.bar.close()
     distributed.barrier(run.info)
     return result
+
+
+def step_and_after(
+    run: Run, stop_at_step: int | None, callback: Callable[[int, nn.Module], None] | None
+) -> tuple[dict[str, Any] | None, bool]:
+    """One step and what follows it (log, evaluation, callback, checkpoint); returns the
+    evaluation's metrics (or None) and whether the session ends here. A SIGINT / SIGTERM
+    received meanwhile (on any rank) ends it: checkpoint, then :class:`TrainingInterrupted`."""
+    tc, state = run.config.train, run.state
+    loss = train_one_step(run)
+    state.step += 1
+    run.meter.add(loss)
+    if run.bar is not None:
+        run.bar.update(1)
+    timed_out = out_of_time(run.started, tc.time_limit, run.info)
+    final = state.step == tc.steps or timed_out
+    maybe_log(run, final)
+    maybe_check_zero_layers(run)
+    if timed_out and state.step < tc.steps:
+        run.log.event("stop", step=state.step, reason=f"train.time_limit {tc.time_limit} s")
+    metrics = maybe_evaluate(run, final)
+    if callback is not None:
+        callback(state.step, run.model)
+    signum = distributed.all_reduce_max(run.signals.signum, run.info)
+    stopping = final or state.step == stop_at_step or signum > 0
+    maybe_checkpoint(run, stopping)
+    if signum:
+        raise interrupted(run, signum)
+    return metrics, stopping
+
+
+def interrupted(run: Run, signum: int, *, at_once: bool = False) -> TrainingInterrupted:
+    """Log the interruption; the error that says where the run stands and how to continue."""
+    name = signal.Signals(signum).name
+    step, last = run.state.step, run.last_checkpoint
+    run.log.event("interrupted", step=step, signal=name, at_once=at_once)
+    if not at_once:
+        template = "stopped by {signal} after step {step}, saved in {last}"
+    elif run.saved_step is not None:
+        template = "stopped at once by a second {signal} after step {step}; {last} holds step "
+        template += "{saved}"
+    else:
+        template = "stopped at once by a second {signal} after step {step}; nothing was saved"
+    return TrainingInterrupted(
+        template + ". Continue with: {resume_command}",
+        signum=signum,
+        signal=name,
+        step=step,
+        last=last,
+        saved=run.saved_step,
+    )
 
 
 def train(
@@ -717,21 +831,29 @@ def train(
     """Train per ``config`` into ``run_dir``; returns the final evaluation metrics.
 
     ``init_from`` (or ``config.train.init_from``) starts from an earlier stage's run
-    (Sec. 4.2). ``resume`` continues ``run_dir`` from ``checkpoints/last.pt``, exactly.
-    Under torchrun every process calls this; rank 0 writes. ``stop_at_step`` ends the session
-    early after checkpointing that step (a time-boxed job, or a simulated interruption).
-    ``callback(step, model)`` runs on every rank after each step (custom logging, tests).
+    (Sec. 4.2). ``resume`` continues ``run_dir`` from ``checkpoints/last.pt``, exactly, with
+    ``config`` in force from there on (see :func:`restore_training_state`). Under torchrun
+    every process calls this; rank 0 writes, holding the run directory's lock. SIGINT /
+    SIGTERM (main thread) end the session after the current step with a checkpoint:
+    :class:`TrainingInterrupted`. ``stop_at_step`` ends the session early after checkpointing
+    that step (a time-boxed job, or a simulated interruption). ``callback(step, model)`` runs
+    on every rank after each step (custom logging, tests).
     """
     if isinstance(config, dict):
         config = from_dict(config)
     info = distributed.setup(device or config.train.device)
     try:
-        run = setup_run(config, Path(run_dir), info, resume=resume, init_from=init_from,
-                    overwrite=overwrite)  # fmt: skip
-        try:
-            return train_loop(run, progress=progress, stop_at_step=stop_at_step, callback=callback)
-        finally:
-            run.log.close()
+        with StopSignals(announce=info.is_main) as signals:
+            run = setup_run(config, Path(run_dir), info, resume=resume, init_from=init_from,
+                            overwrite=overwrite)  # fmt: skip
+            run.signals = signals
+            try:
+                return train_loop(run, progress=progress, stop_at_step=stop_at_step,
+                                  callback=callback)  # fmt: skip
+            finally:
+                run.log.close()
+                if run.lock is not None:
+                    run.lock.release()
     finally:
         distributed.cleanup(info)
 

@@ -231,3 +231,26 @@ def test_every_import_points_down_the_documented_layers() -> None:
     for part_name, layer in LAYERS.items():
         if layer < 9:
             assert f"{part_name}" in documented
+
+
+def test_moved_names_keep_their_old_paths_for_one_release() -> None:
+    """fcnkit.caffe, fcnkit.engine.checkpoint and the loading fcnkit.models.create_model are
+    re-exports of fcnkit.weights (issue 11: moved public names keep a re-export)."""
+    import fcnkit
+    import fcnkit.caffe
+    import fcnkit.engine.checkpoint as old_checkpoint
+    import fcnkit.weights as weights
+    from fcnkit.models import create_model as models_create_model
+    from fcnkit.weights import caffe
+
+    assert fcnkit.caffe.read_caffemodel is caffe.read_caffemodel
+    for name in ("load_model", "load_checkpoint", "save_checkpoint", "load_any", "head_palette"):
+        assert getattr(old_checkpoint, name) is getattr(weights, name)
+    assert old_checkpoint.head_names is weights.head_classes
+    assert fcnkit.create_model is weights.create_model
+    model = models_create_model("fcn32s-efficientnet_lite0", 2, backbone_weights="imagenet")
+    assert model.model_options == {"backbone_weights": "imagenet"}
+    import torch
+
+    packaged = torch.load(weights.lite0_weights_path(), map_location="cpu", weights_only=True)
+    assert torch.equal(model.backbone._conv_stem.weight, packaged["_conv_stem.weight"])

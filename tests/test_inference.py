@@ -10,7 +10,6 @@ from PIL import Image
 from torch import nn
 
 from fcnkit.data.base import voc_palette
-from fcnkit.engine.checkpoint import save_checkpoint
 from fcnkit.inference import (
     Segmenter,
     SlidingWindow,
@@ -23,6 +22,7 @@ from fcnkit.inference import (
 )
 from fcnkit.models import create_model, register_model, unregister_model
 from fcnkit.preprocessing import get_preprocessing
+from fcnkit.weights import save_checkpoint
 
 
 class TinyFCN(nn.Module):

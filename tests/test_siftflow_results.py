@@ -22,7 +22,7 @@ from PIL import Image
 
 from fcnkit.cli import main as fcnkit
 from fcnkit.data.siftflow import EVAL_EXCLUDE, SEMANTIC_CLASSES, SUBDIR
-from fcnkit.engine.checkpoint import load_model
+from fcnkit.weights import load_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import siftflow_results  # noqa: E402

@@ -187,8 +187,8 @@ def evaluate_test_split(
     Returns ``(result, raw test set, model)``.
     """
     from fcnkit.data import create_dataset
-    from fcnkit.engine.checkpoint import load_model
     from fcnkit.engine.evaluate import dataset_scoring, evaluate_model, make_eval_loader
+    from fcnkit.weights import load_model
 
     model, _ = load_model(run_dir)
     options = dict(config.data.val_options or config.data.options)

@@ -15,10 +15,10 @@ from torch import nn
 from fcnkit.cli import main
 from fcnkit.data import build_transforms, create_dataset, register_dataset
 from fcnkit.data.registry import unregister_dataset
-from fcnkit.engine.checkpoint import save_checkpoint
 from fcnkit.inference import Segmenter
 from fcnkit.metrics import ConfusionMatrix
 from fcnkit.models import create_model, register_model, unregister_model
+from fcnkit.weights import save_checkpoint
 
 PALETTE = [(10 * i, 255 - 10 * i, 3 * i) for i in range(7)]
 

@@ -15,9 +15,9 @@ from PIL import Image
 from torch import nn
 
 from fcnkit.cli import main
-from fcnkit.engine.checkpoint import save_checkpoint
 from fcnkit.inference import Segmenter
 from fcnkit.models import create_model, register_model, unregister_model
+from fcnkit.weights import save_checkpoint
 
 
 class Tiny(nn.Module):

@@ -14,8 +14,7 @@ from PIL import Image
 
 from fcnkit.cli import CLIError, main
 from fcnkit.cli.weights import class_heatmap, resolve_class
-from fcnkit.engine.checkpoint import load_model
-from fcnkit.weights import imagenet_classes, list_weights
+from fcnkit.weights import imagenet_classes, list_weights, load_model
 
 
 def caffe_helpers() -> ModuleType:

@@ -24,11 +24,11 @@ from test_evaluate import TinyNet, synthetic_samples
 from torch.utils.data import DataLoader
 
 from fcnkit.data import collate_pad
-from fcnkit.engine.checkpoint import load_model
 from fcnkit.engine.config import load_config
 from fcnkit.engine.distributed import DistInfo
 from fcnkit.engine.evaluate import evaluate, evaluate_confusion, make_eval_loader
 from fcnkit.engine.train import build_datasets, validate
+from fcnkit.weights import load_model
 
 CONFIG = {
     "name": "ddp",

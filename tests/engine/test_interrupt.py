@@ -16,8 +16,8 @@ import torch
 import yaml
 from test_train import tiny
 
-from fcnkit.engine.checkpoint import load_checkpoint
 from fcnkit.engine.train import RunDirExistsError, train
+from fcnkit.weights import load_checkpoint
 
 QUICK = {"eval_every": 1000, "num_sample_images": 0, "log_every": 1}
 

@@ -16,11 +16,11 @@ import yaml
 from test_train import tiny
 
 from fcnkit.cli import main
-from fcnkit.engine.checkpoint import load_checkpoint
 from fcnkit.engine.config import ScheduleConfig, from_dict
 from fcnkit.engine.errors import ResumeConfigError, RunInUseError
 from fcnkit.engine.optim import lr_factor
 from fcnkit.engine.train import train
+from fcnkit.weights import load_checkpoint
 
 QUICK = {"eval_every": 100, "num_sample_images": 0, "log_every": 1}
 

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from fcnkit.engine.checkpoint import load_checkpoint
 from fcnkit.engine.train import (
     NonFiniteLossError,
     RunDirExistsError,
@@ -18,6 +17,7 @@ from fcnkit.engine.train import (
     plot_curves,
     train,
 )
+from fcnkit.weights import load_checkpoint
 
 # A tiny but complete setup: real model (random init), synthetic data with every kind of
 # randomness on: dropout, augmentation (scale, jitter, flip, crop), loss sampling; gradient
@@ -135,7 +135,7 @@ def test_resume_is_exact(tmp_path: Path, straight: Path, stop: int, workers: int
 def test_channels_last_trains_the_same_and_loads_anywhere(tmp_path: Path, straight: Path) -> None:
     """``train.channels_last``: the same loss up to kernel rounding (compared before the random
     init's large steps amplify it), NHWC weights saved, loaded by an ordinary model."""
-    from fcnkit.engine.checkpoint import load_model
+    from fcnkit.weights import load_model
 
     run = tmp_path / "run"
     train(tiny(train={"channels_last": True}), run, progress=False)

@@ -17,10 +17,10 @@ from torch import nn
 
 import fcnkit
 from fcnkit import weights as W
-from fcnkit.engine.checkpoint import save_checkpoint
 from fcnkit.preprocessing import Preprocessing, get_preprocessing
 from fcnkit.weights import download as weight_download
 from fcnkit.weights import load as weight_load
+from fcnkit.weights import save_checkpoint
 
 
 @pytest.fixture

@@ -33,6 +33,7 @@ from fcnkit import __version__
 EXIT_UNEXPECTED, EXIT_REFUSED, EXIT_INTERRUPTED = 1, 2, 130
 DEBUG_ENV = "FCNKIT_DEBUG"
 
+
 class CLIError(Exception):
     """A user-facing error: printed as ``fcnkit: error: <message>`` with exit status 2."""
 

@@ -85,10 +85,10 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def load_cli_model(args: argparse.Namespace, device: Any) -> tuple[Any, dict[str, Any]]:
-    """The model of ``args.weights`` (:func:`fcnkit.engine.checkpoint.load_any`); user
+    """The model of ``args.weights`` (:func:`fcnkit.weights.load_any`); user
     errors become :class:`CLIError`."""
     from fcnkit.cli.data import parse_options
-    from fcnkit.engine.checkpoint import load_any
+    from fcnkit.weights import load_any
 
     try:
         return load_any(

@@ -43,7 +43,6 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
 from fcnkit.engine import distributed
-from fcnkit.engine.checkpoint import load_checkpoint, save_checkpoint
 from fcnkit.engine.config import Config, from_dict
 from fcnkit.engine.distributed import DistInfo
 from fcnkit.engine.errors import (
@@ -91,6 +90,7 @@ from fcnkit.engine.rundir import (
     write_json,
 )
 from fcnkit.plots import plot_curves, prediction_grid, read_log
+from fcnkit.weights.checkpoint import load_checkpoint, save_checkpoint
 from fcnkit.weights.staging import init_from_run, missing_init_sources
 
 # The public names; those moved to rundir, rundata, rng, guards, errors and plots stay
@@ -207,7 +207,7 @@ class Run:
 
 def model_from_config(config: Config, data: DataBundle) -> nn.Module:
     """The config's model; ``model.num_classes`` null takes the training set's classes."""
-    from fcnkit.models import create_model
+    from fcnkit.weights import create_model
 
     num_classes = config.model.num_classes
     if num_classes is None and data.classes:

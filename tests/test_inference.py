@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 import torch
@@ -19,6 +21,7 @@ from fcnkit.inference import (
     overlay,
     shift_and_stitch,
     sliding_window_forward,
+    stitched_scores,
 )
 from fcnkit.models import create_model, register_model, unregister_model
 from fcnkit.preprocessing import get_preprocessing
@@ -243,46 +246,89 @@ def test_memory_budget_tiles_large_images_only() -> None:
 
 
 # --------------------------------------------------------------------------- shift-and-stitch
-@pytest.mark.parametrize("f", [2, 3, 4])
-def test_shift_and_stitch_of_a_pooling_net_is_the_stride_one_pooling(f: int) -> None:
-    # Shifted input (dy, dx) through f x f max pooling, stride f: coarse output (i, j) is the
-    # max over rows f*i+dy .. f*i+dy+f-1; interleaved, that is stride-1 pooling of the input
-    # zero-padded by f-1 at the bottom/right.
-    x = torch.rand(2, 3, 4 * f, 5 * f) + 0.1
-    dense = shift_and_stitch(nn.MaxPool2d(f, f), x, f)
-    expected = F.max_pool2d(F.pad(x, (0, f - 1, 0, f - 1)), f, stride=1)
-    assert dense.shape == x.shape
+def _centroid(profile: torch.Tensor) -> float:
+    positions = torch.arange(profile.numel(), dtype=profile.dtype)
+    return float((profile * positions).sum() / profile.sum())
+
+
+@pytest.mark.parametrize("f", [32, 8])
+@pytest.mark.parametrize(("h", "w"), [(101, 77), (128, 96)])
+def test_shift_and_stitch_puts_an_impulse_back_where_it_was(f: int, h: int, w: int) -> None:
+    # Paper Sec. 3.2: the stitched outputs lie at their receptive fields' centres. A fixed
+    # f x f average pool of stride f is a coarse net whose cell i is centred on pixel
+    # f i + (f - 1) / 2; its dense response to an impulse is the f x f box around the impulse.
+    # Placing each output at its window's origin instead (fcnkit before issue 13) centred the
+    # response at row 48.5 / column 21.5 for f = 32 (60.5 / 33.5 for f = 8): (f - 1) / 2 off.
+    x = torch.zeros(1, 1, h, w, dtype=torch.float64)
+    x[0, 0, 64, 37] = 1.0
+    response = shift_and_stitch(nn.AvgPool2d(f), x, f)[0, 0]
+    assert response.shape == (h, w)
+    assert _centroid(response.sum(1)) == 64.0 and _centroid(response.sum(0)) == 37.0
+    assert torch.equal(response[64 - 20 : 64 + 21], response[64 - 20 : 64 + 21].flip(0))
+    assert torch.equal(response[:, 37 - 20 : 37 + 21], response[:, 37 - 20 : 37 + 21].flip(1))
+    # the box: f - 1 full rows and columns around the impulse and a half one on either side
+    # (the half-pixel offset (f - 1) / 2 of an even pool, placed by linear interpolation)
+    box = response[64 - f // 2 : 64 + f // 2 + 1, 37 - f // 2 : 37 + f // 2 + 1] * f * f
+    edge = torch.tensor([0.5] + [1.0] * (f - 1) + [0.5], dtype=torch.float64)
+    torch.testing.assert_close(box, edge[:, None] * edge[None, :], rtol=0, atol=1e-12)
+    assert float(response.sum()) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(("h", "w"), [(12, 15), (13, 11)])
+def test_shift_and_stitch_of_an_odd_pool_is_the_centred_stride_one_pool(h: int, w: int) -> None:
+    # A 3 x 3 max pool of stride 3 (ceil mode: partial windows at the border) has its cell i
+    # on pixel 3 i + 1; stitched, pixel p is the max over p - 1 .. p + 1: the stride-1 pool
+    # with padding 1, at every pixel of odd and even sizes (inputs positive: the zeros
+    # shifted in never win).
+    x = torch.rand(2, 3, h, w) + 0.1
+    dense = shift_and_stitch(nn.MaxPool2d(3, 3, ceil_mode=True), x, 3)
+    expected = F.max_pool2d(x, 3, stride=1, padding=1)
     torch.testing.assert_close(dense, expected, rtol=0, atol=0)
-    # Sizes that are not multiples of f are cropped to the input size.
-    odd = torch.rand(1, 1, 4 * f + 1, 3 * f + f - 1) + 0.1
-    assert shift_and_stitch(nn.MaxPool2d(f, f, ceil_mode=True), odd, f).shape == odd.shape
 
 
-def test_shift_and_stitch_equals_filter_rarefaction_in_the_interior() -> None:
-    # Paper Sec. 3.2: stitching a stride-2 net equals the net with the pooling stride set to 1
-    # and the following filter dilated by 2 ("a trous"), away from the padded border.
-    torch.manual_seed(0)
-    c1, c2 = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 5, 3, padding=1)
+def test_shift_and_stitch_of_a_function_needs_its_offset() -> None:
+    def coarse(t: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(t, 4)
 
-    def coarse(x: torch.Tensor) -> torch.Tensor:
-        return c2(F.max_pool2d(torch.relu(c1(x)), 2))
-
-    def rarefied(x: torch.Tensor) -> torch.Tensor:
-        y = F.max_pool2d(F.pad(torch.relu(c1(x)), (0, 1, 0, 1)), 2, stride=1)
-        return F.conv2d(y, c2.weight, c2.bias, padding=2, dilation=2)
-
-    x = torch.randn(1, 3, 16, 12)
-    with torch.no_grad():
-        stitched, dense = shift_and_stitch(coarse, x, 2, batch_size=3), rarefied(x)
-    assert stitched.shape == dense.shape == (1, 5, 16, 12)
-    interior = (..., slice(4, -4), slice(4, -4))
-    torch.testing.assert_close(stitched[interior], dense[interior])
-    assert not torch.allclose(stitched[interior], coarse_upsampled(coarse, x)[interior])
+    x = torch.rand(1, 2, 17, 14)
+    with pytest.raises(ValueError, match="offset="):
+        shift_and_stitch(coarse, x, 4)
+    torch.testing.assert_close(
+        shift_and_stitch(coarse, x, 4, offset=1.5), shift_and_stitch(nn.AvgPool2d(4), x, 4)
+    )
+    dense, maps = stitched_scores(coarse, x, 4, offset=(1.5, 1.5))
+    assert [(m.scale, m.shift) for m in maps] == [(1, Fraction(-3, 2))] * 2  # 1.5 - (4 - 1)
 
 
-def coarse_upsampled(net, x: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        return F.interpolate(net(x), size=x.shape[-2:], mode="bilinear", align_corners=False)
+def test_shift_and_stitch_refuses_what_it_cannot_serve() -> None:
+    x = torch.rand(1, 3, 16, 16)
+    tiny = create_model("test-inference-tiny").eval()  # input-sized output, no coarse scores
+    with pytest.raises(ValueError, match="input-sized"):
+        shift_and_stitch(tiny, x, 2, offset=0.5)
+    with pytest.raises(ValueError, match="coarse_scores"):
+        shift_and_stitch(tiny, x, 2)
+    with pytest.raises(ValueError, match="does not match"):
+        shift_and_stitch(nn.AvgPool2d(8), x, 32)
+    with pytest.raises(ValueError, match="input-sized"):
+        shift_and_stitch(nn.Conv2d(3, 3, 3, padding=1), x)
+    with pytest.raises(ValueError, match="factor must divide"):
+        shift_and_stitch(nn.AvgPool2d(8), x, factor=3)
+    with pytest.raises(ValueError, match="coarse_scores"):
+        Segmenter(tiny, preprocessing="caffe-voc", shift_and_stitch=2)
+    with pytest.raises(ValueError, match="does not match"):
+        Segmenter(nn.AvgPool2d(8), preprocessing="caffe-voc", shift_and_stitch=4)
+
+
+def test_shift_and_stitch_serves_the_fcn32s_coarse_scores() -> None:
+    # A VGG16 FCN-32s is input-sized; shift-and-stitch takes its score_fr (stride 32, cell i
+    # on pixel 32 i + 12.5) through coarse_scores / coarse_map. The full trick is 1024
+    # passes: the Segmenter accepts it (and refuses another stride) without running it here;
+    # the VGG16 stitching itself is compared with filter rarefaction in
+    # tests/models/test_rarefaction.py.
+    model = create_model("fcn32s", 3).eval()
+    assert Segmenter(model, preprocessing="caffe-voc", shift_and_stitch=32).shift_and_stitch == 32
+    with pytest.raises(ValueError, match="stride 16 does not match fcn32s's output stride 32"):
+        Segmenter(model, preprocessing="caffe-voc", shift_and_stitch=16)
 
 
 def test_segmenter_stitches_a_coarse_net_and_upsamples_without_stitching() -> None:
@@ -303,7 +349,7 @@ def test_shift_and_stitch_handles_multi_head_outputs() -> None:
         return {"a": F.max_pool2d(x, 2), "b": F.avg_pool2d(x, 2)}
 
     x = torch.rand(1, 2, 6, 6)
-    out = shift_and_stitch(two_heads, x, 2)
+    out = shift_and_stitch(two_heads, x, 2, offset=0.5)
     torch.testing.assert_close(out["a"], shift_and_stitch(nn.MaxPool2d(2), x, 2))
     torch.testing.assert_close(out["b"], shift_and_stitch(nn.AvgPool2d(2), x, 2))
 

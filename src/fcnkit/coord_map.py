@@ -35,11 +35,12 @@ error, not a rounding.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 # Layers that do not move coordinates (Caffe's PASS_THROUGH_LAYERS, in PyTorch terms).
 PASS_THROUGH: tuple[type[nn.Module], ...] = (
@@ -310,3 +311,51 @@ def crop_between(source: LayerGeometry, reference: LayerGeometry | None = None) 
     if source.stride != ref.scale:
         raise ValueError(f"cannot crop between strides {source.stride} and {ref.scale}")
     return (ref.shift - source.offset) / source.stride
+
+
+# ---------------------------------------------------------------------------------------
+# Placing a score map on the image's pixels by its coordinate map
+
+
+def place_scores(scores: Tensor, maps: Sequence[CoordMap], size: Sequence[int]) -> Tensor:
+    """``scores`` (``... x h x w``) resampled onto an ``H x W`` pixel grid (``size``) by their
+    coordinate maps (``maps``: height, width), cell ``i`` of an axis centred on pixel
+    ``scale * i + shift`` (:class:`LayerGeometry`'s reading).
+
+    Pixel ``p`` takes the linear interpolation of the two cells around ``t = (p - shift) /
+    scale``, computed exactly (a cell that falls on a pixel is copied, bit for bit); pixels
+    beyond the first or last cell take that cell (edge replication). At stride 1 with an
+    integer shift this is a pure translation, a half-integer shift (VGG16's ``12.5``)
+    averages the two neighbours, and a stride ``> 1`` is bilinear upsampling aligned, in
+    the interior, as the FCN's own bilinear upsamplers with their derived crops.
+    """
+    if len(maps) != 2 or len(size) != 2:
+        raise ValueError("give one coordinate map and one size per spatial axis (height, width)")
+    for axis, (m, n) in enumerate(zip(maps, size, strict=True)):
+        scores = _place_axis(scores, m, int(n), scores.dim() - 2 + axis)
+    return scores
+
+
+def _place_axis(x: Tensor, m: CoordMap, size: int, dim: int) -> Tensor:
+    """:func:`place_scores` along one dimension."""
+    cells = x.shape[dim]
+    if cells < 1:
+        raise ValueError("no score cells to place")
+    # t = (p - b) / a in integers: a = an / ad, b = bn / bd, t = num / den with den > 0.
+    an, ad = m.scale.numerator, m.scale.denominator
+    bn, bd = m.shift.numerator, m.shift.denominator
+    p = torch.arange(size, dtype=torch.int64)
+    num, den = (p * bd - bn) * ad, bd * an
+    low = torch.div(num, den, rounding_mode="floor")
+    weight = (num - low * den).double() / den  # in [0, 1)
+    before, after = low < 0, low >= cells - 1
+    weight[before | after] = 0.0  # edge replication
+    low = low.clamp(0, cells - 1)
+    first = x.index_select(dim, low.to(x.device))
+    if not bool(weight.any()):
+        return first
+    high = (low + 1).clamp(max=cells - 1)
+    second = x.index_select(dim, high.to(x.device))
+    shape = [1] * x.dim()
+    shape[dim] = size
+    return torch.lerp(first, second, weight.to(x.device, x.dtype).view(shape))

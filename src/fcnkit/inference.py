@@ -6,7 +6,8 @@ inference needs no resizing. Around the plain forward pass this module adds:
 - sliding-window inference with overlapping tiles, for images whose activations do not fit
   in memory (fc6 of VGG16 FCNs on multi-megapixel images);
 - shift-and-stitch (paper Sec. 3.2): dense output from a coarse net with output stride ``f``
-  by running the ``f^2`` shifted inputs and interleaving the outputs;
+  (the VGG16 FCNs' ``coarse_scores``) by running the ``f^2`` shifted inputs, interleaving
+  the outputs and placing each on its receptive field's centre (the coordinate map);
 - horizontal-flip test-time augmentation.
 
 Scores are logits (``C x H x W``); predictions are their argmax. With tiles, label maps are
@@ -23,6 +24,7 @@ import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Union
 
@@ -31,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fcnkit.coord_map import CoordMap, layer_map, place_scores
 from fcnkit.data.base import IMAGE_EXTENSIONS, colorize, overlay  # noqa: F401 (re-exports)
 from fcnkit.metrics import scores_to_labels
 from fcnkit.models.outputs import Outputs, heads, map_heads, same_form, select_head, zip_heads
@@ -122,42 +125,165 @@ def sliding_window_forward(
 
 
 # --------------------------------------------------------------------------- shift-and-stitch
-def shift_and_stitch(
-    net: Callable[[torch.Tensor], Outputs], x: torch.Tensor, stride: int, batch_size: int = 4
-) -> Outputs:
-    """Dense output from a net whose output is downsampled by ``stride`` (paper Sec. 3.2).
+Maps = tuple[CoordMap, CoordMap]  # one coordinate map per spatial axis (height, width)
 
-    For every shift ``(dy, dx)`` in ``{0..f-1}^2`` the input is moved ``dy`` pixels up and
-    ``dx`` left (zero-filled at the bottom/right) and run through ``net``; coarse output
-    ``(i, j)`` of that pass is the prediction for input pixel ``(f*i + dy, f*j + dx)``, so the
-    ``f^2`` outputs interleave into one map with the input's resolution: ``out[..., dy::f,
-    dx::f] = net(shifted_{dy,dx})``. The map is aligned to the input's top-left corner and
-    cropped (or edge-padded) to ``H x W``. Costs ``f^2`` forward passes, ``batch_size`` at once.
+
+def _coarse_path(
+    net: Callable[[torch.Tensor], Any],
+    stride: int | None = None,
+    offset: float | Fraction | tuple[float | Fraction, float | Fraction] | None = None,
+) -> tuple[Callable[[torch.Tensor], Any], Maps]:
+    """The function giving ``net``'s coarse scores and their coordinate maps (cell ``i`` of
+    an axis centred on input pixel ``scale * i + shift``), or a ``ValueError`` saying why
+    shift-and-stitch cannot serve ``net``.
+
+    From, in order: the model's own ``coarse_scores(x)`` and ``coarse_map(axis)`` (the VGG16
+    FCNs: the scores before the final upsampler); the module's layers
+    (:func:`fcnkit.coord_map.layer_map`: convolutions, pools, ``nn.Sequential``); ``stride``
+    and ``offset`` given by the caller. A given ``stride`` (or ``offset``) must agree with
+    what the net says.
     """
-    f = int(stride)
-    if f < 1:
-        raise ValueError(f"stride must be a positive integer, got {stride}")
+    name = getattr(net, "model_name", type(net).__name__)
+    forward: Callable[[torch.Tensor], Any] = net
+    maps: Maps | None = None
+    if callable(getattr(net, "coarse_scores", None)) and callable(getattr(net, "coarse_map", None)):
+        forward, maps = net.coarse_scores, (net.coarse_map(0), net.coarse_map(1))
+    elif isinstance(net, nn.Module):
+        try:
+            maps = (layer_map(net, 0), layer_map(net, 1))
+        except (TypeError, ValueError):
+            maps = None
+    if maps is None:
+        if stride is None or offset is None:
+            raise ValueError(
+                f"shift-and-stitch cannot place the outputs of {name}: it has no "
+                "coarse_scores()/coarse_map() and its coordinate map cannot be derived from "
+                "its layers; give stride= and offset= (the input pixel on which output cell "
+                "0 is centred, per axis)"
+            )
+        shifts = offset if isinstance(offset, tuple) else (offset, offset)
+        maps = (CoordMap(stride, Fraction(shifts[0])), CoordMap(stride, Fraction(shifts[1])))
+    else:
+        if stride is not None and any(m.scale != stride for m in maps):
+            raise ValueError(
+                f"shift-and-stitch stride {stride} does not match {name}'s output stride "
+                f"{_stride_text(maps)}: give the net's own stride"
+            )
+        if offset is not None:
+            shifts = offset if isinstance(offset, tuple) else (offset, offset)
+            if tuple(Fraction(o) for o in shifts) != tuple(m.shift for m in maps):
+                raise ValueError(
+                    f"offset {offset} does not match {name}'s coordinate map (output cell 0 "
+                    f"on input pixel {', '.join(str(m.shift) for m in maps)})"
+                )
+    if any(m.scale == 1 for m in maps):
+        raise ValueError(
+            f"{name}'s output is already input-sized (stride 1): there is nothing to stitch; "
+            "shift-and-stitch serves a coarse net (e.g. the VGG16 FCNs through their "
+            "coarse_scores: stride 32 for FCN-32s)"
+        )
+    if len({m.scale for m in maps}) != 1 or maps[0].scale.denominator != 1:
+        raise ValueError(
+            f"{name}: shift-and-stitch needs one integer stride, got {_stride_text(maps)}"
+        )
+    return forward, maps
+
+
+def _stride_text(maps: Maps) -> str:
+    scales = {str(m.scale) for m in maps}
+    return scales.pop() if len(scales) == 1 else " x ".join(str(m.scale) for m in maps)
+
+
+def stitched_scores(
+    net: Callable[[torch.Tensor], Any],
+    x: torch.Tensor,
+    stride: int | None = None,
+    *,
+    offset: float | Fraction | tuple[float | Fraction, float | Fraction] | None = None,
+    factor: int | None = None,
+) -> tuple[Outputs, Maps]:
+    """Shift-and-stitch (paper Sec. 3.2) on the coarse grid: ``net``'s coarse scores made
+    ``factor`` times denser per axis, and their coordinate maps.
+
+    ``net``'s coarse output cell ``i`` is centred on input pixel ``F i + c`` (``F``: its
+    stride; ``c``: the offset its coordinate map gives, see :func:`_coarse_path`). As the
+    paper, the input is shifted right and down, zero-filled at the top and left so that no
+    pixel is lost: pass ``k`` (``0 <= k < factor`` per axis) moves it ``s k`` pixels (``s =
+    F / factor``), so its cell ``i`` is centred on pixel ``F i + c - s k``; stored at
+    ``factor * i + factor - 1 - k``, the passes interleave into one map with stride ``s``
+    whose cell ``j`` is centred on pixel ``s j + c - (F - s)``. ``factor`` defaults to ``F``
+    (dense, stride 1; ``F^2`` passes of ``net``); a divisor of ``F`` stitches partially
+    (the passes shift by whole cells of the finer grid). The map ends where the first pass
+    ends. This is what :func:`fcnkit.models.rarefy.rarefy` computes in one pass.
+    """
+    coarse, maps = _coarse_path(net, stride, offset)
+    big = int(maps[0].scale)
+    f = big if factor is None else int(factor)
+    if f < 1 or big % f:
+        raise ValueError(f"factor must divide the net's stride {big}, got {factor}")
+    step = big // f
     n, _, h, w = x.shape
-    padded = F.pad(x, (0, f - 1, 0, f - 1))  # room to shift by up to f-1
-    shifts = [(dy, dx) for dy in range(f) for dx in range(f)]
     stitched: dict[str, torch.Tensor] = {}
-    for i in range(0, len(shifts), batch_size):
-        chunk = shifts[i : i + batch_size]
-        batch = torch.cat([padded[:, :, dy : dy + h, dx : dx + w] for dy, dx in chunk])
-        out = _as_outputs(net(batch))
-        for k, s in heads(out).items():
-            if k not in stitched:
-                stitched[k] = s.new_zeros(n, s.shape[1], f * s.shape[2], f * s.shape[3])
-            for j, (dy, dx) in enumerate(chunk):
-                stitched[k][:, :, dy::f, dx::f] = s[j * n : (j + 1) * n]
-    return same_form(out, {k: _fit(s, h, w) for k, s in stitched.items()})
+    ends = [[0] * f, [0] * f]  # per axis and pass: where that pass's cells end
+    out: Outputs | None = None
+    for ky in range(f):
+        for kx in range(f):
+            shifted = F.pad(x, (step * kx, 0, step * ky, 0))
+            out = _as_outputs(coarse(shifted))
+            for k, s in heads(out).items():
+                if s.shape[-2:] == shifted.shape[-2:]:
+                    raise ValueError(
+                        "the net's output is already input-sized: shift-and-stitch needs its "
+                        "coarse scores (a stride-F map); see coarse_scores() of the VGG16 FCNs"
+                    )
+                if k not in stitched:  # room for the first pass; later passes end later
+                    size = (f * s.shape[-2] + f - 1, f * s.shape[-1] + f - 1)
+                    stitched[k] = s.new_zeros(n, s.shape[1], *size)
+                r, q = f - 1 - ky, f - 1 - kx
+                rows = len(range(r, stitched[k].shape[-2], f))
+                cols = len(range(q, stitched[k].shape[-1], f))
+                part = s[:, :, :rows, :cols]
+                stitched[k][:, :, r::f, q::f][:, :, : part.shape[-2], : part.shape[-1]] = part
+                ends[0][ky] = f * s.shape[-2] + r
+                ends[1][kx] = f * s.shape[-1] + q
+    height, width = min(ends[0]), min(ends[1])
+    if height < 1 or width < 1:
+        raise ValueError(f"input {h} x {w} is too small for the net: a pass has no output")
+    dense = {k: s[:, :, :height, :width] for k, s in stitched.items()}
+    return same_form(out, dense), (
+        CoordMap(step, maps[0].shift - (big - step)),
+        CoordMap(step, maps[1].shift - (big - step)),
+    )
 
 
-def _fit(s: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    s = s[:, :, :h, :w]
-    if s.shape[-2:] != (h, w):
-        s = F.pad(s, (0, w - s.shape[-1], 0, h - s.shape[-2]), mode="replicate")
-    return s
+def shift_and_stitch(
+    net: Callable[[torch.Tensor], Any],
+    x: torch.Tensor,
+    stride: int | None = None,
+    *,
+    offset: float | Fraction | tuple[float | Fraction, float | Fraction] | None = None,
+    factor: int | None = None,
+) -> Outputs:
+    """Input-sized scores from a coarse net by shift-and-stitch (paper Sec. 3.2).
+
+    :func:`stitched_scores` (the interleaved passes), each cell placed on the pixel at the
+    centre of its receptive field by the coordinate map
+    (:func:`fcnkit.coord_map.place_scores`): a cell on a pixel is copied, a half-pixel offset
+    (VGG16's) averages the two neighbours, a partial ``factor`` interpolates bilinearly, and
+    the border pixels the stitched map cannot reach (those past the last cell, where a
+    shifted pass has no window) repeat the nearest cell (edge replication).
+
+    ``net``: a model with ``coarse_scores(x)`` / ``coarse_map(axis)`` (the VGG16 FCNs: the
+    scores before their final upsampler, e.g. FCN-32s ``score_fr``), a module whose
+    coordinate map fcnkit derives (``nn.Sequential`` of convolutions and pools), or any
+    function of a tensor with ``stride`` and ``offset`` (the input pixel on which output
+    cell 0 is centred). Refused with a ``ValueError``: a net whose output is input-sized
+    already, a ``stride`` that is not the net's, a ``factor`` that does not divide it.
+    Costs ``factor^2`` passes (``stride^2`` by default: 1024 for FCN-32s).
+    """
+    dense, maps = stitched_scores(net, x, stride, offset=offset, factor=factor)
+    size = tuple(x.shape[-2:])
+    return map_heads(dense, lambda s: place_scores(s, maps, size))
 
 
 # --------------------------------------------------------------------------- dense scores
@@ -195,8 +321,9 @@ def dense_scores(
 ) -> Outputs:
     """Input-sized float32 scores of ``model`` on normalised input ``x`` (``N x C x H x W``).
 
-    A model whose output is smaller than its input (a coarse net) is shift-and-stitched when
-    ``shift_and_stitch_stride`` is given, else upsampled bilinearly. ``sliding_window`` runs
+    With ``shift_and_stitch_stride`` the model's coarse scores are shift-and-stitched
+    (:func:`shift_and_stitch`); otherwise a model whose output is smaller than its input is
+    upsampled bilinearly. ``sliding_window`` runs
     it tile by tile; ``flip`` averages with the horizontally flipped input's scores.
     """
     forward = _input_sized(model, shift_and_stitch_stride, amp and x.device.type == "cuda")
@@ -437,8 +564,11 @@ class Segmenter:
             :func:`sliding_window_bands`); :meth:`scores` returns the full map.
         max_image_pixels: image files with more pixels are refused before decoding
             (``ValueError`` naming the file); ``None``: no limit. See :func:`load_image`.
-        shift_and_stitch: output stride ``f`` of a coarse model (one whose output is smaller
-            than its input) to make dense by shift-and-stitch (paper Sec. 3.2).
+        shift_and_stitch: make the model's coarse scores dense by shift-and-stitch (paper
+            Sec. 3.2, :func:`shift_and_stitch`): the stride ``f`` of those scores (32 for
+            FCN-32s, whose ``coarse_scores`` are ``score_fr``; ``f^2`` passes per image).
+            A model without coarse scores (output already input-sized) or another stride
+            is refused here with a ``ValueError``.
         preprocessing, classes, palette: override what the checkpoint / model records
             (``classes``/``palette`` are the primary head's; see :meth:`classes_for`).
         amp: autocast on CUDA (never on CPU).
@@ -508,6 +638,8 @@ class Segmenter:
         self.sliding_window = sliding_window
         self.max_pixels = max_pixels
         self.max_image_pixels = max_image_pixels
+        if shift_and_stitch is not None:
+            _coarse_path(self.model, shift_and_stitch)  # refuses what it cannot serve, now
         self.shift_and_stitch = shift_and_stitch
         self.amp = amp
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
 import warnings
+from fractions import Fraction
 
 import pytest
 import torch
 from torch import nn
 
 from fcnkit import create_model
+from fcnkit.coord_map import CoordMap, place_scores
 from fcnkit.models.googlenet import FCNGoogLeNet
 from fcnkit.models.vgg import FCN, nyud_preprocessing
 from fcnkit.surgery import bilinear_kernel
@@ -221,6 +224,55 @@ def test_offsets_are_derived_from_the_layers_not_typed_in():
     model.pool5.kernel_size = 3  # now pool4 (stride 16) and upscore2 disagree by half a pixel
     with pytest.raises(ValueError, match="fraction"):
         model._derive_crop_offsets()
+
+
+# ------------------------------------------------------------------------------ coarse path
+@pytest.mark.parametrize(
+    ("name", "stride", "shift"),
+    [
+        # score_fr: 32 i + 12.5, where the reference's crop 19 of upscore (k 64, s 32, whose
+        # map centres cell i on upscore position 32 i + 31.5) puts it: 31.5 - 19 = 12.5
+        ("fcn32s", 32, Fraction(25, 2)),
+        ("fcn32s-nyud", 32, Fraction(25, 2)),
+        # fuse_pool4 on upscore2's grid: 16 i + 15.5 - 27 (upscore16 k 32, crop 27)
+        ("fcn16s", 16, Fraction(-23, 2)),
+        # fuse_pool3 on upscore_pool4's grid: 8 i + 7.5 - 31 (upscore8 k 16, crop 31)
+        ("fcn8s", 8, Fraction(-47, 2)),
+    ],
+)
+def test_coarse_map_is_where_the_final_upsampler_puts_each_cell(name, stride, shift):
+    model = meta_model(name)
+    assert model.coarse_map(0) == model.coarse_map(1) == CoordMap(stride, shift)
+    k = getattr(model, {32: "upscore", 16: "upscore16", 8: "upscore8"}[stride]).kernel_size[0]
+    assert shift == Fraction(k - 1, 2) - model.crop_offsets["score"]
+
+
+@pytest.mark.parametrize("name", ["fcn32s", "fcn8s"])
+def test_coarse_scores_are_what_the_net_upsamples(name):
+    # The fixed bilinear upsampler and its crop interpolate linearly between the coarse
+    # cells where the coordinate map places them: between the first and the last cell's
+    # centre, forward(x) is place_scores(coarse_scores(x), coarse_map).
+    model = create_model(name, 3).eval()
+    randomize_scores(model)
+    x = torch.randn(1, 3, 70, 45)
+    with torch.no_grad():
+        coarse, out = model.coarse_scores(x), model(x)
+    m = model.coarse_map(0)
+    placed = place_scores(coarse, [m, m], (70, 45))
+    first = math.ceil(m(0))
+    last_h, last_w = (math.floor(m(n - 1)) + 1 for n in coarse.shape[-2:])
+    assert last_h - first > 20 and last_w - first > 20
+    inner = (..., slice(first, last_h), slice(first, last_w))
+    torch.testing.assert_close(out[inner], placed[inner], rtol=1e-5, atol=1e-6)
+
+
+def test_coarse_scores_keep_the_output_form():
+    model = create_model("fcn32s-siftflow", 5, num_geo_classes=2).eval()
+    with torch.no_grad():
+        coarse = model.coarse_scores(torch.randn(1, 3, 40, 33))
+    assert list(coarse) == ["sem", "geo"]
+    assert coarse["sem"].shape[1] == 5 and coarse["geo"].shape[1] == 2
+    assert coarse["sem"].shape[-2:] == (2, 2)  # pool5 ceil((40 + 198) / 32) = 8, fc6 7x7
 
 
 def test_googlenet_offset_is_derived():

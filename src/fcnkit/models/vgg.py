@@ -16,6 +16,12 @@ top-level attributes named as the reference prototxts (``conv1_1``, ``fc6``, ``s
 Variants: FCN-8s at-once (fixed skip scaling), FCN-32s-fixed (frozen trunk), SIFT Flow's
 two heads on one trunk (``_sem``/``_geo`` suffixes) and the NYUDv2 modalities (RGB, HHA,
 early-fusion RGB-D, late-fusion RGB + HHA with ``color``/``hha`` suffixed trunks).
+
+Sec. 3.2 (shift-and-stitch is filter rarefaction): :meth:`FCN.coarse_scores` returns the
+scores before the final upsampler (FCN-32s: ``score_fr``, stride 32) and
+:meth:`FCN.coarse_map` their coordinate map, which :func:`fcnkit.inference.shift_and_stitch`
+makes dense; the stride-32 nets take ``rarefy=f`` (:mod:`fcnkit.models.rarefy`): the last
+pools' strides removed and the layers after them dilated, the same dense scores in one pass.
 """
 
 from __future__ import annotations
@@ -24,8 +30,10 @@ from collections.abc import Mapping, Sequence
 
 from torch import Tensor, nn
 
-from fcnkit.coord_map import CoordMap, crop_offset
+from fcnkit.coord_map import CoordMap, crop_offset, path_map, place_scores
 from fcnkit.models.heads import bilinear_upsampler, crop, score_layer
+from fcnkit.models.outputs import Outputs
+from fcnkit.models.rarefy import rarefy_layers
 from fcnkit.models.registry import register_model
 from fcnkit.preprocessing import MODALITIES, Preprocessing, get_preprocessing
 
@@ -106,11 +114,14 @@ class FCN(nn.Module):
         skip_scales: fixed factors for ``pool4`` and ``pool3`` before their score layers,
             ``(0.01, 0.0001)`` for FCN-8s at-once; ``None`` for the staged nets.
         freeze_trunk: freeze ``conv1_1`` ... ``fc7`` (FCN-32s-fixed, Table 2).
+        rarefy: filter rarefaction (Sec. 3.2, :meth:`rarefy_`), stride-32 nets only: 1 (off),
+            2, 4, 8, 16 or 32 (pool5; pool4 and pool5; ...; all five pools).
 
     ``forward(x)`` returns ``N x C x H x W`` scores for one unnamed head, else a dict
     keyed by head name without the leading ``_`` (``{"sem": ..., "geo": ...}``), in order.
     The derived crop offsets are in :attr:`crop_offsets`, keyed by the reference's crop
-    blob names (``score_pool4c``, ``score_pool3c``, ``score``).
+    blob names (``score_pool4c``, ``score_pool3c``, ``score``). :meth:`coarse_scores` and
+    :meth:`coarse_map` give the scores before the final upsampler and where they lie.
     """
 
     def __init__(
@@ -123,6 +134,7 @@ class FCN(nn.Module):
         learn_upsampling: bool = True,
         skip_scales: tuple[float, float] | None = None,
         freeze_trunk: bool = False,
+        rarefy: int = 1,
     ) -> None:
         super().__init__()
         if stride not in _FINAL_UPSCORE:
@@ -168,6 +180,9 @@ class FCN(nn.Module):
             )
 
         self.crop_offsets = self._derive_crop_offsets()
+        self.rarefaction = 1
+        if rarefy != 1:
+            self.rarefy_(rarefy)
 
     @property
     def head_classes(self) -> dict[str, int]:
@@ -206,6 +221,58 @@ class FCN(nn.Module):
         offsets["score"] = crop_offset(upscored, [])  # [] = the image itself
         return offsets
 
+    def _coarse_path(self) -> list[nn.Module]:
+        """The layers from the image to the input of the final upsampler (first trunk and
+        head; the others have the same geometry)."""
+        h, t = next(iter(self.heads)), self.trunks[0]
+        path = self._trunk_path("drop7") + self._layers([f"score_fr{h}{t}"])
+        if self.stride <= 16:
+            path += self._layers([f"upscore2{h}"])  # fuse_pool4 lies on upscore2's grid
+        if self.stride == 8:
+            path += self._layers([f"upscore_pool4{h}"])  # fuse_pool3 on upscore_pool4's
+        return path
+
+    def coarse_map(self, axis: int = 0) -> CoordMap:
+        """Where :meth:`coarse_scores` lie: cell ``i`` is centred on input pixel ``scale * i
+        + shift`` (FCN-32s: ``32 i + 12.5``; rarefied by ``f``: ``(32 / f) i + 12.5``)."""
+        return path_map(self._coarse_path(), axis)
+
+    def coarse_scores(self, x: Tensor) -> Outputs:
+        """The scores before the final upsampler (Sec. 3.2's coarse output): ``score_fr``
+        (stride 32) for FCN-32s, ``fuse_pool4`` (16) for FCN-16s, ``fuse_pool3`` (8) for
+        FCN-8s; a rarefied net's are denser. Same form as :meth:`forward` (a tensor, or a
+        dict by head); positions by :meth:`coarse_map`. The input of shift-and-stitch
+        (:func:`fcnkit.inference.shift_and_stitch`)."""
+        return self._by_head(self._coarse(x))
+
+    def rarefy_(self, factor: int) -> FCN:
+        """Filter rarefaction in place (Sec. 3.2, :func:`fcnkit.models.rarefy.rarefy_layers`):
+        the strides of the last pools of every trunk, multiplying to ``factor``, set to 1
+        (2: ``pool5``; 4: ``pool4``, ``pool5``; ... 32: all five) and the layers after them
+        dilated (``conv5_*`` by 2 and ``fc6`` by 4 when ``factor`` is 4; ``fc6`` 7x7 of
+        dilation ``factor``), their padding scaled alike. :meth:`coarse_scores` then equal
+        the shift-and-stitch of the original's with that factor, at ``factor^2`` times the
+        cost of every layer after the first rarefied pool; :meth:`forward` places them on
+        the input's pixels by :meth:`coarse_map` (:func:`fcnkit.coord_map.place_scores`:
+        linear interpolation, which is what the fixed bilinear ``upscore`` does in the
+        interior; the crops no longer apply: :attr:`crop_offsets` is emptied). The weights
+        keep their names and shapes. Stride-32 nets only: the skips of FCN-16s / 8s fuse at
+        fixed strides."""
+        if self.stride != 32:
+            raise ValueError(
+                f"filter rarefaction needs a stride-32 net (FCN-32s); FCN-{self.stride}s "
+                "fuses skips at fixed strides"
+            )
+        for t in self.trunks:
+            names = [n + t for n in self._trunk_names]
+            for name, layer in zip(names, rarefy_layers(self._layers(names), factor), strict=True):
+                setattr(self, name, layer)
+        self.rarefaction *= int(factor)
+        self.crop_offsets = {}
+        if isinstance(getattr(self, "model_options", None), dict):
+            self.model_options = {**self.model_options, "rarefy": self.rarefaction}
+        return self
+
     def _run_trunk(self, x: Tensor, t: str) -> tuple[Tensor, Tensor, Tensor]:
         """``(pool3, pool4, drop7)`` of trunk ``t``."""
         taps = {}
@@ -224,7 +291,14 @@ class FCN(nn.Module):
             return scores[0]
         return sum(s * self.fusion_weight for s in scores)
 
-    def forward(self, x: Tensor) -> Tensor | dict[str, Tensor]:
+    def _by_head(self, scores: dict[str, Tensor]) -> Outputs:
+        """Head suffix -> scores as the output form: a tensor for one unnamed head, else a
+        dict by head name without the leading ``_``."""
+        out = {h.lstrip("_"): s for h, s in scores.items()}
+        return out[""] if list(out) == [""] else out
+
+    def _coarse(self, x: Tensor) -> dict[str, Tensor]:
+        """Each head's scores before the final upsampler, by head suffix."""
         expected = self.input_channels
         if x.dim() != 4 or x.shape[1] != expected:
             raise ValueError(f"expected input N x {expected} x H x W, got {tuple(x.shape)}")
@@ -251,11 +325,19 @@ class FCN(nn.Module):
                 score = getattr(self, f"upscore_pool4{h}")(score)
                 pool3_score = self._fused_score("score_pool3", h, pool3)
                 score = score + crop(pool3_score, off["score_pool3c"], like=score)  # fuse_pool3
-            score = getattr(self, _FINAL_UPSCORE[self.stride] + h)(score)
-            out[h.lstrip("_")] = crop(score, off["score"], like=x)
-        if list(out) == [""]:
-            return out[""]
+            out[h] = score
         return out
+
+    def forward(self, x: Tensor) -> Tensor | dict[str, Tensor]:
+        coarse = self._coarse(x)
+        if self.rarefaction > 1:  # no crop fits a rarefied grid: place by the coordinate map
+            maps, size = (self.coarse_map(0), self.coarse_map(1)), x.shape[-2:]
+            return self._by_head({h: place_scores(s, maps, size) for h, s in coarse.items()})
+        out = {}
+        for h, score in coarse.items():
+            score = getattr(self, _FINAL_UPSCORE[self.stride] + h)(score)
+            out[h] = crop(score, self.crop_offsets["score"], like=x)
+        return self._by_head(out)
 
 
 # ---------------------------------------------------------------------------------------
@@ -272,8 +354,9 @@ def _fcn(num_classes: int, stride: int, learn_upsampling: bool = True, **kwargs)
     paper="Sec. 4.1, Table 1",
     tags=("paper", "vgg16"),
 )
-def fcn32s(num_classes: int) -> FCN:
-    return _fcn(num_classes, 32)
+def fcn32s(num_classes: int, *, rarefy: int = 1) -> FCN:
+    """``rarefy``: filter rarefaction by that factor (Sec. 3.2, :meth:`FCN.rarefy_`)."""
+    return _fcn(num_classes, 32, rarefy=rarefy)
 
 
 @register_model(
@@ -315,17 +398,20 @@ def fcn8s_atonce(num_classes: int, *, learn_upsampling: bool = True) -> FCN:
     paper="Sec. 4.2, Table 2",
     tags=("paper", "vgg16"),
 )
-def fcn32s_fixed(num_classes: int) -> FCN:
-    return _fcn(num_classes, 32, freeze_trunk=True)
+def fcn32s_fixed(num_classes: int, *, rarefy: int = 1) -> FCN:
+    """``rarefy``: filter rarefaction by that factor (Sec. 3.2, :meth:`FCN.rarefy_`)."""
+    return _fcn(num_classes, 32, freeze_trunk=True, rarefy=rarefy)
 
 
 # ---------------------------------------------------------------------------------------
 # SIFT Flow: semantic + geometric heads on one trunk (Sec. 5, Table 5)
 
 
-def _siftflow(stride: int, num_classes: int, num_geo_classes: int, learn_upsampling: bool) -> FCN:
+def _siftflow(
+    stride: int, num_classes: int, num_geo_classes: int, learn_upsampling: bool, rarefy: int = 1
+) -> FCN:
     heads = {"_sem": num_classes, "_geo": num_geo_classes}
-    return FCN(heads, stride, learn_upsampling=learn_upsampling)
+    return FCN(heads, stride, learn_upsampling=learn_upsampling, rarefy=rarefy)
 
 
 _SIFTFLOW_ENTRY = dict(
@@ -339,9 +425,10 @@ _SIFTFLOW_ENTRY = dict(
     tags=("paper", "vgg16", "siftflow"),
     **_SIFTFLOW_ENTRY,
 )
-def fcn32s_siftflow(num_classes: int, *, num_geo_classes: int = 3) -> FCN:
-    """``num_classes``: semantic classes (33); ``num_geo_classes``: geometric (3)."""
-    return _siftflow(32, num_classes, num_geo_classes, True)
+def fcn32s_siftflow(num_classes: int, *, num_geo_classes: int = 3, rarefy: int = 1) -> FCN:
+    """``num_classes``: semantic classes (33); ``num_geo_classes``: geometric (3);
+    ``rarefy``: filter rarefaction (Sec. 3.2, :meth:`FCN.rarefy_`)."""
+    return _siftflow(32, num_classes, num_geo_classes, True, rarefy)
 
 
 @register_model(
@@ -390,7 +477,9 @@ def nyud_preprocessing(modality: str) -> Preprocessing:
     return get_preprocessing(names[modality])
 
 
-def _nyud(stride: int, num_classes: int, modality: str, learn_upsampling: bool) -> FCN:
+def _nyud(
+    stride: int, num_classes: int, modality: str, learn_upsampling: bool, rarefy: int = 1
+) -> FCN:
     if modality not in MODALITIES:
         raise ValueError(f"modality must be one of {', '.join(MODALITIES)}, got {modality!r}")
     model = FCN(
@@ -399,6 +488,7 @@ def _nyud(stride: int, num_classes: int, modality: str, learn_upsampling: bool) 
         trunks=("color", "hha") if modality == "rgb+hha" else ("",),
         in_channels=4 if modality == "rgbd" else 3,
         learn_upsampling=learn_upsampling,
+        rarefy=rarefy,
     )
     model.modality = modality
     model.preprocessing = nyud_preprocessing(modality)
@@ -416,10 +506,11 @@ _NYUD_ENTRY = dict(
     tags=("paper", "vgg16", "nyud"),
     **_NYUD_ENTRY,
 )
-def fcn32s_nyud(num_classes: int, *, modality: str = "rgb") -> FCN:
+def fcn32s_nyud(num_classes: int, *, modality: str = "rgb", rarefy: int = 1) -> FCN:
     """``modality``: ``"rgb"``, ``"hha"``, ``"rgbd"`` (4-channel input, RGB then depth) or
-    ``"rgb+hha"`` (6-channel input, RGB then HHA; two trunks, scores summed 0.5/0.5)."""
-    return _nyud(32, num_classes, modality, True)
+    ``"rgb+hha"`` (6-channel input, RGB then HHA; two trunks, scores summed 0.5/0.5);
+    ``rarefy``: filter rarefaction of every trunk (Sec. 3.2, :meth:`FCN.rarefy_`)."""
+    return _nyud(32, num_classes, modality, True, rarefy)
 
 
 @register_model(

@@ -20,8 +20,9 @@ from fcnkit.engine.train import (
 from fcnkit.weights import load_checkpoint
 
 # A tiny but complete setup: real model (random init), synthetic data with every kind of
-# randomness on: dropout, augmentation (scale, jitter, flip, crop), loss sampling; gradient
-# accumulation; warm-up + poly. 10 images in batches of 2 x 2 cross epoch boundaries mid-step.
+# randomness on: dropout, augmentation (scale, jitter, flip, crop), loss sampling (8 x 8 cells,
+# the paper's batch compensation: ceil(2 / 0.7) = 3 micro-batches a step); gradient
+# accumulation; warm-up + poly. 10 images in batches of 2 x 3 cross epoch boundaries mid-step.
 # lr 0.003 keeps the run finite on every CPU of the pool: at 0.05 it diverged (loss 1.9 -> 826
 # by step 6) with rounding that differs between AVX2 and AVX-512 kernels, so exact-resume
 # comparisons of NaN weights failed on one kind and passed on the other.
@@ -40,7 +41,7 @@ TINY = {
         "val_batch_size": 2,
         "augment": {"crop_size": 28, "scale_range": [0.75, 1.25], "color_jitter": 0.2},
     },
-    "loss": {"sample_prob": 0.7},
+    "loss": {"sample_prob": 0.7, "sample_cell": 8},
     "optim": {"name": "sgd", "lr": 0.003, "accumulate": 2},
     "schedule": {"name": "poly", "warmup_steps": 2},
     "train": {
@@ -292,7 +293,7 @@ def _all_finite(state: dict) -> bool:
 
 def test_non_finite_gradient_stops_before_the_update(tmp_path, monkeypatch) -> None:
     """Issue 12 §0: the guard looks at the gradients, not only at the loss."""
-    _poison_gradient(monkeypatch, at_backward=5)  # step 3, first of its 2 micro-batches
+    _poison_gradient(monkeypatch, at_backward=7)  # step 3, first of its 3 micro-batches
     run = tmp_path / "run"
     with pytest.raises(NonFiniteLossError, match="gradient of score_fr.weight") as err:
         train(tiny(train={"checkpoint_every": 1}), run, progress=False)
@@ -304,7 +305,7 @@ def test_non_finite_gradient_stops_before_the_update(tmp_path, monkeypatch) -> N
 
 def test_non_finite_gradient_skipped_by_option(tmp_path, monkeypatch, straight) -> None:
     """train.nonfinite=skip: the step is counted but makes no update; the run goes on."""
-    _poison_gradient(monkeypatch, at_backward=5)
+    _poison_gradient(monkeypatch, at_backward=7)
     run = tmp_path / "run"
     train(tiny(train={"nonfinite": "skip"}), run, progress=False)
     events = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
@@ -345,3 +346,60 @@ def test_weights_broken_outside_the_step_are_not_checkpointed(tmp_path) -> None:
         train(config, run, progress=False, callback=break_at_step_2)
     ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
     assert ckpt["step"] == 1 and _all_finite(ckpt["model"])
+
+
+def _count_micro_batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of micro-batches of every optimiser step that ``train`` takes."""
+    import fcnkit.engine.train as engine_train
+
+    counts: list[int] = []
+    real_step = engine_train.train_step
+
+    def train_step(run, batches):
+        counts.append(len(batches))
+        return real_step(run, batches)
+
+    monkeypatch.setattr(engine_train, "train_step", train_step)
+    return counts
+
+
+@pytest.mark.parametrize(
+    "loss, accumulate, expected",
+    [({"sample_prob": 0.5}, 2, 4), ({"sample_prob": 0.25}, 1, 4), ({"sample_prob": 0.7}, 2, 3),
+     ({"sample_prob": 0.5, "sample_compensate": False}, 2, 2), ({"sample_prob": 1.0}, 2, 2),
+     ({"sample_prob": 0.5, "sample_unit": "pixel"}, 1, 2)],
+)  # fmt: skip
+def test_loss_sampling_compensation_micro_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loss: dict, accumulate: int, expected: int
+) -> None:
+    """Sec. 4.3: sampling with p raises the images per step by 1/p: each step accumulates
+    ceil(optim.accumulate / p) micro-batches (unless loss.sample_compensate is off); the
+    logged images/s count them."""
+    counts = _count_micro_batches(monkeypatch)
+    config = tiny(loss=loss, optim={"accumulate": accumulate})
+    config["train"].update(steps=2, log_every=1, eval_every=100, num_sample_images=0)
+    run = tmp_path / "run"
+    train(config, run, progress=False)
+    assert counts == [expected, expected]
+    events = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    epochs = [e["epoch"] for e in events if e["event"] == "train"]
+    # 5 micro-batches an epoch (10 images, 2 a batch): the epoch after 2 steps tells the count
+    assert epochs[-1] == (2 * expected - 1) // 5
+
+
+def test_resume_refuses_another_compensated_batch(tmp_path: Path) -> None:
+    """The data stream resumes at step x micro-batches per step: a resume that would change
+    ceil(accumulate / p) (loss.sample_prob or loss.sample_compensate) is refused."""
+    from fcnkit.engine.errors import ResumeConfigError
+
+    config = tiny(train={"steps": 2, "eval_every": 100, "num_sample_images": 0})
+    run = tmp_path / "run"
+    train(config, run, progress=False, stop_at_step=1)
+    for change in ({"sample_prob": 0.5}, {"sample_compensate": False}):
+        with pytest.raises(ResumeConfigError, match=r"micro-batches per step .*: 3 -> [24]"):
+            train(tiny(loss=change, train=config["train"]), run, progress=False, resume=True)
+    # p 0.7 -> 0.75 keeps ceil(2 / p) = 3: the resume goes on, exactly where it was
+    with pytest.warns(UserWarning, match=r"loss.sample_prob: 0.7 -> 0.75"):
+        train(tiny(loss={"sample_prob": 0.75}, train=config["train"]), run, progress=False,
+              resume=True)  # fmt: skip
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 2

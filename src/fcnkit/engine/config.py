@@ -75,7 +75,17 @@ class LossConfig:
     #   loss, Caffe `normalize: false`); its gradient is ~#pixels (~1e5 for 500x500) times
     #   larger, so it needs lr ~1e-10 .. 1e-14. Mixing the two up gives NaN within steps.
     normalize: bool = True
-    sample_prob: float = 1.0  # loss sampling (Sec. 4.3): keep each pixel's term w.p. p
+    # Loss sampling (Sec. 4.3, "patchwise training is loss sampling"): keep each loss term
+    # with probability p (1: off). The unit drawn: "cell", the paper's final-layer cell (a
+    # sample_cell x sample_cell block of output pixels, the grid anchored at the image
+    # origin, see fcnkit.engine.loss), or "pixel" (independent pixels). sample_cell: the
+    # net's output stride (32 for FCN-32s). sample_compensate: raise the images per step by
+    # 1/p to keep the effective batch, as the paper does: each step accumulates
+    # ceil(optim.accumulate / p) micro-batches (off: optim.accumulate, fewer labelled pixels).
+    sample_prob: float = 1.0
+    sample_unit: str = "cell"  # cell | pixel
+    sample_cell: int = 32
+    sample_compensate: bool = True
     class_weights: list[float] | None = None  # per-class weights (None: unweighted, as paper)
     ignore_index: int = IGNORE_INDEX
     head_weights: dict | None = None  # multi-head nets: {head: weight}; None sums all heads
@@ -147,6 +157,7 @@ class Config:
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "optim.name": ("sgd", "adamw"),
+    "loss.sample_unit": ("cell", "pixel"),
     "schedule.name": ("fixed", "poly", "step"),
     "train.nonfinite": ("stop", "skip"),
 }
@@ -626,6 +637,7 @@ def validate(
         "data.batch_size": config.data.batch_size,
         "data.val_batch_size": config.data.val_batch_size,
         "optim.accumulate": config.optim.accumulate,
+        "loss.sample_cell": config.loss.sample_cell,
         "train.steps": config.train.steps,
         "train.log_every": config.train.log_every,
         "train.eval_every": config.train.eval_every,

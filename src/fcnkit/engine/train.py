@@ -7,7 +7,8 @@
                                     directory (locked), optimiser, schedule   (train_loop:)
     while run.state.step < train.steps:
         train_one_step(run)         optim.accumulate micro-batches (Caffe's iter_size: the
-                                    paper's 20-image batches as 20 x 1 image), NaN guard
+                                    paper's 20-image batches as 20 x 1 image; / p under
+                                    compensated loss sampling, Sec. 4.3), NaN guard
         maybe_log(run, final)       loss, lr, images/s every train.log_every steps
         maybe_evaluate(run, final)  validation metrics (Sec. 5), best.pt, metrics.json
         maybe_checkpoint(run, ...)  last.pt (resumable) every train.checkpoint_every steps,
@@ -69,7 +70,7 @@ from fcnkit.engine.guards import (
     nonfinite_names,
     zero_initialised,
 )
-from fcnkit.engine.loss import SegmentationLoss
+from fcnkit.engine.loss import SegmentationLoss, compensated_accumulate
 from fcnkit.engine.optim import build_optimizer, build_scheduler, current_lr
 from fcnkit.engine.rng import rng_state, seed_everything, set_rng_state
 from fcnkit.engine.rundata import (
@@ -199,7 +200,24 @@ class Run:
 
     @property
     def images_per_step(self) -> int:
-        return self.config.data.batch_size * self.config.optim.accumulate * self.info.world_size
+        per_process = self.config.data.batch_size * micro_batches_per_step(self.config)
+        return per_process * self.info.world_size
+
+
+def micro_batches_per_step(config: Config | dict) -> int:
+    """Micro-batches per optimiser step: ``optim.accumulate``, raised to
+    ``ceil(accumulate / p)`` by compensated loss sampling (Sec. 4.3: "increase the number of
+    images per batch by 1/p"). The resumable stream is indexed by ``step x`` this. A config
+    dict (a checkpoint's) without ``loss.sample_compensate`` predates it: uncompensated."""
+    if isinstance(config, Config):
+        accumulate, loss = config.optim.accumulate, config.loss
+        return compensated_accumulate(accumulate, loss.sample_prob, loss.sample_compensate)
+    loss = config.get("loss") or {}
+    return compensated_accumulate(
+        int((config.get("optim") or {}).get("accumulate", 1)),
+        float(loss.get("sample_prob", 1.0)),
+        bool(loss.get("sample_compensate", False)),
+    )
 
 
 # ----------------------------------------------------------------------------------- setup
@@ -255,6 +273,8 @@ def build_criterion(config: Config, info: DistInfo) -> nn.Module:
     return SegmentationLoss(
         normalize=config.loss.normalize,
         sample_prob=config.loss.sample_prob,
+        sample_unit=config.loss.sample_unit,
+        sample_cell=config.loss.sample_cell,
         class_weights=config.loss.class_weights,
         ignore_index=config.loss.ignore_index,
         head_weights=config.loss.head_weights,
@@ -345,9 +365,17 @@ def resume_checkpoint(config: Config, run_dir: Path, info: DistInfo) -> dict:
     (:func:`~fcnkit.engine.rundir.resume_conflicts`; every rank checks, none writes)."""
     ckpt = load_checkpoint(require_checkpoint(run_dir), map_location=info.device)
     saved = ckpt.get("config") or {}
+    per_step = (micro_batches_per_step(saved), micro_batches_per_step(config))
     with contextlib.suppress(ValueError):  # today's defaults: keys added since are no change
         saved = from_dict(saved).to_dict()
-    if conflicts := resume_conflicts(saved, config):
+    conflicts = resume_conflicts(saved, config)
+    # the stream's position is step x micro-batches per step (optim.accumulate named already?)
+    if per_step[0] != per_step[1] and not any(c.startswith("optim.accumulate") for c in conflicts):
+        conflicts.append(
+            "micro-batches per step (optim.accumulate, raised to ceil(accumulate / "
+            f"loss.sample_prob) by loss.sample_compensate): {per_step[0]} -> {per_step[1]}"
+        )
+    if conflicts:
         raise ResumeConfigError(
             "{path}: cannot change on resume: {changes}. A resumed run continues its weights, "
             "optimiser state and training data stream (sample order and position follow the "
@@ -374,7 +402,7 @@ def attach_data(run: Run) -> None:
         num_replicas=info.world_size,
         rank=info.rank,
     )
-    start = run.state.step * config.optim.accumulate
+    start = run.state.step * micro_batches_per_step(config)
     run.batches = micro_batches(train_set, config, info, start=start)
 
 
@@ -438,7 +466,7 @@ def train_one_step(run: Run) -> float:
     rng_before = rng_state(run.info.device)
     buffers_before = [b.detach().clone() for b in run.model.buffers()]  # BN statistics
     batches = []
-    for _ in range(run.config.optim.accumulate):
+    for _ in range(micro_batches_per_step(run.config)):
         run.epoch, batch = next(run.batches)
         batches.append(batch)
     try:

@@ -55,6 +55,46 @@ def test_plot_curves_skips_null_metrics(tmp_path: Path) -> None:
         plots.plot_curves(tmp_path / "nothing", tmp_path / "x.png")
 
 
+def test_plot_metric_vs_time_counts_training_seconds(tmp_path: Path, monkeypatch) -> None:
+    """x: seconds from meta.json's start to each eval event, less the logged evaluation
+    seconds so far (Sec. 4.3 loss-sampling curves); null metrics are left out."""
+    runs = {}
+    for name, start in (("p=1", 100.0), ("p=0.5", None)):
+        run = tmp_path / name
+        run.mkdir()
+        if start is not None:
+            (run / "meta.json").write_text(json.dumps({"started_unix": start}))
+        events = [
+            {"event": "train", "time": 101.0, "step": 5, "loss": 2.0},
+            {"event": "eval", "time": 112.0, "step": 10, "mean_iu": 0.2, "seconds": 2.0},
+            {"event": "eval", "time": 130.0, "step": 20, "mean_iu": None, "seconds": 3.0},
+            {"event": "eval", "time": 150.0, "step": 30, "mean_iu": 0.4, "seconds": 5.0},
+        ]
+        (run / "log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+        runs[name] = run
+    drawn = {}
+    save = plots._save
+
+    def keep(fig, path, dpi):
+        drawn["axes"] = [[(line.get_label(), list(line.get_xdata()), list(line.get_ydata()))
+                          for line in ax.get_lines()] for ax in fig.axes]  # fmt: skip
+        return save(fig, path, dpi)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    out = plots.plot_metric_vs_time(runs, tmp_path / "docs" / "curve.png", title="sampling")
+    assert out.stat().st_size > 1000
+    by_time, by_step = drawn["axes"]
+    # meta start 100: 112 - 100 - 2 = 10; 150 - 100 - (2 + 3 + 5) = 40. No meta: first event
+    assert by_time[0] == ("p=1", [10.0, 40.0], [20.0, 40.0])
+    assert by_time[1] == ("p=0.5", [9.0, 39.0], [20.0, 40.0])
+    assert by_step[0] == ("p=1", [10, 30], [20.0, 40.0])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "log.jsonl").write_text(json.dumps({"event": "train", "time": 1.0}) + "\n")
+    with pytest.raises(ValueError, match="no eval event with 'mean_iu'"):
+        plots.plot_metric_vs_time({"x": empty}, tmp_path / "x.png")
+
+
 def test_plot_confusion_names_and_folder(tmp_path: Path) -> None:
     matrix = ConfusionMatrix(3, class_names=["sky", "road", "car"])
     matrix.update(torch.tensor([[0, 1, 2, 2]]), torch.tensor([[0, 1, 1, 2]]))

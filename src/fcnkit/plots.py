@@ -1,6 +1,8 @@
 """Every figure fcnkit draws from training and evaluation results.
 
 - :func:`plot_curves`: a run's training loss and validation mean IU against the step;
+- :func:`plot_metric_vs_time`: several runs' validation metric against wall-clock training
+  time and against the step (loss sampling, Sec. 4.3);
 - :func:`plot_confusion`: a row-normalised confusion matrix (rows: truth);
 - :func:`plot_per_class`: per-class IU as bars (the paper's per-class tables, Sec. 5);
 - :func:`prediction_grid` (a tensor, for TensorBoard) and :func:`plot_overlays` (a PNG):
@@ -17,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -94,6 +96,52 @@ def plot_curves(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
     fig.suptitle(Path(run_dir).name)
     fig.tight_layout()
     return _save(fig, out, dpi=90)
+
+
+def plot_metric_vs_time(
+    runs: Mapping[str, str | os.PathLike],
+    out: str | os.PathLike,
+    metric: str = "mean_iu",
+    title: str = "",
+) -> Path:
+    """PNG of a validation metric against wall-clock training seconds (left) and against the
+    step (right), one line per run (``{label: run_dir}``): the paper's loss-sampling
+    comparison (Sec. 4.3, Fig. 6 right) from each run's ``log.jsonl`` eval events.
+
+    Seconds run from the run's start (``meta.json`` ``started_unix``; else its first event)
+    to each eval event, less the evaluations' own logged ``seconds`` up to it, so that runs
+    evaluating at other cadences compare on training time alone.
+    """
+    plt = _pyplot()
+    fig, (ax_time, ax_step) = plt.subplots(1, 2, figsize=(11, 4))
+    for k, (label, run_dir) in enumerate(runs.items()):
+        events = read_log(run_dir)
+        meta = Path(run_dir) / "meta.json"
+        started = json.loads(meta.read_text()).get("started_unix") if meta.is_file() else None
+        t0 = started if _number(started) else events[0]["time"]
+        seconds, steps, values, evaluating = [], [], [], 0.0
+        for e in events:
+            if e["event"] != "eval":
+                continue
+            evaluating += e["seconds"] if _number(e.get("seconds")) else 0.0
+            if _number(e.get(metric)):
+                seconds.append(e["time"] - t0 - evaluating)
+                steps.append(e["step"])
+                values.append(100 * e[metric])
+        if not values:
+            raise ValueError(f"{run_dir}: no eval event with {metric!r} in its log.jsonl")
+        ax_time.plot(seconds, values, "o-", ms=3, color=f"C{k}", label=label)
+        ax_step.plot(steps, values, "o-", ms=3, color=f"C{k}", label=label)
+    ax_time.set_xlabel("wall-clock training seconds (evaluation excluded)")
+    ax_step.set_xlabel("step (optimiser updates)")
+    for ax in (ax_time, ax_step):
+        ax.set_ylabel(f"validation {metric.replace('_', ' ')} (%)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, out, dpi=100)
 
 
 def plot_confusion(

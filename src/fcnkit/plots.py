@@ -135,7 +135,7 @@ def plot_metric_vs_time(
     ax_time.set_xlabel("wall-clock training seconds (evaluation excluded)")
     ax_step.set_xlabel("step (optimiser updates)")
     for ax in (ax_time, ax_step):
-        ax.set_ylabel(f"validation {metric.replace('_', ' ')} (%)")
+        ax.set_ylabel(f"validation {metric.replace('_', ' ').replace(' iu', ' IU')} (%)")
         ax.grid(alpha=0.3)
         ax.legend()
     if title:

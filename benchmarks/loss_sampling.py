@@ -39,33 +39,40 @@ RECIPE = "siftflow-fcn32s-lite0"
 PS = (1.0, 0.5, 0.25)
 
 
-def run_name(p: float) -> str:
-    return f"p{p:g}"
+def run_name(p: float, accumulate: int = 1, seed: int = 0) -> str:
+    """``p0.5``; a control with more micro-batches per step ``p1-acc2``; ``-seed1``."""
+    return (
+        f"p{p:g}"
+        + (f"-acc{accumulate}" if accumulate != 1 else "")
+        + (f"-seed{seed}" if seed else "")
+    )
 
 
-def train_command(
-    p: float, root: str, out: Path, budget: float, eval_images: int, warmup: int
-) -> list[str]:
+def train_command(p: float, root: str, out: Path, args: argparse.Namespace) -> list[str]:
     """The ``fcnkit train`` command line of one run (batch 8 from the recipe)."""
     batch = 8
-    per_step = math.ceil(1 / p - 1e-9) * batch  # images per compensated step (accumulate 1)
-    eval_every = max(1, round(eval_images / per_step))
+    # images per compensated step: ceil(accumulate / p) micro-batches of 8
+    per_step = math.ceil(args.accumulate / p - 1e-9) * batch
+    eval_every = max(1, round(args.eval_images / per_step))
     sets = {
         "data.root": root,
+        "optim.accumulate": args.accumulate,
         "loss.sample_prob": p,
         "loss.sample_unit": "cell",
         "loss.sample_cell": 32,
         "loss.sample_compensate": True,
         "schedule.name": "fixed",
-        "schedule.warmup_steps": warmup,
+        "schedule.warmup_steps": args.warmup,
+        "train.seed": args.seed,
         "train.steps": 100000,  # the budget stops it
-        "train.time_limit": budget,
+        "train.time_limit": args.budget,
         "train.eval_every": eval_every,
         "train.log_every": eval_every,  # a train event at every eval step too
         "train.checkpoint_every": 100000,
         "train.num_sample_images": 0,
     }
-    cmd = [sys.executable, "-m", "fcnkit", "train", RECIPE, "--run-dir", str(out / run_name(p))]
+    run_dir = out / run_name(p, args.accumulate, args.seed)
+    cmd = [sys.executable, "-m", "fcnkit", "train", RECIPE, "--run-dir", str(run_dir)]
     cmd += ["--overwrite", "--no-progress"]
     for key, value in sets.items():
         cmd += ["--set", f"{key}={value}"]
@@ -83,14 +90,15 @@ def run(args: argparse.Namespace) -> None:
     loads_path = out / "loads.json"
     loads = json.loads(loads_path.read_text()) if loads_path.is_file() else {}
     for p in args.ps:
-        cmd = train_command(p, args.root, out, args.budget, args.eval_images, args.warmup)
+        cmd = train_command(p, args.root, out, args)
         print(" ".join(cmd), flush=True)
         entry = {"command": cmd, "start": load()}
         result = subprocess.run(cmd, check=False)
         entry.update(end=load(), returncode=result.returncode)
-        loads[run_name(p)] = entry
+        name = run_name(p, args.accumulate, args.seed)
+        loads[name] = entry
         loads_path.write_text(json.dumps(loads, indent=1))
-        print(f"{run_name(p)}: rc {result.returncode}, load {entry['start']['load'][0]:.2f} -> "
+        print(f"{name}: rc {result.returncode}, load {entry['start']['load'][0]:.2f} -> "
               f"{entry['end']['load'][0]:.2f}", flush=True)  # fmt: skip
 
 
@@ -112,6 +120,8 @@ def summary(run_dir: Path) -> dict[str, Any]:
     rates = [e["images_per_s"] for e in train_ev[1:] if e.get("images_per_s")]
     return {
         "p": loss["sample_prob"],
+        "accumulate": config["optim"]["accumulate"],
+        "seed": config["train"]["seed"],
         "steps": steps,
         "micro_batches_per_step": per_step,
         "images": steps * per_step * config["data"]["batch_size"],
@@ -131,12 +141,16 @@ def report(args: argparse.Namespace) -> None:
     out = Path(args.out)
     loads_path = out / "loads.json"
     loads = json.loads(loads_path.read_text()) if loads_path.is_file() else {}
-    dirs = {f"p = {p:g}": out / run_name(p) for p in args.ps if (out / run_name(p)).is_dir()}
+    dirs = {}
+    for name in args.runs:
+        s = summary(out / name)
+        label = f"p = {s['p']:g}, {8 * s['micro_batches_per_step']} images/step"
+        dirs[label + (f", seed {s['seed']}" if s["seed"] else "")] = out / name
     rows = [
-        "| p | micro-batches / step | steps done | images seen | final val mean IU | best val "
-        "mean IU (step) | training s (+ eval s) | median images/s | load avg 1 min, start -> "
-        "end |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| run | p | micro-batches / step | steps done | images seen | final val mean IU | "
+        "best val mean IU (step) | training s (+ eval s) | median images/s | load avg 1 min, "
+        "start -> end |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run_dir in dirs.values():
         s = summary(run_dir)
@@ -144,7 +158,8 @@ def report(args: argparse.Namespace) -> None:
         start, end = ld.get("start", {}).get("load"), ld.get("end", {}).get("load")
         load_text = f"{start[0]:.2f} -> {end[0]:.2f}" if start and end else "n/a"
         rows.append(
-            f"| {s['p']:g} | {s['micro_batches_per_step']} | {s['steps']} | {s['images']} | "
+            f"| `{run_dir.name}` | {s['p']:g} | {s['micro_batches_per_step']} | {s['steps']} | "
+            f"{s['images']} | "
             f"{100 * s['final_iu']:.2f} | {100 * s['best_iu']:.2f} ({s['best_step']}) | "
             f"{s['train_seconds']:.0f} (+ {s['total_seconds'] - s['train_seconds']:.0f}) | "
             f"{s['images_per_s']:.1f} | {load_text} |"
@@ -163,11 +178,14 @@ def main(argv: list[str] | None = None) -> None:
     run_p.add_argument("--budget", type=float, default=780.0, help="train.time_limit, seconds")
     run_p.add_argument("--eval-images", type=int, default=800, help="images between evals")
     run_p.add_argument("--warmup", type=int, default=25, help="warm-up steps (every p)")
+    run_p.add_argument("--ps", type=float, nargs="+", default=list(PS), help="sample probs")
+    run_p.add_argument("--accumulate", type=int, default=1, help="optim.accumulate (controls)")
+    run_p.add_argument("--seed", type=int, default=0, help="train.seed")
     rep_p = sub.add_parser("report", help="the Markdown table and the plot")
     rep_p.add_argument("--png", default=None, help="write the plot here")
+    rep_p.add_argument("--runs", nargs="+", default=[run_name(p) for p in PS], help="names")
     for sp in (run_p, rep_p):
         sp.add_argument("--out", default="runs/loss-sampling", help="folder of the runs")
-        sp.add_argument("--ps", type=float, nargs="+", default=list(PS), help="sample probs")
     args = parser.parse_args(argv)
     (run if args.command == "run" else report)(args)
 

@@ -117,21 +117,22 @@ def summary(run_dir: Path) -> dict[str, Any]:
     eval_seconds = sum(e.get("seconds") or 0.0 for e in evals)
     total = evals[-1]["time"] - meta["started_unix"]
     ious = [e["mean_iu"] for e in evals if e.get("mean_iu") is not None]
-    rates = [e["images_per_s"] for e in train_ev[1:] if e.get("images_per_s")]
+    images = steps * per_step * config["data"]["batch_size"]
     return {
         "p": loss["sample_prob"],
         "accumulate": config["optim"]["accumulate"],
         "seed": config["train"]["seed"],
         "steps": steps,
         "micro_batches_per_step": per_step,
-        "images": steps * per_step * config["data"]["batch_size"],
+        "images": images,
         "final_iu": ious[-1],
+        "last3_iu": sum(ious[-3:]) / len(ious[-3:]),
         "best_iu": max(ious),
         "best_step": evals[ious.index(max(ious))]["step"],
         "evals": len(evals),
         "train_seconds": total - eval_seconds,
         "total_seconds": total,
-        "images_per_s": sorted(rates)[len(rates) // 2] if rates else math.nan,
+        "images_per_s": images / (total - eval_seconds),
     }
 
 
@@ -147,8 +148,9 @@ def report(args: argparse.Namespace) -> None:
         label = f"p = {s['p']:g}, {8 * s['micro_batches_per_step']} images/step"
         dirs[label + (f", seed {s['seed']}" if s["seed"] else "")] = out / name
     rows = [
-        "| run | p | micro-batches / step | steps done | images seen | final val mean IU | "
-        "best val mean IU (step) | training s (+ eval s) | median images/s | load avg 1 min, "
+        "| run | p | micro-batches / step | steps done | images seen | final val mean IU "
+        "(mean of the last 3 evals) | "
+        "best val mean IU (step) | training s (+ eval s) | images / training s | load avg 1 min, "
         "start -> end |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -159,8 +161,8 @@ def report(args: argparse.Namespace) -> None:
         load_text = f"{start[0]:.2f} -> {end[0]:.2f}" if start and end else "n/a"
         rows.append(
             f"| `{run_dir.name}` | {s['p']:g} | {s['micro_batches_per_step']} | {s['steps']} | "
-            f"{s['images']} | "
-            f"{100 * s['final_iu']:.2f} | {100 * s['best_iu']:.2f} ({s['best_step']}) | "
+            f"{s['images']} | {100 * s['final_iu']:.2f} ({100 * s['last3_iu']:.2f}) | "
+            f"{100 * s['best_iu']:.2f} ({s['best_step']}) | "
             f"{s['train_seconds']:.0f} (+ {s['total_seconds'] - s['train_seconds']:.0f}) | "
             f"{s['images_per_s']:.1f} | {load_text} |"
         )

@@ -1,4 +1,4 @@
-"""Loss sampling on real SIFT Flow (issue 13 §1f; paper Sec. 4.3, Fig. 6 right).
+"""Loss sampling on real SIFT Flow (issue 13 §1f; paper Sec. 4.3 and its figure).
 
 The paper ignores each final-layer cell with probability ``1 - p`` and raises the images per
 batch by ``1/p``, and reports that sampling "does not have a significant effect on
@@ -13,8 +13,13 @@ the same number of evaluations in the budget). The lr schedule is the same per s
 every run (the recipe's AdamW lr 1e-3, fixed after a 25-step warm-up): the paper's setting
 (fixed lr), where a sampled step differs only in the cells it sees and the images it costs.
 
-    python benchmarks/loss_sampling.py run --root /work/shared/data/siftflow
-    python benchmarks/loss_sampling.py report --png docs/loss_sampling.png
+    R=/work/shared/data/siftflow
+    python benchmarks/loss_sampling.py run --root $R                     # p = 1, 0.5, 0.25
+    python benchmarks/loss_sampling.py run --root $R --ps 1 --accumulate 2   # controls: no
+    python benchmarks/loss_sampling.py run --root $R --ps 1 --accumulate 4   # sampling, 16 / 32
+    python benchmarks/loss_sampling.py run --root $R --ps 1 0.25 --seed 1    # images a step
+    python benchmarks/loss_sampling.py report --runs p1 p0.5 p0.25 p1-acc2 p1-acc4 \
+        --png docs/loss_sampling.png
 
 ``run`` writes ``OUT/p<p>/`` (a normal run directory) and ``OUT/loads.json`` (the 1-, 5- and
 15-minute load averages at the start and end of each run: the CPU may be shared).

@@ -106,7 +106,7 @@ def plot_metric_vs_time(
 ) -> Path:
     """PNG of a validation metric against wall-clock training seconds (left) and against the
     step (right), one line per run (``{label: run_dir}``): the paper's loss-sampling
-    comparison (Sec. 4.3, Fig. 6 right) from each run's ``log.jsonl`` eval events.
+    comparison (Sec. 4.3 and its figure) from each run's ``log.jsonl`` eval events.
 
     Seconds run from the run's start (``meta.json`` ``started_unix``; else its first event)
     to each eval event, less the evaluations' own logged ``seconds`` up to it, so that runs

@@ -28,6 +28,7 @@ from fcnkit.data.base import DatasetError, read_index_png, read_rgb
 from fcnkit.engine.config import Config, ConfigError, load_config
 from fcnkit.inference import load_image
 from fcnkit.weights.caffe import CaffeFormatError, CaffeNet, parse_caffemodel
+from protobuf_wire import key, ld, varint, vint
 
 FUZZ = settings(
     max_examples=60,
@@ -53,28 +54,6 @@ def mutations(valid: bytes) -> st.SearchStrategy[bytes]:
 
 
 # --------------------------------------------------------------------------- Caffe reader
-def varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        low, n = n & 0x7F, n >> 7
-        out.append(low | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def key(field: int, wire: int) -> bytes:
-    return varint(field << 3 | wire)
-
-
-def ld(field: int, payload: bytes | str) -> bytes:
-    payload = payload.encode() if isinstance(payload, str) else payload
-    return key(field, 2) + varint(len(payload)) + payload
-
-
-def vint(field: int, value: int) -> bytes:
-    return key(field, 0) + varint(value)
-
-
 def blob(dims: list[int], data: bytes, legacy: bool = False) -> bytes:
     """A BlobProto declaring ``dims`` (V2 shape, or legacy num/channels/height/width)."""
     if legacy:

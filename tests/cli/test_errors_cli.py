@@ -16,6 +16,7 @@ from PIL import Image
 import fcnkit.cli.data
 from fcnkit.cli import main
 from fcnkit.weights.checkpoint import atomic_save, load_checkpoint
+from protobuf_wire import ld, varint
 
 TINY = [
     "--set", "model.options.backbone_weights=null",
@@ -258,19 +259,6 @@ def test_no_message_suggests_weights_only_false() -> None:
 # -------------------------------------------------------------------- convert overflow
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        low, n = n & 0x7F, n >> 7
-        out.append(low | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _ld(field: int, payload: bytes) -> bytes:
-    return _varint(field << 3 | 2) + _varint(len(payload)) + payload
-
-
 @pytest.mark.parametrize(
     "dims, values",
     [((2**32, 2**32), 0), ((2**31 - 1, 2**31 - 1), 4), ((2**63 + 5,), 4), ((2**40, 2**40, 0), 0)],
@@ -278,11 +266,11 @@ def _ld(field: int, payload: bytes) -> bytes:
 def test_convert_blob_with_overflowing_dimensions(dims, values, tmp_path, capsys) -> None:
     """Declared dimensions whose product overflows 64 bits (to 0: matching an empty blob)
     or is far larger than the data: refused, naming the file and the layer."""
-    shape = _ld(7, _ld(1, b"".join(_varint(d) for d in dims)))
-    blob = shape + (_ld(5, np.zeros(values, "<f4").tobytes()) if values else b"")
-    layer = _ld(1, b"conv1_1") + _ld(2, b"Convolution") + _ld(7, blob)
+    shape = ld(7, ld(1, b"".join(varint(d) for d in dims)))
+    blob = shape + (ld(5, np.zeros(values, "<f4").tobytes()) if values else b"")
+    layer = ld(1, b"conv1_1") + ld(2, b"Convolution") + ld(7, blob)
     path = tmp_path / "huge.caffemodel"
-    path.write_bytes(_ld(100, layer))
+    path.write_bytes(ld(100, layer))
     out = tmp_path / "out.pt"
     assert main(["convert", str(path), "--model", "fcn32s", "--out", str(out)]) == 2
     err = sentence(capsys)

@@ -14,20 +14,10 @@ import torch
 from PIL import Image
 
 import fcnkit.cli.data
+from cli_fixtures import TINY_TRAIN as TINY
 from fcnkit.cli import main
 from fcnkit.weights.checkpoint import atomic_save, load_checkpoint
 from protobuf_wire import ld, varint
-
-TINY = [
-    "--set", "model.options.backbone_weights=null",
-    "--set", "train.steps=2",
-    "--set", "train.eval_every=2",
-    "--set", "train.log_every=1",
-    "--set", "data.options={size: 32, num_samples: 4}",
-    "--set", "data.val_options={size: 32, num_samples: 2}",
-    "--set", "data.batch_size=2",
-    "--no-progress",
-]  # fmt: skip
 
 
 def sentence(capsys) -> str:

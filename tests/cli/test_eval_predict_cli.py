@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from cli_fixtures import TinyNet as Tiny
 from fcnkit.cli import main
 from fcnkit.data import build_transforms, create_dataset, register_dataset
 from fcnkit.data.registry import unregister_dataset
@@ -21,17 +22,6 @@ from fcnkit.models import create_model, register_model, unregister_model
 from fcnkit.weights import save_checkpoint
 
 PALETTE = [(10 * i, 255 - 10 * i, 3 * i) for i in range(7)]
-
-
-class Tiny(nn.Module):
-    def __init__(self, num_classes: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 8, 3, padding=1)
-        self.score = nn.Conv2d(8, num_classes, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.score(F.max_pool2d(torch.relu(self.conv(x)), 2, ceil_mode=True))
-        return F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
 def _tiny(num_classes: int) -> nn.Module:

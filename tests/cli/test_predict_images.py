@@ -10,25 +10,13 @@ import zlib
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from PIL import Image
-from torch import nn
 
+from cli_fixtures import TinyNet as Tiny
 from fcnkit.cli import main
 from fcnkit.inference import Segmenter
 from fcnkit.models import create_model, register_model, unregister_model
 from fcnkit.weights import save_checkpoint
-
-
-class Tiny(nn.Module):
-    def __init__(self, num_classes: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 8, 3, padding=1)
-        self.score = nn.Conv2d(8, num_classes, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.score(F.max_pool2d(torch.relu(self.conv(x)), 2, ceil_mode=True))
-        return F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
 class FailsOnBrightImages(Tiny):

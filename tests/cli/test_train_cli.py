@@ -7,19 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from cli_fixtures import TINY_TRAIN as TINY
 from fcnkit.cli import main
 from fcnkit.engine.config import load_config
-
-TINY = [
-    "--set", "model.options.backbone_weights=null",
-    "--set", "train.steps=2",
-    "--set", "train.eval_every=2",
-    "--set", "train.log_every=1",
-    "--set", "data.options={size: 32, num_samples: 4}",
-    "--set", "data.val_options={size: 32, num_samples: 2}",
-    "--set", "data.batch_size=2",
-    "--no-progress",
-]  # fmt: skip
 
 
 def test_help_texts_show_defaults(capsys) -> None:

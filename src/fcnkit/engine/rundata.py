@@ -33,6 +33,15 @@ class DataBundle:
     targets: dict[str, list[str]] | None  # multi-head datasets: head -> class names
     palettes: dict[str, list] | None = None  # multi-head datasets: head -> colours
 
+    def label_metadata(self) -> dict[str, Any]:
+        """The class names and colours every checkpoint of the run records."""
+        return {
+            "classes": self.classes,
+            "palette": self.palette,
+            "targets": self.targets,
+            "palettes": self.palettes,
+        }
+
 
 def build_datasets(config: Config) -> DataBundle:
     """The raw (untransformed) training and validation datasets, with their metadata."""

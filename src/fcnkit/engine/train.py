@@ -659,10 +659,7 @@ def keep_best(run: Run, metrics: dict[str, Any]) -> None:
     save_checkpoint(
         run.run_dir / "checkpoints" / "best.pt",
         run.model,
-        classes=data.classes,
-        palette=data.palette,
-        targets=data.targets,
-        palettes=data.palettes,
+        **data.label_metadata(),
         step=state.step,
         metrics={k: v for k, v in metrics.items() if k != "confusion"},
         config=run.config.to_dict(),
@@ -690,10 +687,7 @@ def save_training_state(run: Run, path: Path, rngs: list[dict]) -> None:
     save_checkpoint(
         path,
         run.model,
-        classes=data.classes,
-        palette=data.palette,
-        targets=data.targets,
-        palettes=data.palettes,
+        **data.label_metadata(),
         optimizer=run.optimizer.state_dict(),
         scheduler=run.scheduler.state_dict(),
         scaler=run.scaler.state_dict(),

@@ -205,14 +205,14 @@ def test_no_literal_ignore_index() -> None:
 
 # docs/architecture.md, "The parts and the arrows": every import points to a lower layer.
 LAYERS = {
-    "preprocessing": 0, "coord_map": 0, "version": 0,
+    "preprocessing": 0, "coord_map": 0, "version": 0, "extras": 0,
     "models": 1, "data": 1,
-    "surgery": 2, "metrics": 2,
-    "weights": 3,
+    "surgery": 2, "metrics": 2, "export": 2,
+    "weights": 3, "backends": 3,
     "inference": 4,
     "plots": 5, "analysis": 5,
     "engine": 6,
-    "demo": 7, "export": 7,
+    "demo": 7, "serve": 7, "bench": 7,
     "cli": 8, "__main__": 9,
     "caffe": 9,  # the one-release re-export of weights.caffe (fcnkit.caffe)
 }  # fmt: skip

@@ -132,3 +132,51 @@ def test_late_fusion_models_export_with_all_their_input_channels(tmp_path) -> No
     assert info["max_abs_diff"] < 1e-4
     (inp,) = ort.InferenceSession(str(tmp_path / "fused.onnx")).get_inputs()
     assert inp.shape[1] == 6
+
+
+class BatchNormNet(nn.Module):
+    """A conv + BatchNorm net whose running statistics differ from any batch's, so a BN left
+    in train mode (batch statistics) visibly changes the scores."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.score = nn.Conv2d(4, 2, 1)
+        with torch.no_grad():
+            self.bn.running_mean.fill_(3.0)
+            self.bn.running_var.fill_(0.25)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.score(torch.relu(self.bn(self.conv(x))))
+
+
+@pytest.mark.parametrize("check", [False, True])
+def test_export_leaves_an_eval_model_in_eval_mode(tmp_path, check) -> None:
+    # the reported bug: export_onnx(model, path, check=False) put the wrapper module in train
+    # mode around the exporter, which restored *train* mode on every submodule: the Lite0 FCN's
+    # 49 BatchNorm layers then used batch statistics and its scores shifted by up to 4.3
+    torch.manual_seed(0)
+    model = create_model("fcn32s-efficientnet_lite0", 3).eval()
+    x = torch.randn(1, 3, 40, 48)
+    with torch.no_grad():
+        before = model(x)
+    export_onnx(model, tmp_path / "m.onnx", example_size=(32, 32), check=check)
+    assert not any(m.training for m in model.modules())
+    with torch.no_grad():
+        after = model(x)
+    torch.testing.assert_close(after, before, rtol=0, atol=0)
+
+
+def test_export_restores_each_submodule_mode_and_exports_inference_batchnorm(tmp_path) -> None:
+    model = BatchNormNet().train()
+    model.score.eval()  # a mixed state (a frozen part) must come back as it was
+    modes = {name: m.training for name, m in model.named_modules()}
+    export_onnx(model, tmp_path / "bn.onnx", example_size=(8, 8), check=False)
+    assert {name: m.training for name, m in model.named_modules()} == modes
+    # the file holds inference BatchNorm (running statistics), as in eval mode
+    x = torch.randn(1, 3, 8, 8)
+    with torch.no_grad():
+        expected = model.eval()(x).numpy()
+    (got,) = ort.InferenceSession(str(tmp_path / "bn.onnx")).run(None, {"input": x.numpy()})
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)

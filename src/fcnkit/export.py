@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,23 @@ class _Exportable(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         out = self.model(x)
         return tuple(heads(out).values())
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode for the block; afterwards every submodule is back in the mode
+    it had (a frozen part of a training model stays frozen).
+
+    The TorchScript exporter restores the *wrapper's* mode after tracing, recursively; a
+    wrapper created in train mode therefore put the caller's BatchNorm layers in train mode.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
 
 
 def output_names(model: nn.Module, example: torch.Tensor) -> list[str]:
@@ -64,11 +82,38 @@ def export_onnx(
     symbolic sizes and is fast; ``dynamo=True`` uses ``torch.export`` instead. With
     ``check`` the file is run with onnxruntime at ``check_sizes``; a max abs difference
     above ``atol + rtol * max|scores|`` raises.
-    Returns ``{"path", "max_abs_diff", "outputs", "opset"}``.
+    Returns ``{"path", "max_abs_diff", "outputs", "opset"}``. ``model`` is moved to the CPU
+    and comes back in the train/eval mode it came in, every submodule.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    model = model.cpu().eval()
+    with eval_mode(model.cpu()):
+        return _export_eval(
+            model,
+            path,
+            example_size=example_size,
+            in_channels=in_channels,
+            opset=opset,
+            check=check,
+            check_sizes=check_sizes,
+            tolerance=(atol, rtol),
+            dynamo=dynamo,
+        )
+
+
+def _export_eval(
+    model: nn.Module,
+    path: Path,
+    *,
+    example_size: tuple[int, int],
+    in_channels: int | None,
+    opset: int,
+    check: bool,
+    check_sizes: Sequence[tuple[int, int]],
+    tolerance: tuple[float, float],
+    dynamo: bool,
+) -> dict[str, Any]:
+    """:func:`export_onnx` for a model already in eval mode on the CPU."""
     channels = in_channels or _in_channels(model)
     example = torch.zeros(1, channels, *example_size)
     names = output_names(model, example)
@@ -84,7 +129,7 @@ def export_onnx(
         else:
             dynamic_kwargs = {"dynamic_axes": dynamic}
         torch.onnx.export(
-            _Exportable(model),
+            _Exportable(model).eval(),  # a wrapper in train mode would be restored to it
             (example,),
             str(path),
             input_names=["input"],
@@ -96,6 +141,7 @@ def export_onnx(
     _add_metadata(path, model)
     result: dict[str, Any] = {"path": str(path), "outputs": names, "opset": opset}
     if check:
+        atol, rtol = tolerance
         result["max_abs_diff"] = check_onnx(
             path, model, check_sizes, channels, atol=atol, rtol=rtol
         )
@@ -151,21 +197,36 @@ def check_onnx(
     channels = in_channels or _in_channels(model)
     g = torch.Generator().manual_seed(seed)
     worst = 0.0
-    model = model.cpu().eval()
-    for h, w in sizes:
-        x = torch.randn(1, channels, h, w, generator=g) * 50  # roughly Caffe-normalised range
-        with torch.no_grad():
-            expected = _Exportable(model)(x)
-        got = session.run(None, {"input": x.numpy()})
-        for e, o in zip(expected, got, strict=True):
-            if tuple(o.shape) != tuple(e.shape):
-                raise AssertionError(f"ONNX output shape {o.shape} != {tuple(e.shape)} at {h}x{w}")
-            e = e.numpy()
-            diff = float(np.abs(o - e).max()) if o.size else 0.0
-            bound = atol + rtol * (float(np.abs(e).max()) if e.size else 0.0)
-            if not diff <= bound:
-                raise AssertionError(
-                    f"ONNX differs from PyTorch by {diff} (allowed {bound:.3g}) at {h}x{w}"
-                )
-            worst = max(worst, diff)
+    with eval_mode(model.cpu()):
+        for h, w in sizes:
+            worst = max(worst, _check_size(session, model, (h, w), channels, g, (atol, rtol)))
+    return worst
+
+
+def _check_size(
+    session: Any,
+    model: nn.Module,
+    size: tuple[int, int],
+    channels: int,
+    generator: torch.Generator,
+    tolerance: tuple[float, float],
+) -> float:
+    """Max abs difference at one input size (see :func:`check_onnx`)."""
+    (h, w), (atol, rtol) = size, tolerance
+    x = torch.randn(1, channels, h, w, generator=generator) * 50  # ~Caffe-normalised range
+    with torch.no_grad():
+        expected = _Exportable(model)(x)
+    got = session.run(None, {"input": x.numpy()})
+    worst = 0.0
+    for e, o in zip(expected, got, strict=True):
+        if tuple(o.shape) != tuple(e.shape):
+            raise AssertionError(f"ONNX output shape {o.shape} != {tuple(e.shape)} at {h}x{w}")
+        e = e.numpy()
+        diff = float(np.abs(o - e).max()) if o.size else 0.0
+        bound = atol + rtol * (float(np.abs(e).max()) if e.size else 0.0)
+        if not diff <= bound:
+            raise AssertionError(
+                f"ONNX differs from PyTorch by {diff} (allowed {bound:.3g}) at {h}x{w}"
+            )
+        worst = max(worst, diff)
     return worst

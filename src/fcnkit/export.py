@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fcnkit.extras import require
 from fcnkit.models.outputs import SINGLE_HEAD, heads
 
 DEFAULT_CHECK_SIZES: tuple[tuple[int, int], ...] = ((64, 80), (97, 71))
@@ -85,6 +86,7 @@ def export_onnx(
     Returns ``{"path", "max_abs_diff", "outputs", "opset"}``. ``model`` is moved to the CPU
     and comes back in the train/eval mode it came in, every submodule.
     """
+    require("onnx", "ONNX export")  # torch.onnx needs it; say which extra brings it
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with eval_mode(model.cpu()):
@@ -161,7 +163,7 @@ def _in_channels(model: nn.Module) -> int:
 
 
 def _add_metadata(path: Path, model: nn.Module) -> None:
-    import onnx
+    onnx = require("onnx", "ONNX export")
 
     proto = onnx.load(str(path))
     meta = {"producer": "fcnkit", "model_name": str(getattr(model, "model_name", ""))}
@@ -191,7 +193,7 @@ def check_onnx(
     Raises ``AssertionError`` naming the size if a shape differs or the difference exceeds
     ``atol + rtol * max|scores|``.
     """
-    import onnxruntime as ort
+    ort = require("onnxruntime", "Checking an ONNX export")
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     channels = in_channels or _in_channels(model)

@@ -18,9 +18,10 @@ predictions have no IU (NaN); the means skip NaNs (``nanmean``) and any ``exclud
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from fcnkit.data.base import IGNORE_INDEX
@@ -135,33 +136,12 @@ class ConfusionMatrix:
 
         Every rank must call it (a collective); afterwards each holds the global matrix.
         """
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            mat = self.matrix
-            if dist.get_backend() == "nccl" and mat.device.type != "cuda":
-                cuda = mat.to(torch.device("cuda", torch.cuda.current_device()))
-                dist.all_reduce(cuda)
-                mat.copy_(cuda.to(mat.device))
-            else:
-                dist.all_reduce(mat)
+        all_reduce_sum(self.matrix)
         return self
 
     # ----------------------------------------------------------------- metrics
     def _exclude_indices(self, exclude: Iterable[int | str] | None) -> list[int]:
-        indices = []
-        for item in exclude or ():
-            if isinstance(item, str):
-                if self.class_names is None or item not in self.class_names:
-                    known = ", ".join(self.class_names) if self.class_names else "none given"
-                    raise ValueError(f"cannot exclude unknown class {item!r} (classes: {known})")
-                indices.append(self.class_names.index(item))
-            else:
-                index = int(item)
-                if not 0 <= index < self.num_classes:
-                    raise ValueError(f"excluded class index {index} not in [0, {self.num_classes})")
-                indices.append(index)
-        return sorted(set(indices))
+        return exclude_indices(exclude, self.num_classes, self.class_names)
 
     def compute(self, exclude: Iterable[int | str] | None = None) -> dict[str, Any]:
         """The reference metrics (paper Sec. 5) as Python floats.
@@ -204,19 +184,26 @@ class ConfusionMatrix:
         return hist / hist.sum(dim=1, keepdim=True).clamp(min=1)
 
     def table(
-        self, exclude: Iterable[int | str] | None = None, class_names: Sequence[str] | None = None
+        self,
+        exclude: Iterable[int | str] | None = None,
+        class_names: Sequence[str] | None = None,
+        columns: Mapping[str, Sequence[float]] | None = None,
     ) -> str:
-        """A per-class text table (IU, accuracy, share of pixels) and the four metrics."""
+        """A per-class text table (IU, accuracy, share of pixels, then any further ``columns``:
+        header -> per-class fractions, e.g. boundary F) and the four metrics."""
         names = list(class_names or self.class_names or [str(i) for i in range(self.num_classes)])
         excluded = set(self._exclude_indices(exclude))
         m = self.compute(exclude)
+        columns = dict(columns or {})
         width = max(8, *(len(s) for s in names))
-        lines = [f"{'class':<{width}}  {'IU':>6}  {'acc':>6}  {'pixels':>6}"]
+        more = "".join(f"  {head:>6}" for head in columns)
+        lines = [f"{'class':<{width}}  {'IU':>6}  {'acc':>6}  {'pixels':>6}{more}"]
         for i, name in enumerate(names):
             note = "  (excluded)" if i in excluded else ""
+            values = "".join(f"  {_pct(column[i])}" for column in columns.values())
             lines.append(
                 f"{name:<{width}}  {_pct(m['per_class_iu'][i])}  {_pct(m['per_class_acc'][i])}"
-                f"  {_pct(m['per_class_freq'][i])}{note}"
+                f"  {_pct(m['per_class_freq'][i])}{values}{note}"
             )
         lines.append("-" * len(lines[0]))
         lines.append(format_metrics(m))
@@ -252,3 +239,426 @@ def format_metrics(metrics: dict[str, Any]) -> str:
     labels = {"pixel_acc": "pixel acc", "mean_acc": "mean acc", "mean_iu": "mean IU"}
     labels["fw_iu"] = "f.w. IU"
     return "  ".join(f"{labels[k]} {_pct(metrics[k]).strip()}" for k in METRIC_NAMES)
+
+
+# ----------------------------------------------------------------- shared helpers
+
+
+def exclude_indices(
+    exclude: Iterable[int | str] | None, num_classes: int, class_names: Sequence[str] | None
+) -> list[int]:
+    """The sorted class indices named by ``exclude`` (indices, or names in ``class_names``)."""
+    indices = []
+    for item in exclude or ():
+        if isinstance(item, str):
+            if class_names is None or item not in class_names:
+                known = ", ".join(class_names) if class_names else "none given"
+                raise ValueError(f"cannot exclude unknown class {item!r} (classes: {known})")
+            indices.append(list(class_names).index(item))
+        else:
+            index = int(item)
+            if not 0 <= index < num_classes:
+                raise ValueError(f"excluded class index {index} not in [0, {num_classes})")
+            indices.append(index)
+    return sorted(set(indices))
+
+
+def all_reduce_sum(counts: torch.Tensor) -> None:
+    """Sum ``counts`` in place over all processes (a collective every rank must call; a no-op
+    unless torch.distributed is initialised with more than one process). Under NCCL, CPU
+    counts travel through the current CUDA device."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        if dist.get_backend() == "nccl" and counts.device.type != "cuda":
+            cuda = counts.to(torch.device("cuda", torch.cuda.current_device()))
+            dist.all_reduce(cuda)
+            counts.copy_(cuda.to(counts.device))
+        else:
+            dist.all_reduce(counts)
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """``num / den`` as floats, NaN where ``den`` is 0."""
+    out = np.full(np.shape(num), math.nan)
+    np.divide(num, den, out=out, where=den > 0)
+    return out
+
+
+def _mean_kept(values: np.ndarray, keep: np.ndarray) -> float:
+    kept = values[keep]
+    kept = kept[~np.isnan(kept)]
+    return float(kept.mean()) if kept.size else math.nan
+
+
+def _floats(values: np.ndarray) -> list[float]:
+    return [float(v) for v in values]
+
+
+# ----------------------------------------------------------------- per-image accumulators
+
+
+class _ImageCounts:
+    """Per-class integer counts accumulated image by image on the CPU (NumPy/SciPy), summed
+    over processes like :class:`ConfusionMatrix`. Subclasses define ``_shape`` (the counts'
+    shape, classes last), ``_settings`` (what must agree to merge) and ``_count_image``."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        ignore_index: int | None = IGNORE_INDEX,
+        class_names: Sequence[str] | None = None,
+    ) -> None:
+        if not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.class_names = list(class_names) if class_names is not None else None
+        self.counts = np.zeros(self._shape(), dtype=np.int64)
+
+    def _shape(self) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def _settings(self) -> tuple[Any, ...]:
+        return (self.num_classes, self.ignore_index)
+
+    def _count_image(self, pred: np.ndarray, truth: np.ndarray, valid: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def update(self, pred: torch.Tensor | np.ndarray, label: torch.Tensor | np.ndarray) -> None:
+        """Count a batch (``N x H x W``) or one image (``H x W``): ``pred`` a label map shaped
+        like ``label``, or scores with a class dimension just before ``H, W`` (argmax)."""
+        pred, label = torch.as_tensor(pred), torch.as_tensor(label)
+        n = self.num_classes
+        if pred.dim() == label.dim() + 1:
+            if pred.shape[-3] != n:
+                raise ValueError(f"scores have {pred.shape[-3]} channels, expected {n}")
+            pred = scores_to_labels(pred, dim=-3)
+        elif pred.is_floating_point() or pred.is_complex():
+            raise TypeError(
+                "pred must be an integer label map shaped like label, or scores with a class "
+                f"dimension; got {pred.dtype} of shape {tuple(pred.shape)}"
+            )
+        if pred.shape != label.shape or label.dim() not in (2, 3):
+            raise ValueError(
+                f"expected H x W or N x H x W label maps of one shape, got prediction "
+                f"{tuple(pred.shape)} and label {tuple(label.shape)}"
+            )
+        preds = pred.detach().cpu().reshape(-1, *pred.shape[-2:]).numpy()
+        truths = label.detach().cpu().reshape(-1, *label.shape[-2:]).numpy()
+        for p, t in zip(preds, truths, strict=True):
+            valid = (t >= 0) & (t < n)
+            if self.ignore_index is not None:
+                valid &= t != self.ignore_index
+            bad = valid & ((p < 0) | (p >= n))
+            if bad.any():
+                raise ValueError(f"predicted classes must lie in [0, {n}), got {p[bad][0]}")
+            self._count_image(p.astype(np.int64), t.astype(np.int64), valid)
+
+    def merge(self, other: _ImageCounts) -> _ImageCounts:
+        """Add another accumulator's counts (e.g. another shard's); returns self."""
+        if type(other) is not type(self) or other._settings() != self._settings():
+            raise ValueError(f"cannot merge {other!r} into {self!r}: different settings")
+        self.counts += other.counts
+        return self
+
+    def all_reduce(self) -> _ImageCounts:
+        """Sum the counts over all processes (see :func:`all_reduce_sum`); returns self."""
+        shared = torch.from_numpy(self.counts)  # shares memory: reduced in place
+        all_reduce_sum(shared)
+        return self
+
+    def reset(self) -> None:
+        self.counts[...] = 0
+
+    def _keep(self, exclude: Iterable[int | str] | None) -> np.ndarray:
+        keep = np.ones(self.num_classes, dtype=bool)
+        keep[exclude_indices(exclude, self.num_classes, self.class_names)] = False
+        return keep
+
+    def __repr__(self) -> str:
+        settings = ", ".join(repr(s) for s in self._settings())
+        return f"{type(self).__name__}({settings})"
+
+
+# ----------------------------------------------------------------- boundary F-score
+
+DEFAULT_BOUNDARY_TOLERANCE = "0.75%"  # of the image diagonal, as Csurka et al. (BMVC 2013)
+
+
+def boundary_tolerance_px(tolerance: float | str, height: int, width: int) -> float:
+    """The matching distance in pixels for an ``height x width`` image: a number is pixels, a
+    string ``"X%"`` is X percent of the image diagonal (``"0.75%"``: 2.7 px at 256 x 256, 4.7
+    px at 500 x 375)."""
+    text = str(tolerance).strip()
+    try:
+        value = float(text[:-1]) if text.endswith("%") else float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(
+            "the boundary tolerance must be pixels (e.g. 2) or a percentage of the image "
+            f"diagonal (e.g. 0.75%), at least 0; got {tolerance!r}"
+        )
+    return value / 100 * math.hypot(height, width) if text.endswith("%") else value
+
+
+def label_boundaries(labels: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """The boundary pixels of an ``H x W`` label map: valid pixels with a valid 4-neighbour
+    (up, down, left, right) of another label. Pixels outside ``valid`` (the ignore label) are
+    never boundary pixels and never make their neighbours one; the image edge is no boundary.
+    Each boundary pixel belongs to its own label's boundary: a line between classes a and b
+    gives a's boundary on a's side and b's on b's side."""
+    edges = np.zeros(labels.shape, dtype=bool)
+    down = (labels[1:, :] != labels[:-1, :]) & valid[1:, :] & valid[:-1, :]
+    edges[1:, :] |= down
+    edges[:-1, :] |= down
+    right = (labels[:, 1:] != labels[:, :-1]) & valid[:, 1:] & valid[:, :-1]
+    edges[:, 1:] |= right
+    edges[:, :-1] |= right
+    return edges
+
+
+def match_boundaries(
+    true_yx: tuple[np.ndarray, np.ndarray], pred_yx: tuple[np.ndarray, np.ndarray], tolerance: float
+) -> tuple[int, int]:
+    """``(predicted matched, true matched)``: predicted boundary pixels with a true one within
+    Euclidean distance ``tolerance`` (inclusive), and true ones with a predicted one within it.
+
+    Distances come from ``scipy.ndimage.distance_transform_edt`` on the bounding box of both
+    pixel sets (exact: every pixel that can be nearest lies inside it)."""
+    if len(true_yx[0]) == 0 or len(pred_yx[0]) == 0:
+        return 0, 0
+    from scipy import ndimage
+
+    ys = np.concatenate([true_yx[0], pred_yx[0]])
+    xs = np.concatenate([true_yx[1], pred_yx[1]])
+    y0, x0 = int(ys.min()), int(xs.min())
+    shape = (int(ys.max()) - y0 + 1, int(xs.max()) - x0 + 1)
+    true_at = (true_yx[0] - y0, true_yx[1] - x0)
+    pred_at = (pred_yx[0] - y0, pred_yx[1] - x0)
+    not_true = np.ones(shape, dtype=bool)
+    not_true[true_at] = False
+    not_pred = np.ones(shape, dtype=bool)
+    not_pred[pred_at] = False
+    to_true = ndimage.distance_transform_edt(not_true)
+    to_pred = ndimage.distance_transform_edt(not_pred)
+    return int((to_true[pred_at] <= tolerance).sum()), int((to_pred[true_at] <= tolerance).sum())
+
+
+class BoundaryFScore(_ImageCounts):
+    """Boundary F-score per class and its mean (Csurka, Larlus & Perronnin, "What is a good
+    evaluation measure for semantic segmentation?", BMVC 2013; the DAVIS contour measure).
+
+    A class's boundary in a label map is :func:`label_boundaries` (4-neighbours) of that map
+    restricted to the class. Ignore handling: pixels whose truth is the ignore label (or out of
+    ``[0, n)``) are removed from *both* maps before boundaries are traced, so they are never
+    boundary pixels, a pixel next to them is a boundary only if a labelled 4-neighbour has
+    another label, and predictions inside the ignored area are not looked at. (On datasets
+    that draw a void band along object contours, as PASCAL VOC does, most object boundaries
+    therefore vanish from both maps; the score then measures the boundaries between touching
+    labelled regions only.)
+
+    A predicted boundary pixel of class c is matched when a true boundary pixel of c lies within
+    ``tolerance`` (Euclidean, inclusive; :func:`boundary_tolerance_px`: pixels, or ``"X%"`` of
+    the image diagonal; default 0.75% as Csurka et al., who chose it as the distance up to
+    which human annotations of one contour agree), and symmetrically for recall. Per class the
+    counts (matched / all predicted boundary pixels, matched / all true ones) are summed over
+    the images, so precision, recall and F are dataset-level ratios (Csurka et al. average
+    per-image scores instead; sums keep it additive over shards and batches).
+
+    F = 2PR / (P + R); a class with true boundary pixels but no predicted ones (or the
+    reverse) scores 0; a class with neither is NaN and, like ``exclude``-d classes, skipped
+    by the mean (as :meth:`ConfusionMatrix.compute`).
+    """
+
+    COUNTERS = ("pred_matched", "pred_total", "true_matched", "true_total")
+
+    def __init__(
+        self,
+        num_classes: int,
+        ignore_index: int | None = IGNORE_INDEX,
+        class_names: Sequence[str] | None = None,
+        *,
+        tolerance: float | str = DEFAULT_BOUNDARY_TOLERANCE,
+    ) -> None:
+        boundary_tolerance_px(tolerance, 1, 1)  # a clear error now, not at the first image
+        self.tolerance = tolerance
+        super().__init__(num_classes, ignore_index, class_names)
+
+    def _shape(self) -> tuple[int, ...]:
+        return (len(self.COUNTERS), self.num_classes)
+
+    def _settings(self) -> tuple[Any, ...]:
+        return (self.num_classes, self.ignore_index, self.tolerance)
+
+    def _count_image(self, pred: np.ndarray, truth: np.ndarray, valid: np.ndarray) -> None:
+        tolerance = boundary_tolerance_px(self.tolerance, *truth.shape)
+        ty, tx = np.nonzero(label_boundaries(truth, valid))
+        py, px = np.nonzero(label_boundaries(pred, valid))
+        true_class, pred_class = truth[ty, tx], pred[py, px]
+        for c in np.union1d(true_class, pred_class):
+            t, p = true_class == c, pred_class == c
+            pred_hit, true_hit = match_boundaries((ty[t], tx[t]), (py[p], px[p]), tolerance)
+            self.counts[:, c] += (pred_hit, int(p.sum()), true_hit, int(t.sum()))
+
+    def compute(self, exclude: Iterable[int | str] | None = None) -> dict[str, Any]:
+        """``boundary_f`` (mean over classes), ``boundary_precision``, ``boundary_recall`` (their
+        means), ``per_class_boundary_{f,precision,recall}`` (NaN: undefined), the
+        ``boundary_tolerance`` and the raw ``boundary_counts`` (per counter, per class)."""
+        pred_hit, pred_all, true_hit, true_all = self.counts
+        precision, recall = _ratio(pred_hit, pred_all), _ratio(true_hit, true_all)
+        p, r = np.nan_to_num(precision), np.nan_to_num(recall)
+        f = _ratio(2 * p * r, p + r)
+        f[np.isnan(f)] = 0.0  # one side has no matched pixel (or no pixel at all)
+        f[(pred_all == 0) & (true_all == 0)] = math.nan
+        keep = self._keep(exclude)
+        return {
+            "boundary_f": _mean_kept(f, keep),
+            "boundary_precision": _mean_kept(precision, keep),
+            "boundary_recall": _mean_kept(recall, keep),
+            "per_class_boundary_f": _floats(f),
+            "per_class_boundary_precision": _floats(precision),
+            "per_class_boundary_recall": _floats(recall),
+            "boundary_tolerance": self.tolerance,
+            "boundary_counts": {
+                k: v.tolist() for k, v in zip(self.COUNTERS, self.counts, strict=True)
+            },
+        }
+
+
+# ----------------------------------------------------------------- IU by object size
+
+SIZE_BUCKETS = ("small", "medium", "large")
+# COCO's object areas 32^2 and 96^2 px (Lin et al., ECCV 2014, "Microsoft COCO", the
+# detection evaluation) relative to COCO's typical 640 x 480 image: 1/300 and 3% of the area.
+DEFAULT_SIZE_THRESHOLDS = (32**2 / (640 * 480), 96**2 / (640 * 480))
+_EIGHT_NEIGHBOURS = np.ones((3, 3), dtype=bool)
+
+
+def size_buckets(areas: np.ndarray, image_area: int, thresholds: Sequence[float]) -> np.ndarray:
+    """Bucket index (0 small, 1 medium, 2 large) of regions of ``areas`` pixels: small below
+    ``thresholds[0] * image_area``, large from ``thresholds[1] * image_area``."""
+    limits = np.asarray(thresholds, dtype=np.float64) * image_area
+    return np.searchsorted(limits, np.asarray(areas, dtype=np.float64), side="right")
+
+
+class SizeIU(_ImageCounts):
+    """IU by object size: per class and per size bucket (small / medium / large).
+
+    Objects: the connected regions (8-connected) of each class in the ground truth of each
+    image. Buckets by area as a fraction of the image's area (``thresholds``, default COCO's
+    32² and 96² px scaled from a 640 x 480 image: small < 1/300 of the image, medium < 3%,
+    large the rest; 218 / 1966 px at 256 x 256), so a bucket means the same share of the
+    view on any image size.
+
+    Counts, for class c and bucket b, over labelled pixels only (the truth not the ignore
+    label, as the confusion matrix):
+
+    - TP: pixels of c's bucket-b regions predicted c; FN: the other pixels of those regions;
+    - FP: pixels predicted c whose truth is another class, each given to the true c-region
+      nearest to it (Euclidean, ``scipy.ndimage.distance_transform_edt``; exact ties as it
+      breaks them) and counted in that region's bucket; in an image without any true c pixel
+      each connected region of the c prediction (inside the labelled area) is a false
+      object, counted in the bucket of its own area.
+
+    Every pixel of the confusion matrix's TP, FN and FP of c is counted in exactly one bucket,
+    so the buckets split c's IU: IU_b(c) = TP / (TP + FN + FP), NaN without any count (and
+    skipped, like ``exclude``-d classes, by the mean over classes of each bucket).
+    """
+
+    COUNTERS = ("tp", "fn", "fp", "regions")
+
+    def __init__(
+        self,
+        num_classes: int,
+        ignore_index: int | None = IGNORE_INDEX,
+        class_names: Sequence[str] | None = None,
+        *,
+        thresholds: Sequence[float] = DEFAULT_SIZE_THRESHOLDS,
+    ) -> None:
+        small, large = (float(t) for t in thresholds)
+        if not 0 < small <= large <= 1:
+            raise ValueError(
+                "size thresholds must be two fractions of the image area with "
+                f"0 < small <= large <= 1; got {tuple(thresholds)!r}"
+            )
+        self.thresholds = (small, large)
+        super().__init__(num_classes, ignore_index, class_names)
+
+    def _shape(self) -> tuple[int, ...]:
+        return (len(self.COUNTERS), len(SIZE_BUCKETS), self.num_classes)
+
+    def _settings(self) -> tuple[Any, ...]:
+        return (self.num_classes, self.ignore_index, self.thresholds)
+
+    def _count_image(self, pred: np.ndarray, truth: np.ndarray, valid: np.ndarray) -> None:
+        from scipy import ndimage
+
+        nb = len(SIZE_BUCKETS)
+        present = np.unique(truth[valid])
+        for c in present:
+            mine = valid & (truth == c)
+            regions, k = ndimage.label(mine, structure=_EIGHT_NEIGHBOURS)
+            bucket = size_buckets(np.bincount(regions.ravel())[1:], truth.size, self.thresholds)
+            hit = mine & (pred == c)
+            self.counts[0, :, c] += np.bincount(bucket[regions[hit] - 1], minlength=nb)
+            self.counts[1, :, c] += np.bincount(bucket[regions[mine & ~hit] - 1], minlength=nb)
+            self.counts[3, :, c] += np.bincount(bucket, minlength=nb)
+            false = valid & (pred == c) & ~mine
+            if false.any():
+                iy, ix = ndimage.distance_transform_edt(
+                    ~mine, return_distances=False, return_indices=True
+                )
+                nearest = regions[iy[false], ix[false]]
+                self.counts[2, :, c] += np.bincount(bucket[nearest - 1], minlength=nb)
+        for c in np.setdiff1d(np.unique(pred[valid]), present):
+            blobs, _ = ndimage.label(valid & (pred == c), structure=_EIGHT_NEIGHBOURS)
+            areas = np.bincount(blobs.ravel())[1:]
+            bucket = size_buckets(areas, truth.size, self.thresholds)
+            np.add.at(self.counts[2, :, c], bucket, areas)
+
+    def compute(self, exclude: Iterable[int | str] | None = None) -> dict[str, Any]:
+        """``size_iu`` (bucket -> mean IU over classes), ``per_class_size_iu`` (bucket ->
+        per-class IU, NaN without counts), ``size_regions`` (bucket -> true regions per class)
+        and the ``size_thresholds``."""
+        tp, fn, fp, regions = self.counts
+        iu = _ratio(tp, tp + fn + fp)
+        keep = self._keep(exclude)
+        return {
+            "size_iu": {b: _mean_kept(iu[i], keep) for i, b in enumerate(SIZE_BUCKETS)},
+            "per_class_size_iu": {b: _floats(iu[i]) for i, b in enumerate(SIZE_BUCKETS)},
+            "size_regions": {b: regions[i].tolist() for i, b in enumerate(SIZE_BUCKETS)},
+            "size_thresholds": list(self.thresholds),
+        }
+
+
+def boundary_and_size_columns(metrics: Mapping[str, Any]) -> dict[str, list[float]]:
+    """Per-class table columns for the metrics present: ``BF`` (boundary F) and ``IU-S``,
+    ``IU-M``, ``IU-L`` (IU by object size)."""
+    columns = {}
+    if "per_class_boundary_f" in metrics:
+        columns["BF"] = list(metrics["per_class_boundary_f"])
+    for bucket, values in (metrics.get("per_class_size_iu") or {}).items():
+        columns[f"IU-{bucket[0].upper()}"] = list(values)
+    return columns
+
+
+def format_boundary_and_size(metrics: Mapping[str, Any]) -> str:
+    """``boundary F 61.20 (P 60.10 R 62.30, tolerance 0.75%)  IU small 20.10 medium ...``
+    (percent) for the metrics present; empty when neither was computed."""
+    parts = []
+    if "boundary_f" in metrics:
+        tolerance = str(metrics["boundary_tolerance"])
+        tolerance += " of the diagonal" if tolerance.endswith("%") else " px"
+        parts.append(
+            f"boundary F {_pct(metrics['boundary_f']).strip()} (P "
+            f"{_pct(metrics['boundary_precision']).strip()} R "
+            f"{_pct(metrics['boundary_recall']).strip()}, tolerance {tolerance})"
+        )
+    if "size_iu" in metrics:
+        sizes = " ".join(f"{b} {_pct(v).strip()}" for b, v in metrics["size_iu"].items())
+        parts.append(f"IU by size: {sizes}")
+    return "  ".join(parts)

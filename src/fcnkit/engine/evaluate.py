@@ -15,7 +15,9 @@ near the bottom/right borders.
 One assembly serves validation during training, ``fcnkit eval`` and the demo: a dataset's
 :func:`dataset_scoring` (class names, classes left out of the means, its ``ignore_index``),
 then :func:`evaluate_model` -> :class:`EvalResult` (per-head confusion matrices, metrics,
-per-class tables). :func:`evaluate` is its metrics dict alone.
+per-class tables). :func:`evaluate` is its metrics dict alone. On request
+(:class:`ExtraMetrics`, on in ``fcnkit eval``) each head also gets the boundary F-score and IU
+by object size of :mod:`fcnkit.metrics`, counted per image and summed over the ranks.
 
 Bad samples: a loader made with ``make_eval_loader(..., catch_bad_samples=True)`` hands a
 sample that cannot be read (in a worker process too) to :func:`evaluate_model` as a
@@ -38,7 +40,16 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from fcnkit.data.base import IGNORE_INDEX, DatasetError
 from fcnkit.engine.distributed import ShardSampler, process_group
 from fcnkit.inference import SlidingWindow, dense_scores
-from fcnkit.metrics import ConfusionMatrix
+from fcnkit.metrics import (
+    DEFAULT_BOUNDARY_TOLERANCE,
+    DEFAULT_SIZE_THRESHOLDS,
+    BoundaryFScore,
+    ConfusionMatrix,
+    SizeIU,
+    boundary_and_size_columns,
+    format_boundary_and_size,
+    scores_to_labels,
+)
 from fcnkit.models import outputs
 from fcnkit.models.outputs import SINGLE_HEAD, Outputs
 from fcnkit.plots import SamplePrediction
@@ -48,6 +59,41 @@ MAIN = SINGLE_HEAD  # deprecated alias of fcnkit.models.outputs.SINGLE_HEAD (one
 # class names / excluded classes: the primary head's, or a dict per head
 Names = Union[Sequence[str], Mapping[str, Sequence[str]]]  # noqa: UP007 (runtime alias, 3.10)
 Exclude = Union[Sequence[Union[int, str]], Mapping[str, Sequence[Union[int, str]]]]  # noqa: UP007
+Accumulator = Union[BoundaryFScore, SizeIU]  # noqa: UP007 (runtime alias, 3.10)
+
+
+@dataclass(frozen=True)
+class ExtraMetrics:
+    """Metrics beyond the paper's four, per evaluated head (:mod:`fcnkit.metrics`): boundary
+    F-score (:class:`~fcnkit.metrics.BoundaryFScore`; ``boundary_tolerance`` in pixels or
+    ``"X%"`` of the image diagonal, ``None``: off) and IU by object size
+    (:class:`~fcnkit.metrics.SizeIU`; ``size_iu``, ``size_thresholds``).
+
+    They are counted image by image on the CPU after the model's output is cropped to the
+    label (each batch's predictions are copied to the host), so they are off unless asked for:
+    ``fcnkit eval`` asks, validation during training does not.
+    """
+
+    boundary_tolerance: float | str | None = DEFAULT_BOUNDARY_TOLERANCE
+    size_iu: bool = True
+    size_thresholds: tuple[float, float] = DEFAULT_SIZE_THRESHOLDS
+
+    def accumulators(
+        self, num_classes: int, ignore_index: int, class_names: Sequence[str] | None
+    ) -> list[Accumulator]:
+        """Fresh accumulators for one head."""
+        made: list[Accumulator] = []
+        if self.boundary_tolerance is not None:
+            made.append(
+                BoundaryFScore(
+                    num_classes, ignore_index, class_names, tolerance=self.boundary_tolerance
+                )
+            )
+        if self.size_iu:
+            made.append(
+                SizeIU(num_classes, ignore_index, class_names, thresholds=self.size_thresholds)
+            )
+        return made
 
 
 # ------------------------------------------------------------------------ bad samples
@@ -258,8 +304,11 @@ def _count(
     class_names: Names | None,
     ignore_index: int,
     device: torch.device,
+    extras: dict[str, list[Accumulator]] | None = None,
+    extra: ExtraMetrics | None = None,
 ) -> None:
-    """Add one batch's ``head -> (scores, labels)`` to the per-head matrices (made on first use)."""
+    """Add one batch's ``head -> (scores, labels)`` to the per-head matrices (made on first use)
+    and, with ``extra``, to the per-head ``extras`` accumulators (each image on the CPU)."""
     for head, (scores, label) in pairs.items():
         if head not in matrices:
             primary = next(iter(matrices), head)
@@ -273,12 +322,24 @@ def _count(
                 scores.shape[1], ignore_index, device=device, class_names=names
             )
         matrices[head].update(scores, label.to(device, non_blocking=True))
+        if extra is not None and extras is not None:
+            m = matrices[head]
+            if head not in extras:
+                extras[head] = extra.accumulators(m.num_classes, ignore_index, m.class_names)
+            predicted = scores_to_labels(scores).cpu()
+            for accumulator in extras[head]:
+                accumulator.update(predicted, label.cpu())
 
 
 def _all_reduce(
-    matrices: dict[str, ConfusionMatrix], counted: int, ignore_index: int, device: torch.device
+    matrices: dict[str, ConfusionMatrix],
+    counted: int,
+    ignore_index: int,
+    device: torch.device,
+    extras: tuple[dict[str, list[Accumulator]], ExtraMetrics] | None = None,
 ) -> int:
-    """Sum the matrices and the image count over the ranks; returns the total count."""
+    """Sum the matrices (and ``extras``' counts) and the image count over the ranks; returns
+    the total count."""
     _, world = process_group()
     # A rank with an empty shard has no matrices yet: agree on the heads first.
     specs: list[Any] = [None] * world
@@ -289,8 +350,14 @@ def _all_reduce(
             matrices[head] = ConfusionMatrix(n, ignore_index, device, class_names=names)
     if not matrices:
         raise ValueError("nothing to evaluate: every rank's loader was empty")
-    for m in matrices.values():
+    for head, m in matrices.items():
         m.all_reduce()
+        if extras is not None:
+            accumulators, extra = extras
+            if head not in accumulators:  # this rank saw no image: zeros to add
+                accumulators[head] = extra.accumulators(m.num_classes, ignore_index, m.class_names)
+            for accumulator in accumulators[head]:
+                accumulator.all_reduce()
     count = torch.tensor([counted], dtype=torch.int64, device=next(iter(matrices.values())).device)
     dist.all_reduce(count)
     return int(count.item())
@@ -321,12 +388,12 @@ def evaluate_confusion(
     loader is sharded (:class:`ShardSampler` / ``DistributedSampler``) and a process group is
     initialised; an unsharded loader already sees every sample on every rank.
     """
-    matrices, counted, _ = _confusion(
+    counted = _confusion(
         model, loader, device, num_classes=num_classes, ignore_index=ignore_index, heads=heads,
         class_names=class_names, sliding_window=sliding_window, flip=flip, amp=amp,
         reduce=reduce, on_bad_sample="stop",
     )  # fmt: skip
-    return matrices, counted
+    return counted.matrices, counted.num_images
 
 
 def _bad_samples(batch: CheckedBatch, on_bad_sample: str, skipped: list[str]) -> None:
@@ -353,8 +420,10 @@ def _confusion(
     amp: bool,
     reduce: bool | None,
     on_bad_sample: str,
-) -> tuple[dict[str, ConfusionMatrix], int, list[str]]:
-    """:func:`evaluate_confusion` plus the sentences of the samples skipped as bad."""
+    extra: ExtraMetrics | None = None,
+) -> _Counted:
+    """:func:`evaluate_confusion` plus the ``extra`` metrics' accumulators and the sentences of
+    the samples skipped as bad."""
     module = _unwrap(model)
     if device is None:
         device = next(module.parameters(), torch.empty(0)).device
@@ -365,6 +434,7 @@ def _confusion(
     was_training = module.training
     module.eval()
     matrices: dict[str, ConfusionMatrix] = {}
+    extras: dict[str, list[Accumulator]] = {}
     seen = 0  # samples of this shard so far, duplicates included
     counted = 0
     skipped: list[str] = []
@@ -387,7 +457,8 @@ def _confusion(
             x = _model_input(module, images, device)
             out = dense_scores(module, x, sliding_window=sliding_window, flip=flip, amp=amp)
             _count(matrices, _pairs(out, labels, heads), num_classes=num_classes,
-                   class_names=class_names, ignore_index=ignore_index, device=device)  # fmt: skip
+                   class_names=class_names, ignore_index=ignore_index, device=device,
+                   extras=extras, extra=extra)  # fmt: skip
             counted += n
     finally:
         module.train(was_training)
@@ -398,12 +469,22 @@ def _confusion(
             gathered: list[Any] = [None] * process_group()[1]
             dist.all_gather_object(gathered, skipped)
             skipped = [line for part in gathered for line in part]
-        counted = _all_reduce(matrices, counted, ignore_index, device)
+        reduced_extras = (extras, extra) if extra is not None else None
+        counted = _all_reduce(matrices, counted, ignore_index, device, reduced_extras)
     if not matrices and skipped:
         raise BadSampleError(
             f"no sample could be read ({len(skipped)} skipped); the first: {skipped[0]}"
         )
-    return matrices, counted, skipped
+    return _Counted(matrices, extras, counted, skipped)
+
+
+class _Counted(NamedTuple):
+    """What one pass over the loader counted (reduced over the ranks when sharded)."""
+
+    matrices: dict[str, ConfusionMatrix]
+    extras: dict[str, list[Accumulator]]  # head -> accumulators of ExtraMetrics (or empty)
+    num_images: int
+    skipped: list[str]
 
 
 # ------------------------------------------------------------------------ one assembly
@@ -460,6 +541,7 @@ class EvalResult:
     num_images: int
     seconds: float
     skipped: list[str] = field(default_factory=list)  # bad samples left out (on_bad_sample)
+    extras: dict[str, list[Accumulator]] = field(default_factory=dict)  # head -> ExtraMetrics'
 
     @property
     def primary(self) -> str:
@@ -482,9 +564,14 @@ class EvalResult:
         return self.metrics["heads"][head] if "heads" in self.metrics else self.metrics
 
     def table(self, head: str | None = None) -> str:
-        """Per-class IU, accuracy and share of pixels, then the four metrics, as text."""
+        """Per-class IU, accuracy and share of pixels (and boundary F ``BF``, IU by object size
+        ``IU-S/M/L`` when computed), then the four metrics, as text."""
         head = head or self.primary
-        return self.matrices[head].table(self.excluded(head))
+        metrics = self.head_metrics(head)
+        columns = boundary_and_size_columns(metrics)
+        text = self.matrices[head].table(self.excluded(head), columns=columns)
+        more = format_boundary_and_size(metrics)
+        return f"{text}\n{more}" if more else text
 
     def predicted_classes(self, head: str | None = None) -> int:
         """How many classes ``head`` predicted for at least one labelled pixel."""
@@ -504,17 +591,19 @@ def evaluate_model(
     amp: bool = False,
     reduce: bool | None = None,
     on_bad_sample: str = "stop",
+    extra: ExtraMetrics | None = None,
 ) -> EvalResult:
     """Evaluate ``model`` over ``loader`` (paper Sec. 5) as ``scoring`` says (default: every
     class, ignore label :data:`~fcnkit.data.base.IGNORE_INDEX`); see :func:`evaluate`.
 
     ``on_bad_sample`` (loaders made with ``catch_bad_samples=True``): ``"stop"`` raises
     :class:`BadSampleError` naming the first bad sample's files, ``"skip"`` scores the others
-    and lists the bad ones in ``EvalResult.skipped``.
+    and lists the bad ones in ``EvalResult.skipped``. ``extra``: also the boundary F-score
+    and IU by object size (:class:`ExtraMetrics`), in each head's metrics.
     """
     scoring = scoring or Scoring()
     start = time.perf_counter()
-    matrices, count, skipped = _confusion(
+    counted = _confusion(
         model,
         loader,
         device,
@@ -527,10 +616,14 @@ def evaluate_model(
         amp=amp,
         reduce=reduce,
         on_bad_sample=on_bad_sample,
+        extra=extra,
     )
     seconds = time.perf_counter() - start
-    metrics = summarize(matrices, scoring.exclude, num_images=count, seconds=seconds)
-    return EvalResult(matrices, metrics, scoring, count, seconds, skipped)
+    matrices, count = counted.matrices, counted.num_images
+    metrics = summarize(
+        matrices, scoring.exclude, num_images=count, seconds=seconds, extras=counted.extras
+    )
+    return EvalResult(matrices, metrics, scoring, count, seconds, counted.skipped, counted.extras)
 
 
 def evaluate(
@@ -547,6 +640,7 @@ def evaluate(
     flip: bool = False,
     amp: bool = False,
     reduce: bool | None = None,
+    extra: ExtraMetrics | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` over ``loader`` with the reference metrics (paper Sec. 5).
 
@@ -568,6 +662,7 @@ def evaluate(
         flip: average with the horizontally flipped image's scores.
         amp: autocast on CUDA (ignored on CPU).
         reduce: all-reduce across ranks (default: when the loader is sharded).
+        extra: also boundary F-score and IU by object size (:class:`ExtraMetrics`).
 
     Returns the primary head's metrics (``pixel_acc``, ``mean_acc``, ``mean_iu``, ``fw_iu``,
     ``per_class_iu``, ``per_class_acc``, ...) plus ``num_images``, ``seconds``,
@@ -586,6 +681,7 @@ def evaluate(
         flip=flip,
         amp=amp,
         reduce=reduce,
+        extra=extra,
     ).metrics
 
 
@@ -595,8 +691,10 @@ def summarize(
     *,
     num_images: int | None = None,
     seconds: float | None = None,
+    extras: Mapping[str, Sequence[Accumulator]] | None = None,
 ) -> dict[str, Any]:
-    """Metrics dict of :func:`evaluate` from per-head confusion matrices."""
+    """Metrics dict of :func:`evaluate` from per-head confusion matrices, with each head's
+    ``extras`` (:class:`ExtraMetrics` accumulators) computed into its metrics."""
     if not matrices:
         raise ValueError("nothing was evaluated (empty loader?)")
     primary = next(iter(matrices))
@@ -604,6 +702,8 @@ def summarize(
     for head, m in matrices.items():
         excluded = _per_head(exclude, head, primary) or ()
         metrics = m.compute(excluded)
+        for accumulator in (extras or {}).get(head, ()):
+            metrics.update(accumulator.compute(excluded))
         if m.class_names is not None:
             metrics["classes"] = list(m.class_names)
         metrics["excluded"] = [str(e) for e in excluded]

@@ -1,0 +1,450 @@
+"""Inference backends: one callable per way of running a trained FCN (``build_runner``).
+
+Every runner takes the *normalised* input (``N x C x H x W`` float32, as the PyTorch model)
+and returns ``{head: N x K x H' x W' float32 scores}`` (the contract of
+:func:`fcnkit.models.outputs.heads`), without gradients. The faithful runner is eager
+PyTorch in fp32 (``eager-fp32``): the model's own maths, Caffe geometry included. The fast
+ones trade some of that (see ``docs/speed.md`` for each one's measured speed and accuracy):
+
+- ``channels_last``: NHWC memory format; same maths, different summation order;
+- ``compile``: :func:`torch.compile` for each input size seen (static shapes); a size that
+  does not compile runs eagerly, with one warning;
+- ``backend="onnxruntime"``: the model exported by :func:`fcnkit.export.export_onnx` (dynamic
+  height and width), run by ONNX Runtime with its graph optimisations; an ``.onnx`` file
+  written by ``fcnkit export`` is accepted in place of the model;
+- ``precision="int8"`` (ONNX Runtime only): static post-training quantization in QDQ form,
+  per-channel weights, activations calibrated on the ``calibration`` batches (training
+  images, never the test set);
+- ``precision="bf16"`` / ``"fp16"`` (eager only): autocast. Only fast where the hardware has
+  it; :func:`default_precision` never picks bf16 on a CPU without AVX-512 BF16 or AMX.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fcnkit.models.outputs import SINGLE_HEAD, heads
+
+BACKENDS: tuple[str, ...] = ("eager", "onnxruntime")
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16", "int8")
+#: the precisions each backend runs (ONNX Runtime's CPU provider has no fast fp16/bf16 kernels)
+BACKEND_PRECISIONS: dict[str, tuple[str, ...]] = {
+    "eager": ("fp32", "bf16", "fp16"),
+    "onnxruntime": ("fp32", "int8"),
+}
+#: /proc/cpuinfo flags of native bf16 arithmetic (AVX-512 BF16, AMX); without them bf16
+#: autocast is emulated and measured ~40x slower than fp32 on an AVX2-only CPU
+BF16_CPU_FLAGS: tuple[str, ...] = ("avx512_bf16", "amx_bf16")
+
+
+# --------------------------------------------------------------------------- names
+def _choice(value: str, choices: Iterable[str], what: str) -> str:
+    """``value`` if it is one of ``choices``, else a ``ValueError`` with a "did you mean"."""
+    choices = tuple(choices)
+    if value in choices:
+        return value
+    close = difflib.get_close_matches(str(value), choices, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ValueError(f"unknown {what} {value!r}{hint}; expected one of: {', '.join(choices)}")
+
+
+def check_backend(backend: str, precision: str = "fp32") -> tuple[str, str]:
+    """``(backend, precision)`` checked: known names, a precision the backend runs."""
+    backend = _choice(backend, BACKENDS, "backend")
+    precision = _choice(precision, PRECISIONS, "precision")
+    if precision not in BACKEND_PRECISIONS[backend]:
+        runs = [b for b, p in BACKEND_PRECISIONS.items() if precision in p]
+        raise ValueError(
+            f"precision {precision!r} is not available with backend {backend!r} (it runs "
+            f"{', '.join(BACKEND_PRECISIONS[backend])}); use backend {runs[0]!r} for {precision}"
+        )
+    return backend, precision
+
+
+# --------------------------------------------------------------------------- hardware
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from ``/proc/cpuinfo`` (empty where there is none)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_has_bf16() -> bool:
+    """Whether the CPU computes bf16 natively (AVX-512 BF16 or AMX, :data:`BF16_CPU_FLAGS`).
+
+    ``torch.backends.cpu.get_cpu_capability()`` says only "AVX2"/"AVX512", not whether the
+    AVX-512 unit has the BF16 extension, so the flags are read instead; unknown = no.
+    """
+    return any(flag in cpu_flags() for flag in BF16_CPU_FLAGS)
+
+
+def default_precision(device: str | torch.device = "cpu") -> str:
+    """The fastest precision that is fast on ``device``: ``"bf16"`` on a CUDA GPU with bf16
+    and on a CPU with native bf16 (:func:`cpu_has_bf16`), else ``"fp32"`` (never bf16 on an
+    AVX2-only CPU, where it is emulated and much slower). Not the default of
+    :func:`build_runner`, which stays faithful (fp32) unless asked."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu":
+        return "bf16" if cpu_has_bf16() else "fp32"
+    return "fp32"
+
+
+# --------------------------------------------------------------------------- runners
+class Runner:
+    """A callable running a model: normalised ``N x C x H x W`` -> ``{head: scores}``.
+
+    Attributes: ``name`` (``"<backend>-<precision>[-channels_last][-compiled]"``),
+    ``backend``, ``precision``, ``device``, ``model_name``, ``preprocessing`` (a dict, or
+    ``None``), ``input_channels`` (``None`` if unknown).
+    """
+
+    name: str
+    backend: str
+    precision: str
+    device: torch.device
+    model_name: str = ""
+    preprocessing: dict | None = None
+    input_channels: int | None = None
+
+    def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name}, {self.model_name or 'model'}, {self.device})"
+
+
+class EagerRunner(Runner):
+    """The PyTorch module itself: fp32 (faithful), autocast bf16/fp16, NHWC, compiled."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        precision: str,
+        channels_last: bool,
+        compile: bool,
+        device: torch.device,
+    ) -> None:
+        self.backend, self.precision, self.device = "eager", precision, device
+        self.model = model.to(device).eval()
+        self.channels_last = channels_last
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        _describe(self, model)
+        self._forward: Callable[[torch.Tensor], Any] = self.model
+        suffix = "-channels_last" if channels_last else ""
+        if compile:
+            self._forward = CompiledForward(self.model)
+            suffix += "-compiled"
+        self.name = f"eager-{precision}{suffix}"
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = x.to(self.device)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+            out = self._forward(x)
+        return {k: s.float().contiguous() for k, s in heads(out).items()}
+
+
+class CompiledForward:
+    """``torch.compile`` of a model for static input sizes (one graph per size).
+
+    Dynamic-shape compilation of the EfficientNet FCNs fails on their TF "SAME" padding
+    arithmetic (``docs/speed.md``), so each new size is compiled with ``dynamic=False``; a
+    size whose compilation fails runs eagerly from then on, after one warning.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.compiled = torch.compile(model, dynamic=False)
+        self.eager_sizes: set[tuple[int, ...]] = set()
+        self.warned = False
+
+    def __call__(self, x: torch.Tensor) -> Any:
+        size = tuple(x.shape)
+        if size in self.eager_sizes:
+            return self.model(x)
+        try:
+            return self.compiled(x)
+        except Exception as err:  # noqa: BLE001 - any compiler failure: run eagerly
+            self.eager_sizes.add(size)
+            if not self.warned:
+                self.warned = True
+                first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+                warnings.warn(
+                    f"torch.compile failed for input {size} ({type(err).__name__}: "
+                    f"{first[:200]}); running eagerly",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            return self.model(x)
+
+
+class OnnxRuntimeRunner(Runner):
+    """An ONNX file (fp32, or int8 QDQ) run by an ONNX Runtime session."""
+
+    def __init__(
+        self, path: Path, *, precision: str, device: torch.device, threads: int | None
+    ) -> None:
+        ort = _onnxruntime()
+        self.backend, self.precision, self.device, self.path = (
+            "onnxruntime",
+            precision,
+            device,
+            path,
+        )
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(threads or torch.get_num_threads())
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        providers = ["CPUExecutionProvider"]
+        if device.type == "cuda":
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise ValueError(
+                    "backend 'onnxruntime' on a CUDA device needs onnxruntime-gpu (the "
+                    "installed onnxruntime has only the CPU provider); use device 'cpu'"
+                )
+            providers.insert(0, "CUDAExecutionProvider")
+        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_heads = [_head_of(o.name) for o in self.session.get_outputs()]
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.metadata: dict[str, str] = dict(meta)
+        self.model_name = meta.get("model_name", "") or path.stem
+        self.preprocessing = json.loads(meta["preprocessing"]) if "preprocessing" in meta else None
+        channels = self.session.get_inputs()[0].shape[1]
+        self.input_channels = channels if isinstance(channels, int) else None
+        self.name = f"onnxruntime-{precision}"
+
+    def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        array = x.detach().to("cpu", torch.float32).contiguous().numpy()
+        outputs = self.session.run(None, {self.input_name: array})
+        return {
+            head: torch.from_numpy(np.ascontiguousarray(o)).to(self.device)
+            for head, o in zip(self.output_heads, outputs, strict=True)
+        }
+
+
+def _head_of(output_name: str) -> str:
+    """Head name of an exported output (``scores`` -> ``main``, ``scores_sem`` -> ``sem``)."""
+    if output_name == "scores":
+        return SINGLE_HEAD
+    return output_name.removeprefix("scores_")
+
+
+def _describe(runner: Runner, model: nn.Module) -> None:
+    runner.model_name = str(getattr(model, "model_name", "") or type(model).__name__)
+    pre = getattr(model, "preprocessing", None)
+    runner.preprocessing = pre.to_dict() if hasattr(pre, "to_dict") else pre
+    channels = getattr(model, "input_channels", None)
+    runner.input_channels = channels if isinstance(channels, int) else None
+
+
+def _onnxruntime() -> Any:
+    from fcnkit.extras import require
+
+    return require("onnxruntime", "the ONNX Runtime backend")
+
+
+# --------------------------------------------------------------------------- ONNX files
+def is_onnx_file(spec: Any) -> bool:
+    """Whether ``spec`` names an ``.onnx`` file (a path string or ``PathLike``)."""
+    return isinstance(spec, str | os.PathLike) and str(spec).lower().endswith(".onnx")
+
+
+def onnx_cache_dir() -> Path:
+    """Where exported models are cached: ``$FCNKIT_CACHE/onnx`` (default
+    ``~/.cache/fcnkit/onnx``), one file per weights and export settings."""
+    root = os.environ.get("FCNKIT_CACHE") or os.path.join(Path.home(), ".cache", "fcnkit")
+    return Path(root) / "onnx"
+
+
+def _model_digest(model: nn.Module, extra: str = "") -> str:
+    """A hash of the model's class, name, options and every tensor of its state dict."""
+    h = hashlib.sha256()
+    h.update(f"{type(model).__qualname__}|{getattr(model, 'model_name', '')}|".encode())
+    h.update(repr(getattr(model, "model_options", None)).encode() + extra.encode())
+    for key, value in model.state_dict().items():
+        h.update(key.encode())
+        h.update(value.detach().to("cpu").contiguous().numpy().tobytes())
+    return h.hexdigest()[:20]
+
+
+def exported_onnx(model: nn.Module, cache: Path | None = None) -> Path:
+    """The fp32 ONNX file of ``model`` (:func:`fcnkit.export.export_onnx`, dynamic H and W),
+    from the cache when the same weights were exported before."""
+    from fcnkit.export import export_onnx
+
+    cache = cache or onnx_cache_dir()
+    path = cache / f"{_model_digest(model)}-fp32.onnx"
+    if not path.is_file():
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        partial = _temp_path(path)
+        try:
+            export_onnx(model, partial, check=False)
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
+            model.to(device)  # export runs on the CPU; the caller's model goes back
+    return path
+
+
+def _temp_path(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=path.stem + ".", suffix=".partial")
+    os.close(fd)
+    return Path(name)
+
+
+# --------------------------------------------------------------------------- int8
+class _CalibrationReader:
+    """The ``CalibrationDataReader`` protocol over normalised image batches."""
+
+    def __init__(self, batches: Iterable[torch.Tensor], input_name: str) -> None:
+        self._batches: Iterator[torch.Tensor] = iter(batches)
+        self.input_name = input_name
+        self.count = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self._batches, None)
+        if batch is None:
+            return None
+        self.count += 1
+        return {self.input_name: batch.detach().to("cpu", torch.float32).numpy()}
+
+
+#: ops quantized to int8 (convolutions carry nearly all the time); the transposed
+#: convolutions (upsamplers), resizes and the skip additions stay fp32 for accuracy
+INT8_OPS: tuple[str, ...] = ("Conv",)
+
+
+def quantize_int8(fp32_path: Path, calibration: Iterable[torch.Tensor], path: Path) -> Path:
+    """Static QDQ quantization of ``fp32_path`` into ``path``: per-channel int8 weights,
+    uint8 activations whose ranges (min-max) come from running ``calibration``.
+
+    Ops in :data:`INT8_OPS` only. Raises ``ValueError`` if ``calibration`` is empty.
+    """
+    from fcnkit.extras import require
+
+    quantization = require("onnxruntime.quantization", "int8 quantization")
+    session = _onnxruntime().InferenceSession(str(fp32_path), providers=["CPUExecutionProvider"])
+    reader = _CalibrationReader(calibration, session.get_inputs()[0].name)
+    partial = _temp_path(path)
+    root_logger, level = logging.getLogger(), logging.getLogger().level
+    root_logger.setLevel(logging.ERROR)  # "consider pre-processing": BN is already folded
+    try:
+        quantization.quantize_static(
+            str(fp32_path),
+            str(partial),
+            reader,
+            quant_format=quantization.QuantFormat.QDQ,
+            op_types_to_quantize=list(INT8_OPS),
+            per_channel=True,
+            activation_type=quantization.QuantType.QUInt8,
+            weight_type=quantization.QuantType.QInt8,
+            calibrate_method=quantization.CalibrationMethod.MinMax,
+        )
+        if reader.count == 0:
+            raise ValueError("int8 calibration got no batches: pass calibration= images")
+        os.replace(partial, path)
+    finally:
+        root_logger.setLevel(level)
+        partial.unlink(missing_ok=True)
+    return path
+
+
+# --------------------------------------------------------------------------- the factory
+def build_runner(
+    model: nn.Module | str | os.PathLike,
+    backend: str = "eager",
+    *,
+    precision: str = "fp32",
+    channels_last: bool = False,
+    compile: bool = False,
+    calibration: Iterable[torch.Tensor] | None = None,
+    device: str | torch.device = "cpu",
+    threads: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> Runner:
+    """A :class:`Runner` of ``model`` on ``backend`` (one of :data:`BACKENDS`).
+
+    Args:
+        model: a PyTorch FCN; for ``"onnxruntime"`` also an exported ``.onnx`` file.
+        precision: ``"fp32"`` (faithful), ``"bf16"``/``"fp16"`` (eager autocast), ``"int8"``
+            (ONNX Runtime static quantization, needs ``calibration``), or ``"auto"``
+            (:func:`default_precision` of ``device``).
+        channels_last, compile: eager only (NHWC memory format; ``torch.compile`` per size).
+        calibration: normalised ``N x C x H x W`` batches of *training* images, int8 only.
+        device: where the scores are returned (and, for eager, where the model runs).
+        threads: intra-op threads (ONNX Runtime; eager sets ``torch.set_num_threads``).
+        cache_dir: where exported ONNX files are kept (default :func:`onnx_cache_dir`).
+    """
+    device = torch.device(device)
+    if precision == "auto":
+        precision = default_precision(device)
+    backend, precision = check_backend(backend, precision)
+    if backend == "eager":
+        if is_onnx_file(model) or not isinstance(model, nn.Module):
+            raise ValueError(
+                f"backend 'eager' runs a PyTorch model, got {model!r}: an .onnx file runs "
+                "with backend 'onnxruntime'"
+            )
+        if threads:
+            torch.set_num_threads(int(threads))
+        return EagerRunner(
+            model, precision=precision, channels_last=channels_last, compile=compile, device=device
+        )
+    if channels_last or compile:
+        raise ValueError(
+            "channels_last and compile are eager-backend options; ONNX Runtime chooses its "
+            "own layouts and fuses the graph itself"
+        )
+    cache = Path(cache_dir) if cache_dir is not None else onnx_cache_dir()
+    path = _onnx_path(model, cache)
+    if precision == "int8":
+        path = _int8_path(path, calibration, cache)
+    return OnnxRuntimeRunner(path, precision=precision, device=device, threads=threads)
+
+
+def _onnx_path(model: nn.Module | str | os.PathLike, cache: Path) -> Path:
+    if isinstance(model, nn.Module):
+        return exported_onnx(model, cache)
+    path = Path(model)
+    if not is_onnx_file(path):
+        raise ValueError(f"{path}: backend 'onnxruntime' expects a model or an .onnx file")
+    if not path.is_file():
+        raise FileNotFoundError(f"ONNX file {path} does not exist")
+    return path
+
+
+def _int8_path(fp32: Path, calibration: Iterable[torch.Tensor] | None, cache: Path) -> Path:
+    """A quantized copy of ``fp32`` in ``cache`` (calibrated on ``calibration``, every time:
+    the calibration data is not part of any cache key)."""
+    if calibration is None:
+        raise ValueError(
+            "precision 'int8' needs calibration= (normalised batches of training images: "
+            "the activation ranges are measured on them)"
+        )
+    return quantize_int8(fp32, calibration, cache / f"{fp32.stem}-int8-{os.getpid()}.onnx")

@@ -4,7 +4,8 @@
 - :func:`plot_metric_vs_time`: several runs' validation metric against wall-clock training
   time and against the step (loss sampling, Sec. 4.3);
 - :func:`plot_confusion`: a row-normalised confusion matrix (rows: truth);
-- :func:`plot_per_class`: per-class IU as bars (the paper's per-class tables, Sec. 5);
+- :func:`plot_per_class`: per-class IU as bars (the paper's per-class tables, Sec. 5), with
+  the boundary F-score and IU by object size as grouped bars (:func:`boundary_and_size_series`);
 - :func:`prediction_grid` (a tensor, for TensorBoard) and :func:`plot_overlays` (a PNG):
   image | truth | prediction for a few samples (:class:`SamplePrediction`, made by
   :func:`fcnkit.engine.evaluate.predict_samples`).
@@ -186,34 +187,61 @@ def plot_per_class(
     excluded: Sequence[int | str] = (),
     palette: Palette | None = None,
     ylabel: str = "IU (%)",
+    more: Mapping[str, Sequence[float | None]] | None = None,
 ) -> Path:
     """Per-class values (fractions, e.g. ``per_class_iu``) as bars in percent.
 
     A class without a value (``None``/NaN: absent from labels and predictions) gets no bar
-    and an ``n/a`` mark; excluded classes (by index or name) are hatched.
+    and an ``n/a`` mark; excluded classes (by index or name) are hatched. ``more`` (legend
+    label -> per-class values, e.g. :func:`boundary_and_size_series`): grouped bars, each
+    class's ``values`` first (then in one colour, not the palette's), a missing value no bar.
     """
     plt = _pyplot()
     n = len(names)
-    heights = [100 * v if v is not None and _number(v) else 0.0 for v in values]
+    heights = _percent(values)
     left_out = {names[e] if isinstance(e, int) else e for e in excluded}
     colours = [
         tuple(c / 255 for c in palette[i]) if palette and i < len(palette) else "C0"
         for i in range(n)
     ]
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.32 * n + 2.0), 3.6))
-    bars = ax.bar(range(n), heights, color=colours, edgecolor="black", linewidth=0.4)
+    more = dict(more or {})
+    width = 0.8 / (1 + len(more))
+    fig, ax = plt.subplots(figsize=(max(5.0, n * (0.32 + 0.16 * len(more)) + 2.0), 3.6))
+    xs = np.arange(n) - (0.8 - width) / 2 if more else np.arange(n)
+    bars = ax.bar(
+        xs, heights, width=width if more else 0.8, color="C0" if more else colours,
+        edgecolor="black", linewidth=0.4, label=ylabel.replace(" (%)", ""),
+    )  # fmt: skip
+    for k, (label, series) in enumerate(more.items(), start=1):
+        ax.bar(xs + k * width, _percent(series), width=width, color=f"C{k}", label=label,
+               edgecolor="black", linewidth=0.4)  # fmt: skip
     for i, (bar, value) in enumerate(zip(bars, values, strict=True)):
         if names[i] in left_out:
             bar.set_hatch("//")
         if value is None or not _number(value):
-            ax.text(i, 1, "n/a", ha="center", va="bottom", fontsize=7, rotation=90)
+            ax.text(xs[i], 1, "n/a", ha="center", va="bottom", fontsize=7, rotation=90)
     ax.set_xticks(range(n), names, rotation=70, ha="right", fontsize=8)
     ax.set_ylim(0, 100)
-    ax.set_ylabel(ylabel)
+    ax.set_ylabel(ylabel if not more else "percent")
     ax.grid(axis="y", alpha=0.3)
     ax.set_title(title or "per-class IU")
+    if more:
+        ax.legend(fontsize=7, ncol=len(more) + 1, loc="upper right")
     fig.tight_layout()
     return _save(fig, path, dpi=100)
+
+
+def _percent(values: Sequence[float | None]) -> list[float]:
+    return [100 * v if v is not None and _number(v) else 0.0 for v in values]
+
+
+def boundary_and_size_series(metrics: Mapping[str, Any]) -> dict[str, list[float]]:
+    """Legend label -> per-class values of the boundary F-score and the IU by object size in
+    a head's ``metrics`` (those present), for :func:`plot_per_class`'s ``more``."""
+    from fcnkit.metrics import boundary_and_size_columns
+
+    labels = {"BF": "boundary F", "IU-S": "IU small", "IU-M": "IU medium", "IU-L": "IU large"}
+    return {labels[k]: v for k, v in boundary_and_size_columns(metrics).items()}
 
 
 def color_labels(label: np.ndarray, palette: Palette | None) -> np.ndarray:

@@ -2,9 +2,14 @@
 
     fcnkit eval RUN_OR_WEIGHTS --dataset NAME [--root DIR] --split S [--option k=v ...]
                 [--out DIR] [--device D] [--batch-size N] [--sliding-window TILE] [--tta]
+                [--boundary-tolerance TOL] [--no-boundary-f] [--no-size-iu]
+                [--backend B] [--precision P] [--channels-last] [--compile] [--threads N]
+                [--calibration SPLIT [--calibration-limit N]]
 
-Prints a per-class table and pixel accuracy, mean accuracy, mean IU and frequency-weighted IU;
-writes ``metrics.json``, a row-normalised confusion-matrix PNG and per-class IU bars into
+Prints a per-class table and pixel accuracy, mean accuracy, mean IU and frequency-weighted IU,
+and beyond them the boundary F-score and IU by object size (:class:`fcnkit.metrics.BoundaryFScore`,
+:class:`fcnkit.metrics.SizeIU`; ``--boundary-tolerance``, ``--no-boundary-f``, ``--no-size-iu``);
+writes ``metrics.json``, a row-normalised confusion-matrix PNG and per-class bars into
 ``--out`` (default: ``<run dir>/eval-<dataset>-<split>/``). Scored as validation during
 training scores (:func:`fcnkit.engine.evaluate.evaluate_model` with the dataset's class
 names, exclusions and ``ignore_index``). Runs on 1..N processes (``torchrun ... -m fcnkit
@@ -57,8 +62,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="a sample that cannot be read: stop with its file named (default), or skip it, "
         "score the others and list the skipped files at the end and in metrics.json",
     )
+    add_extra_metric_arguments(p)
     add_model_arguments(p)
+    add_backend_arguments(p, "int8: the split of the dataset to calibrate on, e.g. train")
     p.set_defaults(func=run_eval, out_kind="folder")  # --out checked by fcnkit.cli.main
+
+
+def add_extra_metric_arguments(p: argparse.ArgumentParser) -> None:
+    """``--boundary-tolerance``, ``--no-boundary-f``, ``--no-size-iu``: the metrics beyond the
+    paper's four (:class:`fcnkit.engine.evaluate.ExtraMetrics`)."""
+    p.add_argument(
+        "--boundary-tolerance",
+        default="0.75%",
+        metavar="TOL",
+        help="boundary F-score: distance within which a predicted boundary pixel matches a "
+        "true one, in pixels (2) or percent of the image diagonal (default 0.75%%)",
+    )
+    p.add_argument("--no-boundary-f", action="store_true", help="skip the boundary F-score")
+    p.add_argument(
+        "--no-size-iu", action="store_true", help="skip IU by object size (small/medium/large)"
+    )
+
+
+def extra_metrics(args: argparse.Namespace) -> Any:
+    """The :class:`~fcnkit.engine.evaluate.ExtraMetrics` the options ask for (``None``: none)."""
+    from fcnkit.engine.evaluate import ExtraMetrics
+    from fcnkit.metrics import boundary_tolerance_px
+
+    if args.no_boundary_f and args.no_size_iu:
+        return None
+    try:
+        boundary_tolerance_px(args.boundary_tolerance, 1, 1)
+    except ValueError as err:
+        raise CLIError(f"--boundary-tolerance: {err}") from None
+    tolerance = None if args.no_boundary_f else args.boundary_tolerance
+    return ExtraMetrics(boundary_tolerance=tolerance, size_iu=not args.no_size_iu)
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
@@ -82,6 +120,90 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="option of that model, e.g. modality=rgb+hha (repeatable)",
     )
+
+
+def add_backend_arguments(p: argparse.ArgumentParser, calibration: str) -> None:
+    """``--backend``, ``--precision``, ``--channels-last``, ``--compile``, ``--threads`` and
+    the int8 calibration options (:func:`fcnkit.backends.build_runner`; docs/speed.md).
+    ``calibration``: the help of the option naming the calibration images."""
+    from fcnkit.backends import BACKENDS, PRECISIONS
+
+    g = p.add_argument_group("speed (docs/speed.md)")
+    g.add_argument(
+        "--backend",
+        default=None,
+        help=f"{' or '.join(BACKENDS)} (default: eager; onnxruntime for an .onnx file)",
+    )
+    g.add_argument(
+        "--precision",
+        default="fp32",
+        help=f"{', '.join(PRECISIONS)} or auto (default fp32, the faithful one; int8 needs "
+        "--backend onnxruntime and calibration images; auto: bf16 only where it is fast)",
+    )
+    g.add_argument("--channels-last", action="store_true", help="eager: NHWC memory format")
+    g.add_argument("--compile", action="store_true", help="eager: torch.compile per input size")
+    g.add_argument("--threads", type=int, default=None, help="intra-op threads")
+    g.add_argument("--calibration", default=None, metavar="SOURCE", help=calibration)
+    g.add_argument(
+        "--calibration-limit",
+        type=int,
+        default=100,
+        metavar="N",
+        help="int8: calibrate on N images spread over the calibration set (default 100)",
+    )
+
+
+def backend_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`fcnkit.inference.Segmenter` / ``build_runner`` keywords of the options
+    (without ``calibration``); bad names as :class:`CLIError`."""
+    from fcnkit.backends import check_backend
+
+    backend = args.backend
+    try:
+        if args.precision != "auto":
+            check_backend(backend or "eager", args.precision)
+        elif backend is not None:
+            check_backend(backend)
+    except ValueError as err:
+        raise CLIError(f"--backend/--precision: {err}") from None
+    if args.precision == "int8" and not args.calibration:
+        raise CLIError("--precision int8 needs --calibration (training images to measure on)")
+    return {
+        "backend": backend,
+        "precision": args.precision,
+        "channels_last": args.channels_last,
+        "compile": args.compile,
+        "threads": args.threads,
+    }
+
+
+def fast_model(args: argparse.Namespace, model: Any, device: Any) -> Any:
+    """``model`` run as the speed options say (a :class:`fcnkit.backends.RunnerModule`), or
+    ``model`` itself for the faithful eager fp32; int8 calibrates on ``--calibration``
+    (a split of the evaluated dataset, e.g. ``train``; never the split evaluated)."""
+    from fcnkit.backends import RunnerModule, build_runner, calibration_batches
+
+    options = backend_options(args)
+    if (options["backend"] or "eager", args.precision, args.channels_last, args.compile) == (
+        "eager", "fp32", False, False):  # fmt: skip
+        return model
+    calibration = None
+    if args.precision == "int8":
+        if args.calibration == args.split:
+            raise CLIError(f"--calibration {args.calibration}: calibrate on another split "
+                           "than the one evaluated (e.g. train)")  # fmt: skip
+        raw = open_dataset(argparse.Namespace(**{**vars(args), "split": args.calibration,
+                                                 "limit": None}))  # fmt: skip
+        step = max(1, len(raw) // max(1, args.calibration_limit))
+        images = (raw[i]["image"] for i in range(0, len(raw), step))
+        calibration = calibration_batches(images, model.preprocessing, args.calibration_limit)
+    options["backend"] = options["backend"] or "eager"
+    try:
+        runner = build_runner(model, **options, calibration=calibration, device=device)
+    except (ValueError, FileNotFoundError) as err:
+        raise CLIError(str(err)) from None
+    print(f"backend: {runner.name}", file=sys.stderr)
+    return RunnerModule(runner, like=model)
 
 
 def load_cli_model(args: argparse.Namespace, device: Any) -> tuple[Any, dict[str, Any]]:
@@ -154,6 +276,7 @@ def run_eval(args: argparse.Namespace) -> int:
         make_eval_loader,
     )
 
+    extra = extra_metrics(args)
     if args.out:
         out = check_out_folder(args.out)
     else:  # before evaluating: a file where the default folder goes stops the run now
@@ -161,6 +284,7 @@ def run_eval(args: argparse.Namespace) -> int:
     info = distributed.setup(str(resolve_cli_device(args.device)))  # torchrun: its process group
     try:
         model, meta = load_cli_model(args, info.device)
+        model = fast_model(args, model, info.device)
         raw = open_dataset(args)
         loader = make_eval_loader(
             raw,
@@ -179,6 +303,7 @@ def run_eval(args: argparse.Namespace) -> int:
             sliding_window=args.sliding_window,
             flip=args.tta,
             on_bad_sample=args.on_bad_sample,
+            extra=extra,
         )
     except BadSampleError as err:
         hint = "" if args.on_bad_sample == "skip" else " (--on-bad-sample skip scores the others)"
@@ -211,7 +336,7 @@ def write_results(
     from fcnkit import plots
     from fcnkit.cli.data import parse_options
     from fcnkit.engine.rundir import write_json
-    from fcnkit.metrics import format_metrics
+    from fcnkit.metrics import format_boundary_and_size, format_metrics
 
     if out is None:
         default = default_out_dir(args.weights, args.dataset, args.split)
@@ -234,6 +359,7 @@ def write_results(
             bars[head] = plots.plot_per_class(
                 names, m["per_class_iu"], out / f"per-class-iu{suffix}.png",
                 title=f"{what}per-class IU)", excluded=result.excluded(head),
+                more=plots.boundary_and_size_series(m),
             )  # fmt: skip
     record = {
         "weights": str(meta.get("path", args.weights)),
@@ -254,5 +380,7 @@ def write_results(
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "metrics.json", record)
     print(format_metrics(result.metrics))
+    if more := format_boundary_and_size(result.metrics):
+        print(more)
     pngs = ", ".join(p.name for p in [*confusion.values(), *bars.values()])
     print(f"wrote {out / 'metrics.json'} and {pngs}")

@@ -5,6 +5,7 @@ The exact 2-rank evaluation runs in ``test_ddp.py`` (one 2-process launch for ev
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -15,6 +16,7 @@ from fcnkit.data import build_transforms, collate_pad, create_dataset
 from fcnkit.engine.distributed import ShardSampler
 from fcnkit.engine.evaluate import (
     MAIN,
+    ExtraMetrics,
     Scoring,
     dataset_scoring,
     evaluate,
@@ -228,3 +230,62 @@ def synthetic_samples() -> list[dict]:
     dataset = create_dataset("synthetic", split="val", num_samples=5, size=32)
     transform = build_transforms(False, "caffe-voc")
     return [transform(dataset[i]) for i in range(len(dataset))]
+
+
+# ------------------------------------------------------------ boundary F and IU by object size
+def manual_extras(model: nn.Module, data: Samples, extra: ExtraMetrics, head: str = "sem"):
+    """The accumulators fed image by image with the model's argmax (an independent loop)."""
+    n = 3 if head == "geo" else 7
+    accumulators = extra.accumulators(n, 255, None)
+    model.eval()
+    with torch.no_grad():
+        for i in range(len(data)):
+            out = model(model.preprocessing.normalize(data.images[i : i + 1]))
+            out = out[head] if isinstance(out, dict) else out
+            truth = (data.geo if head == "geo" else data.labels)[i]
+            for accumulator in accumulators:
+                accumulator.update(out[0].argmax(0), truth)
+    return accumulators
+
+
+def test_extra_metrics_per_head_equal_a_manual_loop() -> None:
+    torch.manual_seed(0)
+    model, data = TinyNet(two_heads=True), Samples(two_heads=True)
+    extra = ExtraMetrics(boundary_tolerance=1.5)
+    loader = DataLoader(data, batch_size=2, collate_fn=collate_pad)
+    result = evaluate_model(model, loader, extra=extra)
+    for head in ("sem", "geo"):
+        manual = manual_extras(model, data, extra, head)
+        want = {k: v for accumulator in manual for k, v in accumulator.compute().items()}
+        got = result.head_metrics(head)
+        assert [a.counts.tolist() for a in result.extras[head]] == [
+            a.counts.tolist() for a in manual
+        ]
+        assert got["boundary_f"] == pytest.approx(want["boundary_f"], nan_ok=True)
+        for bucket in ("small", "medium", "large"):
+            np.testing.assert_allclose(
+                got["per_class_size_iu"][bucket], want["per_class_size_iu"][bucket], equal_nan=True
+            )
+    assert "BF" in result.table() and "IU-L" in result.table("geo")
+    assert "boundary F" in result.table() and "tolerance 1.5 px" in result.table()
+    # Off by default (validation during training): none of the keys, the table as before.
+    plain = evaluate_model(model, loader)
+    assert "boundary_f" not in plain.metrics and "size_iu" not in plain.metrics
+    assert plain.extras == {} and "BF" not in plain.table()
+    only_sizes = evaluate(model, loader, extra=ExtraMetrics(boundary_tolerance=None))
+    assert "size_iu" in only_sizes and "boundary_f" not in only_sizes
+
+
+def test_extra_metrics_of_two_shards_merge_to_one_pass() -> None:
+    # What all_reduce sums on 2 ranks: the shards' counts, added (DistributedSampler padding
+    # left out as for the confusion matrix).
+    model, data = TinyNet(), Samples(5)
+    extra = ExtraMetrics()
+    whole = evaluate_model(model, DataLoader(data, collate_fn=collate_pad), extra=extra)
+    shards = []
+    for rank in range(2):
+        sampler = DistributedSampler(data, num_replicas=2, rank=rank, shuffle=True)
+        loader = DataLoader(data, batch_size=1, sampler=sampler, collate_fn=collate_pad)
+        shards.append(evaluate_model(model, loader, extra=extra).extras["main"])
+    for one, (first, second) in zip(whole.extras["main"], zip(*shards, strict=True), strict=True):
+        assert np.array_equal(first.merge(second).counts, one.counts)

@@ -117,6 +117,34 @@ def test_plot_per_class_marks_missing_and_excluded(tmp_path: Path) -> None:
     assert Image.open(path).size[0] > 200
 
 
+def test_plot_per_class_groups_boundary_f_and_size_iu(tmp_path: Path, monkeypatch) -> None:
+    drawn = {}
+
+    def keep(fig, path, dpi):  # look at the figure instead of the PNG
+        drawn["fig"] = fig
+        return Path(path)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    metrics = {
+        "per_class_boundary_f": [0.5, math.nan, 0.25],
+        "per_class_size_iu": {"small": [None, 0.1, 0.2], "medium": [0.3] * 3, "large": [1.0] * 3},
+    }
+    more = plots.boundary_and_size_series(metrics)
+    assert list(more) == ["boundary F", "IU small", "IU medium", "IU large"]
+    plots.plot_per_class(["a", "b", "c"], [0.9, 0.8, None], tmp_path / "g.png", more=more)
+    ax = drawn["fig"].axes[0]
+    bars = ax.patches
+    assert len(bars) == 3 * 5  # IU and 4 more per class
+    heights = np.array([b.get_height() for b in bars]).reshape(5, 3)  # series x class
+    np.testing.assert_allclose(heights[0], [90, 80, 0])  # no bar for a missing value
+    np.testing.assert_allclose(heights[1], [50, 0, 25])
+    np.testing.assert_allclose(heights[2], [0, 10, 20])
+    centres = np.array([b.get_x() + b.get_width() / 2 for b in bars]).reshape(5, 3)
+    np.testing.assert_allclose(centres.mean(0), [0, 1, 2])  # each group around its class tick
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["IU", *more]
+    assert plots.boundary_and_size_series({"per_class_iu": [0.5]}) == {}
+
+
 def test_prediction_grid_rows_are_image_truth_prediction() -> None:
     grid = plots.prediction_grid(samples(), PALETTE)
     assert grid.dtype == torch.uint8 and grid.shape == (3, 4 + 3, 3 * 6)

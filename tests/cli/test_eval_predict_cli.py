@@ -17,7 +17,7 @@ from fcnkit.cli import main
 from fcnkit.data import build_transforms, create_dataset, register_dataset
 from fcnkit.data.registry import unregister_dataset
 from fcnkit.inference import Segmenter
-from fcnkit.metrics import ConfusionMatrix
+from fcnkit.metrics import BoundaryFScore, ConfusionMatrix, SizeIU
 from fcnkit.models import create_model, register_model, unregister_model
 from fcnkit.weights import save_checkpoint
 
@@ -223,6 +223,44 @@ def test_eval_prints_table_and_writes_metrics_and_png(run_dir, capsys) -> None:
         main([*argv[:1], str(run_dir / "checkpoints/best.pt"), *argv[2:], "--out", str(other)]) == 0
     )
     assert json.loads((other / "metrics.json").read_text())["metrics"]["mean_iu"] == m["mean_iu"]
+
+
+def test_eval_boundary_f_and_size_iu_in_table_json_and_bars(run_dir, tmp_path, capsys) -> None:
+    argv = ["eval", str(run_dir), "--dataset", "synthetic", "--split", "val"]
+    argv += ["--option", "num_samples=2", "--option", "size=32", "--boundary-tolerance", "2"]
+    assert main([*argv, "--out", str(tmp_path / "all")]) == 0
+    printed = capsys.readouterr().out
+    m = json.loads((tmp_path / "all/metrics.json").read_text())["metrics"]
+    # Independent: the accumulators fed the checkpoint's predictions image by image.
+    model = create_model("test-cli-tiny")
+    model.load_state_dict(torch.load(run_dir / "checkpoints/best.pt")["model"])
+    data = create_dataset("synthetic", split="val", num_samples=2, size=32)
+    transform = build_transforms(False, model.preprocessing)
+    boundary, sizes = BoundaryFScore(7, tolerance=2), SizeIU(7)
+    with torch.no_grad():
+        for i in range(2):
+            sample = transform(data[i])
+            pred = model.eval()(sample["image"][None])[0].argmax(0)
+            boundary.update(pred, sample["label"])
+            sizes.update(pred, sample["label"])
+    assert m["boundary_f"] == pytest.approx(boundary.compute()["boundary_f"], nan_ok=True)
+    assert m["boundary_counts"] == boundary.compute()["boundary_counts"]
+    assert m["boundary_tolerance"] == "2" and m["size_thresholds"] == list(sizes.thresholds)
+    for bucket, value in sizes.compute()["size_iu"].items():
+        assert m["size_iu"][bucket] == pytest.approx(value, nan_ok=True)
+    for key in ("per_class_boundary_f", "per_class_boundary_precision", "per_class_size_iu"):
+        assert key in m
+    header = next(line for line in printed.splitlines() if line.startswith("class"))
+    assert header.split()[-4:] == ["BF", "IU-S", "IU-M", "IU-L"]
+    assert "boundary F" in printed and "tolerance 2 px" in printed and "IU by size" in printed
+    assert Image.open(tmp_path / "all/per-class-iu.png").size[0] > 200
+    # Turned off: the paper's four metrics alone, as before.
+    assert main([*argv, "--out", str(tmp_path / "none"), "--no-boundary-f", "--no-size-iu"]) == 0
+    assert "BF" not in capsys.readouterr().out
+    plain = json.loads((tmp_path / "none/metrics.json").read_text())["metrics"]
+    assert not {k for k in plain if "boundary" in k or "size" in k}
+    assert main([*argv, "--out", str(tmp_path / "bad"), "--boundary-tolerance", "two"]) == 2
+    assert "--boundary-tolerance" in capsys.readouterr().err
 
 
 def test_eval_reports_user_errors(run_dir, tmp_path, capsys) -> None:

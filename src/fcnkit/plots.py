@@ -44,7 +44,9 @@ class SamplePrediction:
 
 
 def _pyplot() -> Any:
-    import matplotlib
+    from fcnkit.extras import require
+
+    matplotlib = require("matplotlib", "Drawing figures")
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

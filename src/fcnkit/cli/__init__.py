@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from fcnkit import __version__
+from fcnkit.extras import MissingExtraError
 
 EXIT_UNEXPECTED, EXIT_REFUSED, EXIT_INTERRUPTED = 1, 2, 130
 DEBUG_ENV = "FCNKIT_DEBUG"
@@ -214,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _check_out(args)
         return int(args.func(args) or 0)
-    except CLIError as err:
+    except (CLIError, MissingExtraError) as err:
         if debug:
             _print_traceback(err)
         print(f"fcnkit: error: {without_worker_traceback(str(err))}", file=sys.stderr)

@@ -210,7 +210,7 @@ LAYERS = {
     "surgery": 2, "metrics": 2, "export": 2,
     "weights": 3, "backends": 3,
     "inference": 4,
-    "plots": 5, "analysis": 5,
+    "plots": 5, "analysis": 5, "heatmap": 5,
     "engine": 6,
     "demo": 7, "serve": 7, "bench": 7,
     "cli": 8, "__main__": 9,

@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 
 from fcnkit.cli import CLIError, main
-from fcnkit.cli.weights import class_heatmap, resolve_class
+from fcnkit.cli.weights import resolve_class
+from fcnkit.heatmap import class_heatmap
 from fcnkit.weights import imagenet_classes, list_weights, load_model
 
 
@@ -50,8 +51,9 @@ def test_weights_lists_entries_and_availability(empty_caches, capsys) -> None:
     assert rows["vgg16-hed-bsds500"] == "yes"
     assert rows["vgg16-imagenet1k-v1"] == "no" and rows["fcn8s-heavy-pascal"] == "no"
     assert str(empty_caches / "torch" / "hub" / "checkpoints" / "vgg16-397923af.pth") in out
-    n = len(list_weights())  # the two pip-packaged sets are here, the rest is not
-    assert f"2 of {n} available on this machine" in out
+    entries = list_weights()  # the pip-packaged sets installed here are found, the rest is not
+    here = sum(e.package is not None and e.available for e in entries)
+    assert here >= 2 and f"{here} of {len(entries)} available on this machine" in out
 
 
 def test_weights_now_available_after_placing_the_file(empty_caches, capsys) -> None:

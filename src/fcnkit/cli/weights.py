@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import argparse
 import difflib
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from fcnkit.cli import CLIError
+from fcnkit.heatmap import Heatmap, class_heatmap  # noqa: F401 (moved; kept one release)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -178,54 +176,6 @@ def resolve_class(query: str, classes: list[str]) -> int:
     close = difflib.get_close_matches(q, lowered, n=5, cutoff=0.6)
     hint = f"; did you mean {', '.join(repr(classes[lowered.index(c)]) for c in close)}?"
     raise CLIError(f"no ImageNet class named {query!r}" + (hint if close else ""))
-
-
-@dataclass
-class Heatmap:
-    """A class-probability map over an image (Fig. 2)."""
-
-    image: np.ndarray  # H x W x 3 uint8, as fed to the net
-    prob: np.ndarray  # h x w (stride 32) softmax probability of the class per cell
-    class_index: int
-    top5: list[tuple[str, float]]  # the classifier's prediction for the whole image
-
-
-def class_heatmap(image: np.ndarray, class_index: int | None = None, size: int = 448) -> Heatmap:
-    """The convolutionalized EfficientNet-Lite0 (packaged ImageNet weights) on ``image``.
-
-    The image's shorter side is resized to ``size``; the net's ``_fc`` applied as a 1x1
-    convolution at every stride-32 cell gives class scores, softmaxed per cell. The mean of
-    the score map equals the classifier's logits: ``top5`` is the whole-image prediction.
-    """
-    from fcnkit.preprocessing import get_preprocessing
-    from fcnkit.surgery import convolutionalize
-    from fcnkit.weights import efficientnet_lite0_imagenet, imagenet_classes
-
-    if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=2)
-    x = torch.from_numpy(np.array(image[..., :3])).permute(2, 0, 1)[None].float()
-    h, w = x.shape[-2:]
-    scale = size / min(h, w)
-    x = F.interpolate(
-        x, size=(max(1, round(h * scale)), max(1, round(w * scale))), mode="bilinear",
-        antialias=True, align_corners=False,
-    )  # fmt: skip
-    resized = x[0].permute(1, 2, 0).clamp(0, 255).round().to(torch.uint8).numpy()
-    # Sec. 3.1, Fig. 2: _fc as a 1x1 convolution before the (dropped) global pooling
-    net = convolutionalize(efficientnet_lite0_imagenet(), global_pool="none").eval()
-    with torch.no_grad():
-        scores = net(get_preprocessing("tf-efficientnet-lite").normalize(x))[0]
-    probs = scores.mean((1, 2)).softmax(0)
-    classes = imagenet_classes()
-    top = probs.topk(5)
-    if class_index is None:
-        class_index = int(top.indices[0])
-    return Heatmap(
-        image=resized,
-        prob=scores.softmax(0)[class_index].numpy(),
-        class_index=class_index,
-        top5=[(classes[i], float(p)) for p, i in zip(top.values, top.indices, strict=True)],
-    )
 
 
 def draw_heatmap(result: Heatmap, out: Path, title: str) -> Path:

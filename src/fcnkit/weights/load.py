@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fcnkit.models.efficientnet import EfficientNetLite0
+from fcnkit.models.efficientnet import EfficientNetLite
 from fcnkit.preprocessing import Preprocessing, get_preprocessing
 from fcnkit.weights.caffe import _trunk_suffixes, load_caffemodel
 from fcnkit.weights.checkpoint import is_checkpoint, torch_load_error
@@ -129,17 +129,19 @@ def _torch_load(path: Path) -> Any:
         raise ValueError(torch_load_error(path, err, "a state dict of tensors")) from err
 
 
-# ----- EfficientNet-Lite0 (pip package file) ----------------------------------------------
+# ----- EfficientNet-Lite0/1/2 (pip package files) -----------------------------------------
 
 
 def _load_efficientnet(model: nn.Module, path: Path, entry: WeightEntry | None) -> LoadReport:
-    """Load the ``efficientnet_pytorch``-layout state dict into every EfficientNet-Lite0 in
+    """Load the ``efficientnet_pytorch``-layout state dict into every EfficientNet-Lite in
     ``model``: strictly, classifier ``_fc`` included where the module keeps a 1000-class one."""
-    nets = [(n, m) for n, m in model.named_modules() if isinstance(m, EfficientNetLite0)]
+    nets = [(n, m) for n, m in model.named_modules() if isinstance(m, EfficientNetLite)]
     if not nets:
+        variant = entry.name.removeprefix("efficientnet_").split("-")[0] if entry else "lite"
+        net = f"EfficientNet-{variant.capitalize()}"
         raise ValueError(
-            f"{path}: EfficientNet-Lite0 weights need a model with an EfficientNet-Lite0 "
-            f"backbone (fcn*-efficientnet_lite0), not {getattr(model, 'model_name', model)}"
+            f"{path}: {net} weights need a model with an {net} backbone "
+            f"(fcn*-efficientnet_{variant}), not {getattr(model, 'model_name', model)}"
         )
     state = _torch_load(path)
     return _load_efficientnet_state(model, nets, state, str(path))
@@ -160,7 +162,8 @@ def _load_efficientnet_state(
         wrong = [k for k in own if k in wanted and wanted[k].shape != own[k].shape]
         if missing or unexpected or wrong:
             raise ValueError(
-                f"{source} does not fit EfficientNet-Lite0 ({prefix or 'model'}): missing "
+                f"{source} does not fit EfficientNet-{net.variant.capitalize()} "
+                f"({prefix or 'model'}): missing "
                 f"{missing[:5]}, unexpected {unexpected[:5]}, wrong shapes {wrong[:5]}"
             )
         net.load_state_dict(wanted, strict=True)
@@ -451,7 +454,7 @@ def _load_torch_file(model: nn.Module, path: Path) -> LoadReport:
             raise ValueError(f"{path}: state dict does not fit the model: {err}") from err
         return LoadReport(str(path), loaded=list(obj))
     if "_conv_stem.weight" in obj:
-        nets = [(n, m) for n, m in model.named_modules() if isinstance(m, EfficientNetLite0)]
+        nets = [(n, m) for n, m in model.named_modules() if isinstance(m, EfficientNetLite)]
         if nets:
             report = _load_efficientnet_state(model, nets, obj, str(path))
             model.preprocessing = get_preprocessing("tf-efficientnet-lite")

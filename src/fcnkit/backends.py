@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import json
 import logging
 import os
 import tempfile
@@ -230,10 +229,13 @@ class OnnxRuntimeRunner(Runner):
         self.session = ort.InferenceSession(str(path), options, providers=providers)
         self.input_name = self.session.get_inputs()[0].name
         self.output_heads = [_head_of(o.name) for o in self.session.get_outputs()]
-        meta = self.session.get_modelmeta().custom_metadata_map
-        self.metadata: dict[str, str] = dict(meta)
-        self.model_name = meta.get("model_name", "") or path.stem
-        self.preprocessing = json.loads(meta["preprocessing"]) if "preprocessing" in meta else None
+        from fcnkit.export import read_metadata
+
+        self.metadata: dict[str, Any] = read_metadata(
+            dict(self.session.get_modelmeta().custom_metadata_map)
+        )
+        self.model_name = self.metadata["model_name"] or path.stem
+        self.preprocessing = self.metadata.get("preprocessing")
         channels = self.session.get_inputs()[0].shape[1]
         self.input_channels = channels if isinstance(channels, int) else None
         self.name = f"onnxruntime-{precision}"
@@ -245,6 +247,37 @@ class OnnxRuntimeRunner(Runner):
             head: torch.from_numpy(np.ascontiguousarray(o)).to(self.device)
             for head, o in zip(self.output_heads, outputs, strict=True)
         }
+
+
+class RunnerModule(nn.Module):
+    """A runner as an ``nn.Module`` (no parameters), for code written against modules
+    (``fcnkit.engine.evaluate``): ``forward`` is the runner; ``preprocessing``,
+    ``num_classes``, ``model_name`` and ``input_channels`` are copied from ``like``."""
+
+    def __init__(self, runner: Runner, like: nn.Module | None = None) -> None:
+        super().__init__()
+        self.runner = runner
+        for key in ("preprocessing", "num_classes", "model_name", "input_channels"):
+            value = getattr(like, key, None) if like is not None else getattr(runner, key, None)
+            if value is not None:
+                setattr(self, key, value)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.runner(x)
+
+
+def calibration_batches(
+    images: Iterable[torch.Tensor], preprocessing: Any, limit: int | None = None
+) -> Iterator[torch.Tensor]:
+    """Normalised ``1 x C x H x W`` batches of ``uint8 C x H x W`` images (``preprocessing``:
+    a :class:`fcnkit.preprocessing.Preprocessing`, preset name or dict), the first ``limit``."""
+    from fcnkit.preprocessing import get_preprocessing
+
+    normalize = get_preprocessing(preprocessing).normalize
+    for i, image in enumerate(images):
+        if limit is not None and i >= limit:
+            return
+        yield normalize(image[None])
 
 
 def _head_of(output_name: str) -> str:
@@ -316,6 +349,25 @@ def _temp_path(path: Path) -> Path:
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=path.stem + ".", suffix=".partial")
     os.close(fd)
     return Path(name)
+
+
+def onnx_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """What an exported file says of its model (:func:`fcnkit.export.read_metadata`:
+    ``model_name``, ``preprocessing``, class names and colours) plus ``input_channels``."""
+    from fcnkit.export import read_metadata
+    from fcnkit.extras import require
+
+    onnx = require("onnx", "reading an ONNX file")
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ONNX file {path} does not exist")
+    proto = onnx.load(str(path), load_external_data=False)
+    meta = read_metadata({p.key: p.value for p in proto.metadata_props})
+    meta["model_name"] = meta["model_name"] or path.stem
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    if len(dims) == 4 and dims[1].HasField("dim_value"):
+        meta["input_channels"] = int(dims[1].dim_value)
+    return meta
 
 
 # --------------------------------------------------------------------------- int8

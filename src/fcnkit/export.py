@@ -73,6 +73,7 @@ def export_onnx(
     atol: float = 1e-4,
     rtol: float = 1e-4,
     dynamo: bool = False,
+    metadata: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Export ``model`` (eval mode, CPU) to ONNX with dynamic batch, height and width.
 
@@ -80,7 +81,10 @@ def export_onnx(
     model (``model.preprocessing`` is stored in the file's metadata). Outputs are the scores,
     one per head (``scores`` or ``scores_<head>``). By default uses the TorchScript-based
     exporter, which handles every fcnkit model's crops and transposed convolutions with
-    symbolic sizes and is fast; ``dynamo=True`` uses ``torch.export`` instead. With
+    symbolic sizes and is fast; ``dynamo=True`` uses ``torch.export`` instead. The label
+    metadata of ``metadata`` (a checkpoint's ``classes``, ``palette``, ``targets``,
+    ``palettes``) is stored too, as JSON (:data:`LABEL_METADATA`, read by
+    :func:`read_metadata`). With
     ``check`` the file is run with onnxruntime at ``check_sizes``; a max abs difference
     above ``atol + rtol * max|scores|`` raises.
     Returns ``{"path", "max_abs_diff", "outputs", "opset"}``. ``model`` is moved to the CPU
@@ -100,6 +104,7 @@ def export_onnx(
             check_sizes=check_sizes,
             tolerance=(atol, rtol),
             dynamo=dynamo,
+            metadata=metadata,
         )
 
 
@@ -114,6 +119,7 @@ def _export_eval(
     check_sizes: Sequence[tuple[int, int]],
     tolerance: tuple[float, float],
     dynamo: bool,
+    metadata: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """:func:`export_onnx` for a model already in eval mode on the CPU."""
     channels = in_channels or _in_channels(model)
@@ -140,7 +146,7 @@ def _export_eval(
             dynamo=dynamo,
             **dynamic_kwargs,
         )
-    _add_metadata(path, model)
+    _add_metadata(path, model, metadata or {})
     result: dict[str, Any] = {"path": str(path), "outputs": names, "opset": opset}
     if check:
         atol, rtol = tolerance
@@ -162,20 +168,52 @@ def _in_channels(model: nn.Module) -> int:
     return 3
 
 
-def _add_metadata(path: Path, model: nn.Module) -> None:
-    onnx = require("onnx", "ONNX export")
+#: checkpoint metadata stored in the ONNX file (JSON values), for predicting from the file alone
+LABEL_METADATA: tuple[str, ...] = ("classes", "palette", "targets", "palettes")
+
+
+def _add_metadata(path: Path, model: nn.Module, metadata: dict[str, Any]) -> None:
+    import json
+
+    import onnx
 
     proto = onnx.load(str(path))
     meta = {"producer": "fcnkit", "model_name": str(getattr(model, "model_name", ""))}
     preprocessing = getattr(model, "preprocessing", None)
     if preprocessing is not None:
-        import json
-
         meta["preprocessing"] = json.dumps(preprocessing.to_dict())
+    options = getattr(model, "model_options", None)
+    if isinstance(options, dict):
+        meta["model_options"] = json.dumps(options, default=str)
+    for key in LABEL_METADATA:
+        if metadata.get(key):
+            meta[key] = json.dumps(_plain(metadata[key]))
     for key, value in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.save(proto, str(path))
+
+
+def _plain(value: Any) -> Any:
+    """Tuples -> lists (JSON), recursively."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def read_metadata(metadata_props: dict[str, str]) -> dict[str, Any]:
+    """The fcnkit metadata of an exported file (``{key: value}`` as ONNX Runtime's
+    ``custom_metadata_map`` gives it): ``model_name``, ``preprocessing`` (a dict) and the
+    label metadata (:data:`LABEL_METADATA`) decoded from JSON."""
+    import json
+
+    out: dict[str, Any] = {"model_name": metadata_props.get("model_name", "")}
+    for key in ("preprocessing", "model_options", *LABEL_METADATA):
+        if key in metadata_props:
+            out[key] = json.loads(metadata_props[key])
+    return out
 
 
 def check_onnx(

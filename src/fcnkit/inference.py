@@ -578,6 +578,12 @@ class Segmenter:
             spelling of ``model_name=``, kept for one release).
         meta: with an ``nn.Module``, its checkpoint metadata (``classes``, ``palette``,
             ``targets``, ``palettes``), as returned by ``load_any``/``load_model``.
+        backend, precision, channels_last, compile, calibration, threads: how the model
+            runs (:func:`fcnkit.backends.build_runner`; speed and accuracy of each in
+            ``docs/speed.md``). The default (eager fp32) is the model's own maths. An
+            exported ``.onnx`` file as ``weights_or_model`` runs with ONNX Runtime; its
+            metadata gives the preprocessing, class names and palette. The fast backends do
+            not serve ``shift_and_stitch``, which needs the model's coarse scores.
 
     Images have the model's ``input_channels`` (3 for RGB models; 4 for RGB-D, 6 for
     RGB + HHA, given as stacked arrays or tensors); anything else raises ``ValueError``.
@@ -603,10 +609,21 @@ class Segmenter:
         model_options: dict[str, Any] | None = None,
         meta: dict[str, Any] | None = None,
         model: str | None = None,
+        backend: str | None = None,
+        precision: str = "fp32",
+        channels_last: bool = False,
+        compile: bool = False,
+        calibration: Iterable[torch.Tensor] | None = None,
+        threads: int | None = None,
     ) -> None:
+        from fcnkit.backends import is_onnx_file, onnx_metadata
+
         self.device = torch.device(device)
         model_name = model_name or model  # ``model=``: the older spelling, one more release
-        if isinstance(weights_or_model, nn.Module):
+        onnx_file = is_onnx_file(weights_or_model)
+        if onnx_file:
+            net, meta = None, {**onnx_metadata(weights_or_model), **(meta or {})}
+        elif isinstance(weights_or_model, nn.Module):
             net, meta = weights_or_model, dict(meta or {})
         else:
             from fcnkit.weights import load_any
@@ -618,10 +635,10 @@ class Segmenter:
                 model_options=model_options,
                 map_location=self.device,
             )
-        self.model = net.to(self.device).eval()
+        self.model: nn.Module | None = net.to(self.device).eval() if net is not None else None
         self.meta: dict[str, Any] = meta
         if preprocessing is None:
-            preprocessing = getattr(net, "preprocessing", None)
+            preprocessing = getattr(net, "preprocessing", None) or meta.get("preprocessing")
         if preprocessing is None:
             raise ValueError("the model records no preprocessing; pass preprocessing=")
         self.preprocessing = get_preprocessing(preprocessing)
@@ -629,7 +646,7 @@ class Segmenter:
         self.palette = [tuple(c) for c in (palette or meta.get("palette") or [])] or None
         self.targets: dict[str, list[str]] = dict(meta.get("targets") or {})
         self.palettes: dict[str, list] = dict(meta.get("palettes") or {})
-        channels = getattr(net, "input_channels", None)
+        channels = getattr(net, "input_channels", None) or meta.get("input_channels")
         self.input_channels: int | None = channels if isinstance(channels, int) else None
         self.batch_size = max(1, int(batch_size))
         self.tta = tta
@@ -638,10 +655,44 @@ class Segmenter:
         self.sliding_window = sliding_window
         self.max_pixels = max_pixels
         self.max_image_pixels = max_image_pixels
+        self.runner = self._runner(
+            weights_or_model if onnx_file else net,
+            backend=backend or ("onnxruntime" if onnx_file else "eager"),
+            precision=precision,
+            channels_last=channels_last,
+            compile=compile,
+            calibration=calibration,
+            threads=threads,
+        )
+        if shift_and_stitch is not None and self.runner is not None:
+            raise ValueError(
+                f"shift_and_stitch needs the model's coarse scores: it runs with the eager "
+                f"fp32 backend only, not {self.runner.name}"
+            )
         if shift_and_stitch is not None:
             _coarse_path(self.model, shift_and_stitch)  # refuses what it cannot serve, now
         self.shift_and_stitch = shift_and_stitch
         self.amp = amp
+
+    def _runner(
+        self,
+        model: Any,
+        *,
+        backend: str,
+        calibration: Iterable[ImageLike] | None,
+        **options: Any,
+    ) -> Any:
+        """The backend runner (:func:`fcnkit.backends.build_runner`), or ``None`` for the
+        faithful eager fp32 module. ``calibration`` images are read and normalised here."""
+        from fcnkit.backends import build_runner
+
+        faithful = (backend, options["precision"], options["channels_last"], options["compile"])
+        if isinstance(model, nn.Module) and faithful == ("eager", "fp32", False, False):
+            return None
+        batches = None
+        if calibration is not None:
+            batches = (self.preprocessing.normalize(self._load(im)[None]) for im in calibration)
+        return build_runner(model, backend, calibration=batches, device=self.device, **options)
 
     def classes_for(self, head: str | None = None) -> list[str] | None:
         """Class names of ``head`` (default: the primary head)."""
@@ -671,7 +722,7 @@ class Segmenter:
         expected = self.input_channels
         if expected is None or image.shape[0] == expected:
             return
-        name = getattr(self.model, "model_name", type(self.model).__name__)
+        name = self.model_name
         modality = getattr(self.model, "modality", None)
         what = f"{name}" + (f" (modality {modality})" if modality else "")
         layout = {4: "RGB then depth", 6: "RGB then HHA"}.get(expected, f"{expected} channels")
@@ -680,6 +731,18 @@ class Segmenter:
             f"{image.shape[0]} channels: image files are read as RGB; pass the modalities "
             f"stacked as a {expected} x H x W tensor or H x W x {expected} array"
         )
+
+    @property
+    def model_name(self) -> str:
+        """The model's registered name (or its class name)."""
+        if self.model is None:
+            return self.runner.model_name  # type: ignore[union-attr]
+        return getattr(self.model, "model_name", type(self.model).__name__)
+
+    @property
+    def _net(self) -> Callable[[torch.Tensor], Any]:
+        """What computes the scores: the backend's runner, else the model itself."""
+        return self.runner if self.runner is not None else self.model  # type: ignore[return-value]
 
     def _window_for(self, h: int, w: int) -> SlidingWindow | None:
         if self.sliding_window is not None:
@@ -706,7 +769,7 @@ class Segmenter:
 
     def _dense(self, batch: torch.Tensor, window: SlidingWindow | None) -> Outputs:
         return dense_scores(
-            self.model,
+            self._net,
             self.preprocessing.normalize(batch),
             sliding_window=window,
             flip=self.tta,
@@ -734,7 +797,7 @@ class Segmenter:
             scores = select_head(self._dense(batch, None), head)
             return scores_to_labels(scores, dim=1), scores.shape[1]
         forward = _input_sized(
-            self.model, self.shift_and_stitch, self.amp and self.device.type == "cuda"
+            self._net, self.shift_and_stitch, self.amp and self.device.type == "cuda"
         )
         bands = sliding_window_bands(
             forward,
@@ -788,5 +851,8 @@ class Segmenter:
         return results  # type: ignore[return-value]
 
     def __repr__(self) -> str:
-        name = getattr(self.model, "model_name", type(self.model).__name__)
-        return f"Segmenter({name}, device={self.device}, preprocessing={self.preprocessing.name})"
+        backend = f", backend={self.runner.name}" if self.runner is not None else ""
+        return (
+            f"Segmenter({self.model_name}, device={self.device}{backend}, "
+            f"preprocessing={self.preprocessing.name})"
+        )

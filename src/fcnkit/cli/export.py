@@ -49,6 +49,7 @@ def run_export(args: argparse.Namespace) -> int:
                 opset=args.opset,
                 check=not args.no_check,
                 dynamo=args.dynamo,
+                metadata=meta,
             )
     except AssertionError as err:
         raise CLIError(f"the exported file does not match PyTorch: {err}") from None

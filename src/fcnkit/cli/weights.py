@@ -8,6 +8,7 @@ import difflib
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from fcnkit.cli import CLIError
 from fcnkit.heatmap import Heatmap, class_heatmap  # noqa: F401 (moved; kept one release)
@@ -21,11 +22,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_weights)
 
     c = subparsers.add_parser(
-        "convert", help="convert an authors' Caffe .caffemodel into an fcnkit checkpoint"
+        "convert",
+        help="an authors' Caffe .caffemodel (or an fcnkit checkpoint / run) into an fcnkit "
+        "checkpoint or safetensors file",
     )
-    c.add_argument("caffemodel", type=Path, help="the .caffemodel file (read without Caffe)")
-    c.add_argument("--model", required=True, help="fcnkit model name, e.g. fcn8s")
-    c.add_argument("--out", required=True, type=Path, help="checkpoint to write (.pt)")
+    c.add_argument(
+        "caffemodel", type=Path, metavar="SOURCE",
+        help="a .caffemodel (read without Caffe; needs --model), or an fcnkit checkpoint or "
+        "run directory",
+    )  # fmt: skip
+    c.add_argument("--model", default=None, help="fcnkit model name of a .caffemodel, e.g. fcn8s")
+    c.add_argument("--out", required=True, type=Path, help="file to write (.pt or .safetensors)")
+    c.add_argument(
+        "--to", choices=("pt", "safetensors"), default=None,
+        help="pt: fcnkit checkpoint; safetensors: weights + metadata (model name, classes, "
+        "preprocessing) for any tool (default: from --out's suffix, else pt)",
+    )  # fmt: skip
+    c.add_argument(
+        "--dtype", choices=("fp32", "fp16", "bf16"), default="fp32",
+        help="safetensors only: store floating-point weights in this type (default fp32)",
+    )  # fmt: skip
     c.add_argument("--num-classes", type=int, default=None, help="classes (default: from score_fr)")
     c.add_argument(
         "--option",
@@ -112,7 +128,7 @@ def run_weights(args: argparse.Namespace) -> int:
 def run_convert(args: argparse.Namespace) -> int:
     from fcnkit.cli.data import parse_options
     from fcnkit.models import build_model
-    from fcnkit.weights import check_compatible, list_weights, save_checkpoint
+    from fcnkit.weights import check_compatible, list_weights, save_checkpoint, save_safetensors
     from fcnkit.weights.caffe import (
         CaffeFormatError,
         caffe_state_dict,
@@ -121,6 +137,11 @@ def run_convert(args: argparse.Namespace) -> int:
     )
 
     options = parse_options(args.option)  # argument errors before reading a large file
+    fmt = output_format(args)
+    if args.caffemodel.suffix.lower() != ".caffemodel":
+        return convert_checkpoint(args, fmt)
+    if args.model is None:
+        raise CLIError(f"{args.caffemodel} is a caffemodel: name its model with --model NAME")
     try:
         net = read_caffemodel(args.caffemodel)
     except (FileNotFoundError, CaffeFormatError) as err:
@@ -145,7 +166,10 @@ def run_convert(args: argparse.Namespace) -> int:
         model.preprocessing = get_preprocessing(entry.preprocessing)
     if classes is not None and len(classes) != model.num_classes:
         classes = None
-    save_checkpoint(args.out, model, classes=classes, source=str(args.caffemodel))
+    if fmt == "safetensors":
+        save_safetensors(args.out, model, classes=classes, dtype=DTYPES[args.dtype])
+    else:
+        save_checkpoint(args.out, model, classes=classes, source=str(args.caffemodel))
     print(f"{args.caffemodel} ({net.format}, {len(net.weighted_layers)} layers with blobs)")
     print(f"  -> {args.model}, {model.num_classes} classes: {report.summary()}")
     for line in report.skipped + report.checked + report.notes:
@@ -153,6 +177,42 @@ def run_convert(args: argparse.Namespace) -> int:
     if report.missing:
         print(f"  left as initialised: {', '.join(report.missing)}")
     print(f"wrote {args.out}")
+    return 0
+
+
+DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def output_format(args: argparse.Namespace) -> str:
+    """``--to``, else the suffix of ``--out`` (``.safetensors``), else ``pt``; a ``--to``
+    that contradicts the suffix is refused."""
+    suffix = Path(args.out).suffix.lower()
+    implied = "safetensors" if suffix == ".safetensors" else "pt"
+    if args.to is not None and suffix in (".pt", ".pth", ".safetensors") and args.to != implied:
+        raise CLIError(f"--to {args.to} but --out {args.out} has the suffix {suffix}")
+    fmt = args.to or implied
+    if args.dtype != "fp32" and fmt != "safetensors":
+        raise CLIError("--dtype applies to safetensors output (--to safetensors)")
+    return fmt
+
+
+def convert_checkpoint(args: argparse.Namespace, fmt: str) -> int:
+    """An fcnkit checkpoint or run directory rewritten as ``fmt`` (its metadata kept)."""
+    from fcnkit.weights import load_model, save_checkpoint, save_safetensors
+
+    try:
+        model, meta = load_model(args.caffemodel)
+    except (FileNotFoundError, ValueError) as err:
+        raise CLIError(str(err)) from None
+    if Path(args.out).resolve() == Path(meta["path"]).resolve():
+        raise CLIError(f"--out {args.out} is the source itself")
+    labels = {k: meta.get(k) for k in ("classes", "palette", "targets", "palettes")}
+    if fmt == "safetensors":
+        save_safetensors(args.out, model, dtype=DTYPES[args.dtype], **labels)
+    else:
+        save_checkpoint(args.out, model, **labels)
+    size = Path(args.out).stat().st_size / 2**20
+    print(f"{meta['path']} ({meta['model_name']}) -> {args.out} ({fmt}, {size:.1f} MB)")
     return 0
 
 

@@ -23,8 +23,10 @@ from fcnkit.weights.checkpoint import (
     load_checkpoint,
     load_model,
     model_metadata,
+    read_safetensors,
     resolve_checkpoint,
     save_checkpoint,
+    save_safetensors,
 )
 from fcnkit.weights.download import DOWNLOAD_TIMEOUT_S, torchvision_weight_file
 from fcnkit.weights.entries import (
@@ -73,8 +75,10 @@ __all__ = [
     "model_metadata",
     "model_modality",
     "read_hed_h5",
+    "read_safetensors",
     "resolve_checkpoint",
     "save_checkpoint",
+    "save_safetensors",
     "torchvision_vgg16_to_caffe",
     "torchvision_weight_file",
     "weights_dirs",

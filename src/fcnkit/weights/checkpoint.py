@@ -10,6 +10,7 @@ streams, ...), which :mod:`fcnkit.engine.train` writes and reads.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import tempfile
@@ -120,6 +121,76 @@ def save_checkpoint(
     return atomic_save(ckpt, path)
 
 
+SAFETENSORS_SUFFIX = ".safetensors"
+_SAFETENSORS_META = "fcnkit"  # header key holding model_metadata() as JSON
+
+
+def save_safetensors(
+    path: str | os.PathLike,
+    model: nn.Module,
+    *,
+    classes: list[str] | None = None,
+    palette: list | None = None,
+    targets: dict[str, list[str]] | None = None,
+    palettes: dict[str, list] | None = None,
+    dtype: torch.dtype | None = None,
+) -> Path:
+    """Write ``model``'s weights as safetensors, for other tools (no pickle: safe to load
+    from anywhere), atomically. The header's metadata holds what :func:`model_metadata`
+    records (model name, class count and names, palette, preprocessing) as JSON under
+    ``"fcnkit"``, plus ``model_name`` in plain text; fcnkit reads the file back like a
+    checkpoint. ``dtype`` (e.g. ``torch.float16``) converts floating-point tensors."""
+    from fcnkit.extras import require
+
+    st = require("safetensors.torch", "Writing safetensors")
+    module = model.module if hasattr(model, "module") else model
+    meta = model_metadata(module, classes, palette, targets=targets, palettes=palettes)
+    tensors = {}
+    for key, value in module.state_dict().items():
+        value = value.detach().cpu()
+        if dtype is not None and value.is_floating_point():
+            value = value.to(dtype)
+        tensors[key] = value.contiguous().clone()  # tied weights: one copy per name
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not v.isfinite().all()]
+    if bad:
+        raise ValueError(f"refusing to write {path}: {', '.join(bad[:3])} hold NaN or inf values")
+    header = {_SAFETENSORS_META: json.dumps(meta), "model_name": meta["model_name"], "format": "pt"}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        st.save_file(tensors, tmp, metadata=header)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_safetensors(path: str | os.PathLike) -> dict[str, Any]:
+    """A safetensors file as :func:`load_checkpoint` returns checkpoints when it carries
+    fcnkit's metadata, else as a plain state dict (name -> tensor)."""
+    from fcnkit.extras import require
+
+    safetensors = require("safetensors", "Reading safetensors")
+    st = require("safetensors.torch", "Reading safetensors")
+    try:
+        with safetensors.safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+        tensors = st.load_file(str(path))
+    except Exception as err:  # a truncated or foreign file
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"{path} could not be read as safetensors ({reason})") from None
+    if _SAFETENSORS_META not in header:
+        return tensors
+    try:
+        meta = json.loads(header[_SAFETENSORS_META])
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: the fcnkit metadata in its header is not JSON ({err})") from None
+    return {**meta, "model": tensors}
+
+
 def resolve_checkpoint(path_or_run: str | os.PathLike) -> Path:
     """A checkpoint file, or a run directory (its ``checkpoints/best.pt``, else ``last.pt``)."""
     path = Path(path_or_run)
@@ -176,10 +247,13 @@ def torch_load_error(path: str | os.PathLike, err: BaseException, what: str) -> 
 def load_checkpoint(path_or_run: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
     """Load a checkpoint dict safely (``weights_only=True``), with a clear error if it isn't one."""
     path = resolve_checkpoint(path_or_run)
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # pickle/zip errors: name the file
-        raise ValueError(torch_load_error(path, err, "an fcnkit checkpoint")) from err
+    if path.suffix.lower() == SAFETENSORS_SUFFIX:
+        ckpt = read_safetensors(path)
+    else:
+        try:
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as err:  # pickle/zip errors: name the file
+            raise ValueError(torch_load_error(path, err, "an fcnkit checkpoint")) from err
     if not is_checkpoint(ckpt):
         raise ValueError(
             f"{path} is not an fcnkit checkpoint (expected a dict with 'model' and 'model_name'; "

@@ -24,7 +24,12 @@ from torch import nn
 from fcnkit.models.efficientnet import EfficientNetLite
 from fcnkit.preprocessing import Preprocessing, get_preprocessing
 from fcnkit.weights.caffe import _trunk_suffixes, load_caffemodel
-from fcnkit.weights.checkpoint import is_checkpoint, torch_load_error
+from fcnkit.weights.checkpoint import (
+    SAFETENSORS_SUFFIX,
+    is_checkpoint,
+    read_safetensors,
+    torch_load_error,
+)
 from fcnkit.weights.download import torchvision_weight_file
 from fcnkit.weights.entries import (
     _TV_VGG16_CONV_INDICES,
@@ -85,12 +90,12 @@ def load_weights(model: nn.Module, spec: str | os.PathLike | WeightEntry) -> Loa
     elif suffix == ".h5":
         report = _load_hed(model, path, None)
         _set_preprocessing(model, "caffe-voc", trunk=True)
-    elif suffix in (".pt", ".pth"):
+    elif suffix in (".pt", ".pth", SAFETENSORS_SUFFIX):
         report = _load_torch_file(model, path)
     else:
         raise ValueError(
-            f"{path}: unknown weights file type {suffix!r}; expected .pt/.pth (fcnkit "
-            "checkpoint or state dict), .caffemodel or .h5 (HED)"
+            f"{path}: unknown weights file type {suffix!r}; expected .pt/.pth/.safetensors "
+            "(fcnkit checkpoint or state dict), .caffemodel or .h5 (HED)"
         )
     model.weights = str(path)
     return report
@@ -99,7 +104,7 @@ def load_weights(model: nn.Module, spec: str | os.PathLike | WeightEntry) -> Loa
 def looks_like_path(spec: str) -> bool:
     """Whether a weights spec names a file (a separator or a weights suffix), not an entry."""
     return os.sep in spec or "/" in spec or Path(spec).suffix.lower() in (
-        ".pt", ".pth", ".caffemodel", ".h5",
+        ".pt", ".pth", ".caffemodel", ".h5", SAFETENSORS_SUFFIX,
     )  # fmt: skip
 
 
@@ -123,6 +128,8 @@ def _is_caffe_convention(p: Preprocessing) -> bool:
 
 
 def _torch_load(path: Path) -> Any:
+    if path.suffix.lower() == SAFETENSORS_SUFFIX:
+        return read_safetensors(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:

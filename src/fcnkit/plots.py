@@ -208,7 +208,9 @@ def plot_per_class(
     ]
     more = dict(more or {})
     width = 0.8 / (1 + len(more))
-    fig, ax = plt.subplots(figsize=(max(5.0, n * (0.32 + 0.16 * len(more)) + 2.0), 3.6))
+    fig, ax = plt.subplots(
+        figsize=(max(5.0, n * (0.32 + 0.08 * len(more)) + 2.0), 4.4 if more else 3.6)
+    )
     xs = np.arange(n) - (0.8 - width) / 2 if more else np.arange(n)
     bars = ax.bar(
         xs, heights, width=width if more else 0.8, color="C0" if more else colours,

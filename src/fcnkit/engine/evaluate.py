@@ -71,7 +71,10 @@ class ExtraMetrics:
 
     They are counted image by image on the CPU after the model's output is cropped to the
     label (each batch's predictions are copied to the host), so they are off unless asked for:
-    ``fcnkit eval`` asks, validation during training does not.
+    ``fcnkit eval`` asks, validation during training does not (about 13 ms of CPU per 256 x 256
+    SIFT Flow image). A batch padded to one size (``collate_pad``) is scored at the padded
+    size (the tolerance's diagonal, the buckets' image area); one image a batch, ``fcnkit
+    eval``'s default, scores each image at its own size.
     """
 
     boundary_tolerance: float | str | None = DEFAULT_BOUNDARY_TOLERANCE

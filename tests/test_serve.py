@@ -198,9 +198,15 @@ def test_heatmap_finds_the_cat(client: TestClient) -> None:
 
 
 def test_cli_binds_localhost_by_default_and_finds_the_demo_run(
-    tmp_path: Path, run_dir: Path
+    tmp_path: Path, run_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import fcnkit.weights
     from fcnkit.cli import CLIError, build_parser
+
+    shipped = [e.name for e in fcnkit.weights.shipped_models() if e.available]
+    if shipped:  # what the package ships comes first
+        assert default_model(tmp_path / "runs") == shipped[0]
+    monkeypatch.setattr(fcnkit.weights, "shipped_models", lambda: [])
 
     args = build_parser().parse_args(["serve"])
     assert args.host == "127.0.0.1" and args.weights is None
@@ -214,7 +220,7 @@ def test_cli_binds_localhost_by_default_and_finds_the_demo_run(
     import os
 
     os.utime(tmp_path / "runs/demo/checkpoints/best.pt", (1, 1))
-    assert default_model(tmp_path / "runs") == tmp_path / "runs/demo-2"
+    assert default_model(tmp_path / "runs") == str(tmp_path / "runs/demo-2")
 
 
 def test_one_request_at_a_time_on_the_model(service: SegmentService, photo: Path) -> None:

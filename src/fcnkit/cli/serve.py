@@ -5,8 +5,9 @@
                  [--backend B] [--precision P] ...
 
 MODEL is what ``fcnkit predict`` takes: a run directory or checkpoint, a known weight name,
-or an ``.onnx`` file from ``fcnkit export``. Without it: the latest ``fcnkit demo`` run under
-``runs/`` (``fcnkit demo`` makes one in a few minutes). Open the printed address, drop a
+or an ``.onnx`` file from ``fcnkit export``. Without it: the model the package ships (a SIFT
+Flow outdoor-scene segmenter, ``fcnkit weights``), else the latest ``fcnkit demo`` run under
+``runs/``. Open the printed address, drop a
 photo. API: ``curl -F image=@photo.jpg http://127.0.0.1:8000/predict -o labels.png``
 (``?format=json`` for JSON); see :mod:`fcnkit.serve`.
 """
@@ -32,8 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         nargs="?",
         default=None,
         metavar="MODEL",
-        help="run directory, checkpoint, known weight name or .onnx file (default: the latest "
-        "`fcnkit demo` run under runs/)",
+        help="run directory, checkpoint, known weight name or .onnx file (default: the model the "
+        "package ships, else the latest `fcnkit demo` run under runs/)",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: localhost)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
@@ -61,9 +62,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_serve, batch_size=1, tta=False, sliding_window=None)
 
 
-def default_model(runs: Path = DEMO_RUNS) -> Path:
-    """The most recent ``fcnkit demo`` run (``runs/demo``, ``runs/demo-2`` ...) with a best
-    checkpoint, or a :class:`CLIError` saying what to pass."""
+def default_model(runs: Path = DEMO_RUNS) -> str:
+    """The model the package ships (:func:`fcnkit.weights.shipped_models`), else the most
+    recent ``fcnkit demo`` run (``runs/demo``, ``runs/demo-2`` ...) with a best checkpoint,
+    else a :class:`CLIError` saying what to pass."""
+    from fcnkit.weights import shipped_models
+
+    shipped = [e for e in shipped_models() if e.available]
+    if shipped:
+        return shipped[0].name
     candidates = [
         d for d in runs.glob("demo*") if (d / "checkpoints" / "best.pt").is_file()
     ] if runs.is_dir() else []  # fmt: skip
@@ -72,7 +79,7 @@ def default_model(runs: Path = DEMO_RUNS) -> Path:
             f"no MODEL given and no demo run under {runs}/: pass a run directory, checkpoint, "
             "weight name or .onnx file (fcnkit serve MODEL), or run `fcnkit demo` first"
         )
-    return max(candidates, key=lambda d: (d / "checkpoints" / "best.pt").stat().st_mtime)
+    return str(max(candidates, key=lambda d: (d / "checkpoints" / "best.pt").stat().st_mtime))
 
 
 def build_service(args: argparse.Namespace):  # -> fcnkit.serve.SegmentService
@@ -84,7 +91,7 @@ def build_service(args: argparse.Namespace):  # -> fcnkit.serve.SegmentService
     if args.max_upload_mb <= 0 or args.max_queue < 1:
         raise CLIError("--max-upload-mb must be positive and --max-queue at least 1")
     if args.weights is None:
-        args.weights = str(default_model())
+        args.weights = default_model()
     segmenter = build_segmenter(args)
     return SegmentService(
         segmenter,

@@ -35,6 +35,7 @@ from fcnkit.weights.entries import (
     get_weight_entry,
     imagenet_classes,
     list_weights,
+    shipped_models,
     weights_dirs,
 )
 from fcnkit.weights.factory import create_model, load_any
@@ -79,6 +80,7 @@ __all__ = [
     "resolve_checkpoint",
     "save_checkpoint",
     "save_safetensors",
+    "shipped_models",
     "torchvision_vgg16_to_caffe",
     "torchvision_weight_file",
     "weights_dirs",

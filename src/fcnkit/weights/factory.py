@@ -21,7 +21,7 @@ from fcnkit.preprocessing import Preprocessing, get_preprocessing
 from fcnkit.weights.backbones import load_backbone_weights
 from fcnkit.weights.caffe import read_caffemodel, score_classes
 from fcnkit.weights.checkpoint import load_model
-from fcnkit.weights.entries import WeightEntry, get_weight_entry
+from fcnkit.weights.entries import SHIPPED_KIND, WeightEntry, get_weight_entry
 from fcnkit.weights.load import load_weights, looks_like_path
 
 
@@ -102,7 +102,11 @@ def load_any(
     if not path.exists():
         if looks_like_path(text):
             raise FileNotFoundError(f"no checkpoint, run directory or weights file at {path}")
-        _from_entry(get_weight_entry(text), build)  # ValueError listing the known names
+        entry = get_weight_entry(text)  # ValueError listing the known names
+        if entry.kind == SHIPPED_KIND:  # a whole trained model with its metadata
+            model, meta = load_model(entry.path(), map_location)
+            return model, {**meta, "weights": entry.name}
+        _from_entry(entry, build)
     else:
         _from_file(path, build)
     try:

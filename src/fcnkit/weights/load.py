@@ -33,6 +33,7 @@ from fcnkit.weights.checkpoint import (
 from fcnkit.weights.download import torchvision_weight_file
 from fcnkit.weights.entries import (
     _TV_VGG16_CONV_INDICES,
+    SHIPPED_KIND,
     VGG16_CONVS,
     WeightEntry,
     get_weight_entry,
@@ -495,6 +496,7 @@ _LOADERS: dict[str, Callable[[nn.Module, Path, WeightEntry | None], LoadReport]]
     "hed-package": _load_hed,
     "torchvision": _load_torchvision,
     "caffemodel": _load_caffemodel,
+    SHIPPED_KIND: lambda model, path, _entry: _load_torch_file(model, path),  # a safetensors
 }
 
 

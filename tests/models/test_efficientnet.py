@@ -310,7 +310,7 @@ def scaled(request) -> E.EfficientNetLite:
     torch.set_num_threads(1)
     try:
         return efficientnet_lite_imagenet(request.param).eval()
-    except FileNotFoundError as err:
+    except (FileNotFoundError, ImportError) as err:  # package absent: the pip install
         pytest.skip(str(err))
 
 

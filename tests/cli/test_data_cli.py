@@ -9,6 +9,7 @@ from PIL import Image
 
 from fcnkit.cli import main
 from fcnkit.cli.data import parse_options
+from fcnkit.engine.config import load_config
 
 
 def write(root: Path, stem: str, mask: np.ndarray, image_shape: tuple | None = None) -> None:
@@ -106,6 +107,12 @@ def test_stats_writes_table_chart_and_grid(clean: Path, tmp_path: Path, capsys) 
     pixels = {r["class"]: int(r["pixels"]) for r in rows}
     assert pixels == {"background": 5 * 7, "road": 5 * 2, "car": 5 * 2}
     assert {r["class"]: int(r["images"]) for r in rows}["car"] == 5
+    # every image holds every class: f = 35/55, 10/55, 10/55, median 10/55 -> 10/35, 1, 1
+    weights = [float(r["median_frequency_weight"]) for r in rows]
+    assert weights == pytest.approx([10 / 35, 1.0, 1.0], rel=1e-5)
+    assert "loss.class_weights: [0.285714, 1, 1]" in out
+    fragment = load_config(out_dir / "class_weights.yaml")
+    assert fragment.loss.class_weights == pytest.approx(weights)
     for name in ("class_frequency.png", "samples.png"):
         with Image.open(out_dir / name) as im:
             assert im.size[0] > 100 and im.size[1] > 100

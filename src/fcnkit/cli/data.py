@@ -97,9 +97,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     q = sub.add_parser(
         "stats",
-        help="class pixel frequencies (table + bar chart), sample grid",
+        help="class pixel frequencies (table + bar chart), class weights, sample grid",
         description="Per-class pixel frequencies (a table, class_frequency.csv and a bar "
-        "chart) and a grid of sample overlays in the dataset's palette.",
+        "chart), median-frequency class weights (Eigen & Fergus 2015: w_c = median_k f_k / "
+        "f_c, f_c = pixels of c / labelled pixels of the images holding c; a class with no "
+        "pixel gets 1) as a column of the CSV, a `loss.class_weights: [...]` line and "
+        "class_weights.yaml, and a grid of sample overlays in the dataset's palette. "
+        "`loss.class_weights: median_frequency` in a config computes the same weights from "
+        "the training split when the run starts.",
     )
     common(q)
     q.add_argument(
@@ -197,7 +202,13 @@ def run_stats(args: argparse.Namespace) -> int:
     from fcnkit.data import create_dataset
     from fcnkit.data.base import DatasetError
     from fcnkit.data.check import sample_indices
-    from fcnkit.data.stats import format_table, sample_overlays, target_palettes, write_stats
+    from fcnkit.data.stats import (
+        class_weights_line,
+        format_table,
+        sample_overlays,
+        target_palettes,
+        write_stats,
+    )
     from fcnkit.plots import plot_class_frequency, sample_overlay_grid
 
     entry = _entry(args.name)
@@ -214,13 +225,14 @@ def run_stats(args: argparse.Namespace) -> int:
     for note in dict.fromkeys([str(w.message) for w in caught] + getattr(dataset, "notes", [])):
         print(f"note: {note}")
     out = check_out_folder(args.out or Path("data-stats") / f"{args.name}-{split}")
-    stats = write_stats(dataset, out, args.limit)
     title = f"{args.name} {split}"
+    stats = write_stats(dataset, out, args.limit, source=title)
     plot_class_frequency(stats, target_palettes(dataset), out / "class_frequency.png", title)
     picked = sample_indices(len(dataset), args.samples)
     sample_overlay_grid(sample_overlays(dataset, picked), out / "samples.png")
     print(format_table(stats, getattr(dataset, "eval_exclude", None)))
-    print(
-        f"wrote {out / 'class_frequency.csv'}, {out / 'class_frequency.png'}, {out / 'samples.png'}"
-    )
+    primary = next(iter(stats.targets.values()))
+    print(f"median-frequency class weights: {class_weights_line(primary.median_frequency_weights)}")
+    names = ("class_frequency.csv", "class_weights.yaml", "class_frequency.png", "samples.png")
+    print(f"wrote {', '.join(str(out / n) for n in names)}")
     return 0

@@ -234,6 +234,24 @@ def test_wrong_type_names_file_field_and_expected(tmp_path) -> None:
         load_config("demo", ["loss.class_weights=[1, 2]"])
 
 
+def test_class_weights_median_frequency_string(tmp_path) -> None:
+    c = load_config("demo", ["loss.class_weights=median_frequency"])
+    assert c.loss.class_weights == "median_frequency"
+    path = tmp_path / "c.yaml"
+    path.write_text(c.to_yaml())
+    assert load_config(path) == c  # the string survives the run directory's config.yaml
+    with pytest.raises(
+        ConfigError,
+        match=r"^--set loss.class_weights=median_freq: loss.class_weights: expected a list of "
+        r"numbers \(one per class\) or 'median_frequency', got 'median_freq' "
+        r"\(did you mean 'median_frequency'\?\)$",
+    ):
+        load_config("demo", ["loss.class_weights=median_freq"])
+    path.write_text("loss:\n  class_weights: balanced\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: loss.class_weights: .* got 'balanced'$"):
+        load_config(path)
+
+
 def test_unknown_key_in_file_and_unknown_recipe(tmp_path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("train:\n  stepz: 3\n")
@@ -272,7 +290,7 @@ def test_recipe_names_real_models_datasets_and_weights(name: str) -> None:
     assert c.data.val_split in get_dataset_entry(c.data.val_dataset or c.data.dataset).splits
     if c.model.weights is not None:
         assert get_weight_entry(c.model.weights).name == c.model.weights
-    if c.loss.class_weights is not None:
+    if isinstance(c.loss.class_weights, list):  # "median_frequency": from the data at start
         assert len(c.loss.class_weights) == model.num_classes
 
 

@@ -403,3 +403,62 @@ def test_resume_refuses_another_compensated_batch(tmp_path: Path) -> None:
         train(tiny(loss={"sample_prob": 0.75}, train=config["train"]), run, progress=False,
               resume=True)  # fmt: skip
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 2
+
+
+def median_frequency_by_hand(dataset, num_classes: int, ignore: int = 255) -> list[float]:
+    """Eigen & Fergus's weights written out image by image, apart from fcnkit.data.stats:
+    f_c = pixels of c / labelled pixels of the images holding c; w_c = median f / f_c."""
+    import numpy as np
+
+    pixels, holding = [0] * num_classes, [0] * num_classes
+    for i in range(len(dataset)):
+        labels = dataset.load(i)["label"].numpy().ravel()
+        labels = labels[labels != ignore]
+        for c in set(labels.tolist()):
+            pixels[c] += int((labels == c).sum())
+            holding[c] += labels.size
+    freq = {c: pixels[c] / holding[c] for c in range(num_classes) if pixels[c]}
+    median = float(np.median(list(freq.values())))
+    return [median / freq[c] if c in freq else 1.0 for c in range(num_classes)]
+
+
+def test_median_frequency_weights_reach_the_loss_and_resume_reuses_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """loss.class_weights: median_frequency is computed from the raw training split (ignore
+    pixels left out), drives the loss, is recorded in meta.json and the checkpoint, and a
+    resume takes the checkpoint's numbers without scanning the data again."""
+    import fcnkit.data.stats
+    from fcnkit.data import create_dataset
+    from fcnkit.engine.config import from_dict
+    from fcnkit.engine.distributed import DistInfo
+    from fcnkit.engine.train import setup_run
+
+    config = tiny(loss={"class_weights": "median_frequency"})
+    config["train"].update(steps=2, eval_every=100, num_sample_images=0)
+    config["data"]["options"]["ignore_boundary"] = 1
+    raw = create_dataset("synthetic", None, "train", **config["data"]["options"])
+    expected = median_frequency_by_hand(raw, 7)
+    assert len(set(expected)) > 2  # a real weighting, not all ones
+    run = tmp_path / "mf"
+    train(config, run, progress=False, stop_at_step=1)
+    meta = json.loads((run / "meta.json").read_text())["class_weights"]
+    assert meta["source"] == "median_frequency"
+    assert meta["weights"] == pytest.approx(expected, rel=1e-9)
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["class_weights"] == pytest.approx(
+        expected, rel=1e-9
+    )
+
+    def no_rescan(*args, **kwargs):
+        raise AssertionError("a resume must not scan the training labels again")
+
+    monkeypatch.setattr(fcnkit.data.stats, "class_statistics", no_rescan)
+    session = setup_run(from_dict(config), run, DistInfo(), resume=True)
+    try:
+        torch.testing.assert_close(
+            session.criterion.class_weights, torch.tensor(expected, dtype=torch.float32)
+        )
+    finally:
+        session.log.close()
+        if session.lock is not None:
+            session.lock.release()

@@ -86,7 +86,11 @@ class LossConfig:
     sample_unit: str = "cell"  # cell | pixel
     sample_cell: int = 32
     sample_compensate: bool = True
-    class_weights: list[float] | None = None  # per-class weights (None: unweighted, as paper)
+    # per-class weights: None (unweighted, as the paper), a list (one per class, e.g. the line
+    # `fcnkit data stats` prints) or "median_frequency": Eigen & Fergus's median-frequency
+    # balancing (fcnkit.data.stats.median_frequency_weights), computed from the training
+    # split's raw labels when the run starts and kept in its checkpoints for resume
+    class_weights: list[float] | str | None = None
     ignore_index: int = IGNORE_INDEX
     head_weights: dict | None = None  # multi-head nets: {head: weight}; None sums all heads
 
@@ -154,6 +158,9 @@ class Config:
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
+
+#: ``loss.class_weights`` computed from the training split (Eigen & Fergus, ICCV 2015)
+MEDIAN_FREQUENCY = "median_frequency"
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "optim.name": ("sgd", "adamw"),
@@ -660,7 +667,16 @@ def validate(
     if len(config.optim.betas) != 2:
         fail("optim.betas", "a list of 2 numbers", config.optim.betas)
     weights = config.loss.class_weights
-    if weights is not None:
+    if isinstance(weights, str):
+        if weights != MEDIAN_FREQUENCY:
+            close = difflib.get_close_matches(weights, [MEDIAN_FREQUENCY], n=1, cutoff=0.5)
+            hint = f" (did you mean {MEDIAN_FREQUENCY!r}?)" if close else ""
+            where = (key_origins or {}).get("loss.class_weights", origin)
+            raise ConfigError(
+                f"{where}: loss.class_weights: expected a list of numbers (one per class) or "
+                f"{MEDIAN_FREQUENCY!r}, got {weights!r}{hint}"
+            )
+    elif weights is not None:
         if any(w < 0 for w in weights):
             fail("loss.class_weights", "non-negative numbers", weights)
         n = config.model.num_classes

@@ -3,8 +3,9 @@
 ``train(config, run_dir)`` reads top to bottom, like torchvision's segmentation reference::
 
     run = setup_run(...)            datasets, model (optionally staged from an earlier
-                                    stage's run, Sec. 4.2: 32s -> 16s -> 8s), the run
-                                    directory (locked), optimiser, schedule   (train_loop:)
+                                    stage's run, Sec. 4.2: 32s -> 16s -> 8s), class
+                                    weights, the run directory (locked), optimiser,
+                                    schedule                                  (train_loop:)
     while run.state.step < train.steps:
         train_one_step(run)         optim.accumulate micro-batches (Caffe's iter_size: the
                                     paper's 20-image batches as 20 x 1 image; / p under
@@ -26,6 +27,7 @@ run directory, holding its lock (:mod:`fcnkit.engine.rundir`).
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import signal
@@ -44,7 +46,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
 from fcnkit.engine import distributed
-from fcnkit.engine.config import Config, from_dict
+from fcnkit.engine.config import MEDIAN_FREQUENCY, Config, from_dict
 from fcnkit.engine.distributed import DistInfo
 from fcnkit.engine.errors import (
     MissingStageError,
@@ -190,6 +192,7 @@ class Run:
     bar: Any = None  # tqdm progress bar (rank 0, progress=True)
     started: float = field(default_factory=time.perf_counter)  # for train.time_limit
     skipped_in_row: int = 0  # train.nonfinite=skip
+    class_weights: list[float] | None = None  # the loss's numbers (median_frequency resolved)
     lock: RunLock | None = None  # rank 0: the run directory's lock, held until train() ends
     signals: StopSignals = field(default_factory=StopSignals)  # SIGINT / SIGTERM requests
     saved_step: int | None = None  # the step last.pt holds (rank 0), None before any
@@ -253,29 +256,61 @@ def staged_init_source(
 
 
 def build_training_model(config: Config, data: DataBundle, info: DistInfo) -> nn.Module:
-    """The model on its device (NHWC with ``train.channels_last``); checks the class weights."""
+    """The model on its device (NHWC with ``train.channels_last``)."""
     model = model_from_config(config, data).to(info.device)
     if config.train.channels_last:  # in place: checkpoints and optimiser see the same parameters
         model = model.to(memory_format=torch.channels_last)
-    num_classes = int(model.num_classes)
+    return model
+
+
+def training_class_weights(
+    config: Config, data: DataBundle, model: nn.Module, ckpt: dict | None
+) -> list[float] | None:
+    """``loss.class_weights`` as numbers, one per class of ``model``. ``median_frequency``
+    (Eigen & Fergus 2015, :func:`fcnkit.data.stats.median_frequency_weights`) is computed
+    once from the training split's raw labels (no augmentation; the primary target of a
+    multi-target set); a resume takes the numbers its checkpoint holds, without rescanning."""
     weights = config.loss.class_weights
+    if weights == MEDIAN_FREQUENCY:
+        saved = ckpt and (ckpt.get("config") or {}).get("loss", {}).get("class_weights")
+        if saved == MEDIAN_FREQUENCY and ckpt.get("class_weights") is not None:
+            weights = [float(w) for w in ckpt["class_weights"]]
+        else:
+            from fcnkit.data.stats import class_statistics
+
+            primary = next(iter(class_statistics(data.train).targets.values()))
+            weights = [float(w) for w in primary.median_frequency_weights]
+    num_classes = int(model.num_classes)
     if weights is not None and len(weights) != num_classes:
         source = "model.num_classes" if config.model.num_classes else "the training dataset"
         raise ValueError(
             f"loss.class_weights has {len(weights)} values but the model has {num_classes} "
             f"classes (from {source}): give one weight per class"
         )
-    return model
+    return weights
 
 
-def build_criterion(config: Config, info: DistInfo) -> nn.Module:
-    """The loss of Sec. 4.3 (per-pixel multinomial logistic loss) as the config sets it."""
+def record_class_weights(run_dir: Path, weights: list[float], seconds: float) -> None:
+    """``meta.json``'s ``class_weights``: the median-frequency weights the run trains with."""
+    path = run_dir / "meta.json"
+    meta = json.loads(path.read_text()) if path.is_file() else {}
+    meta["class_weights"] = {"source": MEDIAN_FREQUENCY, "weights": weights, "seconds": seconds}
+    write_json(path, meta)
+
+
+def build_criterion(
+    config: Config, info: DistInfo, class_weights: list[float] | None = None
+) -> nn.Module:
+    """The loss of Sec. 4.3 (per-pixel multinomial logistic loss) as the config sets it;
+    ``class_weights``: the resolved weights (default: ``loss.class_weights`` if numbers)."""
+    if class_weights is None and isinstance(config.loss.class_weights, list):
+        class_weights = config.loss.class_weights
     return SegmentationLoss(
         normalize=config.loss.normalize,
         sample_prob=config.loss.sample_prob,
         sample_unit=config.loss.sample_unit,
         sample_cell=config.loss.sample_cell,
-        class_weights=config.loss.class_weights,
+        class_weights=class_weights,
         ignore_index=config.loss.ignore_index,
         head_weights=config.loss.head_weights,
     ).to(info.device)
@@ -308,11 +343,17 @@ def setup_run(
     data = build_datasets(config)
     model = build_training_model(config, data, info)
     ckpt = resume_checkpoint(config, run_dir, info) if resume else None
+    t_weights = time.perf_counter()
+    class_weights = training_class_weights(config, data, model, ckpt)
+    t_weights = round(time.perf_counter() - t_weights, 3)
     lock, events = None, []
     if info.is_main:
         step = int(ckpt["step"]) if ckpt is not None else 0
         lock, events = open_run_dir(run_dir, config, resume=resume, overwrite=overwrite,
                                     step=step)  # fmt: skip
+        if config.loss.class_weights == MEDIAN_FREQUENCY:
+            record_class_weights(run_dir, class_weights, t_weights)
+            events.append(("class_weights", {"weights": class_weights, "seconds": t_weights}))
     try:
         distributed.barrier(info)
         log = RunLogger(run_dir, info.is_main, tensorboard=True)
@@ -320,7 +361,8 @@ def setup_run(
             log.event(kind, **values)
         if init_source is not None:
             log.event("init_from", **init_from_run(model, init_source))
-        run = new_run(config, run_dir, info, data=data, model=model, log=log)
+        run = new_run(config, run_dir, info, data=data, model=model, log=log,
+                      class_weights=class_weights)  # fmt: skip
         run.lock = lock
         run.state.zero_init = zero_initialised(model)  # after staging: the layers it adds
         seed_everything(config.train.seed + 1 + info.rank)  # per-rank streams (dropout, ...)
@@ -340,9 +382,10 @@ def setup_run(
 
 def new_run(
     config: Config, run_dir: Path, info: DistInfo, *, data: DataBundle, model: nn.Module,
-    log: RunLogger
+    log: RunLogger, class_weights: list[float] | None = None
 ) -> Run:  # fmt: skip
-    """The :class:`Run` of a fresh start: loss, optimiser, schedule, loss scaling."""
+    """The :class:`Run` of a fresh start: loss (with the resolved ``class_weights``),
+    optimiser, schedule, loss scaling."""
     optimizer = build_optimizer(model, config.optim)
     return Run(
         config=config,
@@ -351,7 +394,8 @@ def new_run(
         data=data,
         model=model,
         net=model,
-        criterion=build_criterion(config, info),
+        criterion=build_criterion(config, info, class_weights),
+        class_weights=class_weights,
         optimizer=optimizer,
         scheduler=build_scheduler(optimizer, config.schedule, config.train.steps),
         scaler=build_scaler(config, info),
@@ -700,6 +744,7 @@ def save_training_state(run: Run, path: Path, rngs: list[dict]) -> None:
         metrics={k: v for k, v in state.last_metrics.items() if k != "confusion"},
         zero_init=state.zero_init,
         world_size=len(rngs),
+        class_weights=run.class_weights,  # median_frequency's numbers: a resume reuses them
     )
     run.saved_step = state.step
 

@@ -8,7 +8,7 @@ inference needs no resizing. Around the plain forward pass this module adds:
 - shift-and-stitch (paper Sec. 3.2): dense output from a coarse net with output stride ``f``
   (the VGG16 FCNs' ``coarse_scores``) by running the ``f^2`` shifted inputs, interleaving
   the outputs and placing each on its receptive field's centre (the coordinate map);
-- horizontal-flip test-time augmentation.
+- test-time augmentation: horizontal flip and several input scales (:func:`dense_scores`).
 
 Scores are logits (``C x H x W``); predictions are their argmax. With tiles, label maps are
 made band by band (:func:`sliding_window_bands`), so a prediction never holds a float map of
@@ -309,6 +309,31 @@ def _input_sized(
     return forward
 
 
+def check_scales(scales: Sequence[float]) -> tuple[float, ...]:
+    """``scales`` as a tuple of finite numbers > 0 (at least one), else ``ValueError``."""
+    values = tuple(float(s) for s in scales)
+    if not values or not all(math.isfinite(s) and s > 0 for s in values):
+        raise ValueError(f"scales: expected one or more numbers > 0, got {list(scales)}")
+    return values
+
+
+def rescaled_scores(
+    run: Callable[[torch.Tensor], Outputs], x: torch.Tensor, scale: float
+) -> Outputs:
+    """``run`` on ``x`` resized by ``scale`` (bilinear, antialiased when shrinking, as the
+    training scale augmentation resizes), its scores resized back to ``x``'s size (bilinear,
+    ``align_corners=False``). Scale 1 runs ``x`` itself: the very scores of no rescaling."""
+    if scale == 1.0:
+        return run(x)
+    h, w = x.shape[-2:]
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    t = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=scale < 1)
+    back = (h, w)
+    return map_heads(
+        run(t), lambda s: F.interpolate(s, size=back, mode="bilinear", align_corners=False)
+    )
+
+
 @torch.no_grad()
 def dense_scores(
     model: Callable[[torch.Tensor], Any],
@@ -318,6 +343,7 @@ def dense_scores(
     flip: bool = False,
     shift_and_stitch_stride: int | None = None,
     amp: bool = False,
+    scales: Sequence[float] = (1.0,),
 ) -> Outputs:
     """Input-sized float32 scores of ``model`` on normalised input ``x`` (``N x C x H x W``).
 
@@ -325,7 +351,12 @@ def dense_scores(
     (:func:`shift_and_stitch`); otherwise a model whose output is smaller than its input is
     upsampled bilinearly. ``sliding_window`` runs
     it tile by tile; ``flip`` averages with the horizontally flipped input's scores.
+    ``scales`` (multi-scale test-time augmentation): the mean of the scores at each input
+    scale (:func:`rescaled_scores`; each scale flipped too with ``flip``). Scores (logits),
+    not probabilities, are averaged, as ``flip`` always has: ``scales=(1,)`` with ``flip``
+    is the flip TTA unchanged, and the result stays logits for every consumer.
     """
+    scales = check_scales(scales)
     forward = _input_sized(model, shift_and_stitch_stride, amp and x.device.type == "cuda")
 
     def tiled(t: torch.Tensor) -> Outputs:
@@ -333,11 +364,17 @@ def dense_scores(
             return forward(t)
         return sliding_window_forward(forward, t, sliding_window)
 
-    out = tiled(x)
-    if flip:
-        flipped = map_heads(tiled(x.flip(-1)), lambda s: s.flip(-1))
-        out = zip_heads([out, flipped], lambda a, b: (a + b) / 2)
-    return out
+    def flipped(t: torch.Tensor) -> Outputs:
+        out = tiled(t)
+        if flip:
+            mirrored = map_heads(tiled(t.flip(-1)), lambda s: s.flip(-1))
+            out = zip_heads([out, mirrored], lambda a, b: (a + b) / 2)
+        return out
+
+    if scales == (1.0,):
+        return flipped(x)
+    outs = [rescaled_scores(flipped, x, s) for s in scales]
+    return zip_heads(outs, lambda *each: torch.stack(each).mean(0))
 
 
 # --------------------------------------------------------------------------- label bands
@@ -557,6 +594,10 @@ class Segmenter:
         device: where to run.
         batch_size: images of the same size run together, this many at a time.
         tta: average with the horizontally flipped image's scores.
+        scales: multi-scale test-time augmentation, e.g. ``(0.75, 1.0, 1.25)``: the mean of
+            the scores at each input scale, resized back to the image (each scale flipped
+            too with ``tta``; :func:`dense_scores`). ``(1.0,)``: off. With tiles, several
+            scales hold the full float map (no band-by-band labelling).
         sliding_window: a :class:`SlidingWindow` or a tile size; ``None`` = whole images.
         max_pixels: memory budget: images larger than this many pixels are processed in
             square tiles of at most ``max_pixels`` pixels (ignored if ``sliding_window``).
@@ -596,6 +637,7 @@ class Segmenter:
         *,
         batch_size: int = 4,
         tta: bool = False,
+        scales: Sequence[float] = (1.0,),
         sliding_window: SlidingWindow | int | None = None,
         max_pixels: int | None = None,
         max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
@@ -650,6 +692,7 @@ class Segmenter:
         self.input_channels: int | None = channels if isinstance(channels, int) else None
         self.batch_size = max(1, int(batch_size))
         self.tta = tta
+        self.scales = check_scales(scales)
         if isinstance(sliding_window, int):
             sliding_window = SlidingWindow(sliding_window)
         self.sliding_window = sliding_window
@@ -775,6 +818,7 @@ class Segmenter:
             flip=self.tta,
             shift_and_stitch_stride=self.shift_and_stitch,
             amp=self.amp,
+            scales=self.scales,
         )
 
     def _scores(self, images: list[torch.Tensor], head: str | None) -> list[torch.Tensor]:
@@ -793,8 +837,8 @@ class Segmenter:
         of the whole image is ever held; labels are ``uint8`` (``int32`` past 256 classes).
         """
         window = self._window_for(*batch.shape[-2:])
-        if window is None:
-            scores = select_head(self._dense(batch, None), head)
+        if window is None or self.scales != (1.0,):
+            scores = select_head(self._dense(batch, window), head)
             return scores_to_labels(scores, dim=1), scores.shape[1]
         forward = _input_sized(
             self._net, self.shift_and_stitch, self.amp and self.device.type == "cuda"

@@ -384,6 +384,7 @@ def evaluate_confusion(
     flip: bool = False,
     amp: bool = False,
     reduce: bool | None = None,
+    scales: Sequence[float] = (1.0,),
 ) -> tuple[dict[str, ConfusionMatrix], int]:
     """Confusion matrices (one per evaluated head, primary first) and the image count.
 
@@ -394,7 +395,7 @@ def evaluate_confusion(
     counted = _confusion(
         model, loader, device, num_classes=num_classes, ignore_index=ignore_index, heads=heads,
         class_names=class_names, sliding_window=sliding_window, flip=flip, amp=amp,
-        reduce=reduce, on_bad_sample="stop",
+        reduce=reduce, on_bad_sample="stop", scales=scales,
     )  # fmt: skip
     return counted.matrices, counted.num_images
 
@@ -424,6 +425,7 @@ def _confusion(
     reduce: bool | None,
     on_bad_sample: str,
     extra: ExtraMetrics | None = None,
+    scales: Sequence[float] = (1.0,),
 ) -> _Counted:
     """:func:`evaluate_confusion` plus the ``extra`` metrics' accumulators and the sentences of
     the samples skipped as bad."""
@@ -458,7 +460,9 @@ def _confusion(
                     continue
                 images, labels = images[:n], _slice_batch(labels, n)
             x = _model_input(module, images, device)
-            out = dense_scores(module, x, sliding_window=sliding_window, flip=flip, amp=amp)
+            out = dense_scores(
+                module, x, sliding_window=sliding_window, flip=flip, amp=amp, scales=scales
+            )
             _count(matrices, _pairs(out, labels, heads), num_classes=num_classes,
                    class_names=class_names, ignore_index=ignore_index, device=device,
                    extras=extras, extra=extra)  # fmt: skip
@@ -595,6 +599,7 @@ def evaluate_model(
     reduce: bool | None = None,
     on_bad_sample: str = "stop",
     extra: ExtraMetrics | None = None,
+    scales: Sequence[float] = (1.0,),
 ) -> EvalResult:
     """Evaluate ``model`` over ``loader`` (paper Sec. 5) as ``scoring`` says (default: every
     class, ignore label :data:`~fcnkit.data.base.IGNORE_INDEX`); see :func:`evaluate`.
@@ -620,6 +625,7 @@ def evaluate_model(
         reduce=reduce,
         on_bad_sample=on_bad_sample,
         extra=extra,
+        scales=scales,
     )
     seconds = time.perf_counter() - start
     matrices, count = counted.matrices, counted.num_images
@@ -644,6 +650,7 @@ def evaluate(
     amp: bool = False,
     reduce: bool | None = None,
     extra: ExtraMetrics | None = None,
+    scales: Sequence[float] = (1.0,),
 ) -> dict[str, Any]:
     """Evaluate ``model`` over ``loader`` with the reference metrics (paper Sec. 5).
 
@@ -666,6 +673,8 @@ def evaluate(
         amp: autocast on CUDA (ignored on CPU).
         reduce: all-reduce across ranks (default: when the loader is sharded).
         extra: also boundary F-score and IU by object size (:class:`ExtraMetrics`).
+        scales: multi-scale test-time augmentation (with ``flip``: each scale flipped too),
+            :func:`fcnkit.inference.dense_scores` -- the path ``Segmenter`` runs.
 
     Returns the primary head's metrics (``pixel_acc``, ``mean_acc``, ``mean_iu``, ``fw_iu``,
     ``per_class_iu``, ``per_class_acc``, ...) plus ``num_images``, ``seconds``,
@@ -685,6 +694,7 @@ def evaluate(
         amp=amp,
         reduce=reduce,
         extra=extra,
+        scales=scales,
     ).metrics
 
 

@@ -55,6 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--sliding-window", type=int, default=None, metavar="TILE", help="tile large images"
     )
     p.add_argument("--tta", action="store_true", help="average with horizontally flipped input")
+    add_scales_argument(p)
     p.add_argument(
         "--on-bad-sample",
         choices=("stop", "skip"),
@@ -304,6 +305,7 @@ def run_eval(args: argparse.Namespace) -> int:
             flip=args.tta,
             on_bad_sample=args.on_bad_sample,
             extra=extra,
+            scales=args.scales,
         )
     except BadSampleError as err:
         hint = "" if args.on_bad_sample == "skip" else " (--on-bad-sample skip scores the others)"
@@ -316,6 +318,36 @@ def run_eval(args: argparse.Namespace) -> int:
         write_results(args, result, meta, out)
         report_skipped(result.skipped)
     return 0
+
+
+def scale_value(text: str) -> float:
+    """``--scales`` item: a finite number > 0 (argparse names the option when it is not)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(
+            f"expected numbers > 0, got {text!r} (--scales takes every word after it: put "
+            "it after the positional arguments)"
+        )
+    return value
+
+
+def add_scales_argument(p: argparse.ArgumentParser) -> None:
+    """``--scales S [S ...]``: multi-scale test-time augmentation (``dense_scores``)."""
+    p.add_argument(
+        "--scales",
+        nargs="+",
+        type=scale_value,
+        default=[1.0],
+        metavar="S",
+        help="multi-scale test-time augmentation: average the scores at these input scales, "
+        "each resized back to the image (with --tta each flipped too), e.g. --scales 0.75 1 "
+        "1.25 (default: 1, off); costs about the sum of the squared scales x one pass",
+    )
 
 
 def report_skipped(skipped: list[str]) -> None:
@@ -369,6 +401,7 @@ def write_results(
         "split": args.split,
         "options": parse_options(args.option),
         "tta": args.tta,
+        "scales": list(args.scales),
         "sliding_window": args.sliding_window,
         "metrics": result.metrics,
         "confusion": {h: m.matrix.tolist() for h, m in result.matrices.items()},

@@ -37,6 +37,7 @@ from fcnkit.cli import DEBUG_ENV, CLIError
 from fcnkit.cli.eval import (
     add_backend_arguments,
     add_model_arguments,
+    add_scales_argument,
     backend_options,
     load_cli_model,
     resolve_cli_device,
@@ -58,6 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: auto)")
     p.add_argument("--tta", action="store_true", help="average with horizontally flipped input")
+    add_scales_argument(p)
     p.add_argument(
         "--sliding-window",
         type=int,
@@ -192,6 +194,7 @@ def build_segmenter(args: argparse.Namespace) -> Any:
             calibration=calibration_images(args),
             batch_size=args.batch_size,
             tta=args.tta,
+            scales=args.scales,
             sliding_window=args.sliding_window,
             max_pixels=args.max_pixels,
             max_image_pixels=args.max_image_pixels or None,

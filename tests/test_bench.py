@@ -133,7 +133,7 @@ def fake_run_case(case):
 
 
 @pytest.fixture(scope="module")
-def fake_report():
+def fake_report(tmp_path_factory):
     """A ``--quick`` report whose measurements are :data:`FAKE` (and the linear sweep), a
     100 GFLOP/s matmul and 2 GFLOP per image; the equivalence check is tested above."""
     with pytest.MonkeyPatch.context() as mp:
@@ -144,7 +144,11 @@ def fake_report():
         mp.setattr(bench, "equivalence_check", lambda size: {
             "max_abs_diff": 0.0, "relative_diff": 0.0, "label_agreement": 1.0,
             "size": list(size), "identical": True})  # fmt: skip
-        options = BenchOptions(quick=True, modes=("eager-fp32-nhwc",), log=lambda line: None)
+        accuracy = tmp_path_factory.mktemp("acc") / "earlier-run.json"
+        modes = {"eager-fp32": 37.0, "eager-fp32-nhwc": 36.7}  # Lite0's fastest: 0.3 points
+        accuracy.write_text(json.dumps({"accuracy": {"measured": True, "modes": modes}}))
+        options = BenchOptions(quick=True, modes=("eager-fp32-nhwc",), log=lambda line: None,
+                               accuracy_json=str(accuracy))  # fmt: skip
         return run_bench(options, command="fcnkit bench --quick")
 
 
@@ -157,7 +161,8 @@ def test_targets_from_given_numbers(fake_report):
     assert status["fastest CPU mode of Lite0 FCN-8s vs its eager-fp32"][1] == pytest.approx(3.0)
     assert status["training step"] == ("not met", 1.25)
     assert status["peak memory"] == ("met", 0.9)
-    assert status["fastest mode's mean IU within 0.5 of fp32"][0] == "not measured"
+    assert status["fastest mode's mean IU within 0.5 of fp32"][0] == "met"
+    assert status["fastest mode's mean IU within 0.5 of fp32"][1] == pytest.approx(0.3)
     linear = [t for t in fake_report["targets"] if "linear in the pixel count" in t["target"]]
     assert [t["status"] for t in linear] == ["met", "met"]
     assert all(t["value"] == pytest.approx(1.0) for t in linear)
@@ -190,6 +195,16 @@ def test_report_shape_and_ratios(fake_report):
     if not torch.cuda.is_available():
         assert report["gpu"] == {"measured": False, "reason": "no GPU"}
         assert "not measured: no GPU" in markdown
+
+
+def test_load_accuracy_refuses_a_file_without_a_measured_accuracy(tmp_path):
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps({"accuracy": {"measured": False, "reason": "not measured"}}))
+    with pytest.raises(ValueError, match="report.json: expected a measured accuracy"):
+        bench.load_accuracy(path)
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="report.json: cannot read"):
+        bench.load_accuracy(path)
 
 
 # ---------------------------------------------------------------- the command, for real

@@ -43,6 +43,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -684,6 +685,7 @@ class BenchOptions:
     sweep: bool = True
     siftflow_root: str | None = None  # with checkpoint: mean IU of each mode on SIFT Flow test
     checkpoint: str | None = None
+    accuracy_json: str | None = None  # or a measured accuracy read from this file
     log: Callable[[str], None] = field(default=print, repr=False)
     on_section: Callable[[dict], None] | None = field(default=None, repr=False)  # partial report
 
@@ -943,11 +945,27 @@ def _run_sections(options: BenchOptions, command: str) -> dict[str, Any]:
 
 
 def _accuracy(options: BenchOptions, threads: int) -> dict[str, Any]:
+    if options.accuracy_json:
+        return load_accuracy(options.accuracy_json)
     if not (options.siftflow_root and options.checkpoint):
         return {"measured": False, "reason": "not measured in this run (--siftflow-root and "
                 "--checkpoint evaluate each mode on SIFT Flow test)"}  # fmt: skip
     modes = ("eager-fp32", *options.modes)
     return siftflow_accuracy(options.checkpoint, options.siftflow_root, modes, threads)
+
+
+def load_accuracy(path: str | os.PathLike) -> dict[str, Any]:
+    """A measured accuracy section (:func:`siftflow_accuracy`'s dict, or a bench report
+    holding one under ``accuracy``), marked with where it came from. Mean IU does not
+    depend on the machine's load, so it may be measured apart from the timings."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: cannot read an accuracy JSON ({err})") from None
+    data = data.get("accuracy", data) if isinstance(data, dict) else None
+    if not isinstance(data, dict) or not data.get("measured") or "modes" not in data:
+        raise ValueError(f"{path}: expected a measured accuracy ('measured': true, 'modes')")
+    return {**data, "source": str(path)}
 
 
 def siftflow_accuracy(
@@ -972,6 +990,7 @@ def siftflow_accuracy(
     names = next(iter(names.values()), None) if isinstance(names, dict) else names
     calibration = [pre.normalize(train[i]["image"][None]) for i in range(8)]
     result: dict[str, Any] = {"measured": True, "checkpoint": str(checkpoint), "modes": {}}
+    result.update(step=meta.get("step"), model=meta.get("model_name"))
     count = len(test) if limit is None else min(limit, len(test))
     for mode in modes:
         opts = parse_mode(mode)
@@ -1059,6 +1078,9 @@ def _accuracy_target(accuracy: dict[str, Any], mode: str | None) -> dict:
         return _target(name, None, "<= 0.5 points", None, "not measured in this run")
     drop = accuracy["modes"]["eager-fp32"] - accuracy["modes"][mode]
     detail = f"{mode} {accuracy['modes'][mode]:.2f} vs fp32 {accuracy['modes']['eager-fp32']:.2f}"
+    detail += f", {accuracy.get('images', '?')} images, {accuracy.get('checkpoint', '?')}"
+    if "source" in accuracy:
+        detail += f" (from {accuracy['source']})"
     return _target(name, drop, "<= 0.5 points", drop <= 0.5, detail)
 
 
@@ -1215,6 +1237,9 @@ def report_markdown(report: dict[str, Any]) -> str:
     acc = report["accuracy"]
     out += ["", "### Accuracy of the modes (SIFT Flow test, mean IU)", ""]
     if acc.get("measured"):
+        where = f"{acc.get('checkpoint')}, {acc.get('images')} test images"
+        where += f", read from {acc['source']}" if "source" in acc else ", measured in this run"
+        out += [f"Checkpoint {where}.", ""]
         out += _table(("mode", "mean IU"), [[m, f"{v:.2f}"] for m, v in acc["modes"].items()])
     else:
         out.append(acc["reason"])

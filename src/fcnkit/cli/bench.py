@@ -68,6 +68,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="with --checkpoint: each mode's mean IU on SIFT Flow test (slow)",
     )
     p.add_argument("--checkpoint", default=None, help="a trained SIFT Flow run or checkpoint")
+    p.add_argument(
+        "--accuracy-json",
+        default=None,
+        metavar="PATH",
+        help="instead: each mode's mean IU read from an earlier run's --json",
+    )
     p.add_argument("--json", default=None, metavar="PATH", help="write the report as JSON")
     p.add_argument("--markdown", default=None, metavar="PATH", help="write the Markdown table")
     p.set_defaults(func=run_bench_command)  # fmt: skip
@@ -90,11 +96,21 @@ def _options(args: argparse.Namespace):
         raise CLIError("--siftflow-root and --checkpoint go together (the accuracy of each mode)")
     if args.siftflow_root and not Path(args.siftflow_root).is_dir():
         raise CLIError(f"--siftflow-root {args.siftflow_root} is not a folder")
+    if args.accuracy_json and args.siftflow_root:
+        raise CLIError("--accuracy-json reads what --siftflow-root/--checkpoint measure: one")
+    if args.accuracy_json:
+        from fcnkit.bench import load_accuracy
+
+        try:
+            load_accuracy(args.accuracy_json)
+        except ValueError as err:
+            raise CLIError(str(err)) from None
     return BenchOptions(
         quick=args.quick, full=args.full, threads=args.threads, runs=args.runs,
         modes=tuple(modes), isolate=False if args.in_process else None,
         train=not args.no_train, frame=not args.no_frame, sweep=not args.no_sweep,
         siftflow_root=args.siftflow_root, checkpoint=args.checkpoint,
+        accuracy_json=args.accuracy_json,
         log=lambda line: print(line, file=sys.stderr, flush=True),
     )  # fmt: skip
 

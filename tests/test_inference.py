@@ -607,3 +607,51 @@ def test_tiled_prediction_never_holds_a_full_size_score_map() -> None:
     with LargestFloatTensor() as whole:
         seg.scores(image)  # the scores themselves: a full map, by definition
     assert whole.largest >= full_map
+
+
+def test_segmenter_runs_an_exported_onnx_file_with_its_metadata(tmp_path) -> None:
+    from fcnkit.export import export_onnx
+
+    torch.manual_seed(0)
+    model = TinyFCN(3, heads=("sem", "geo")).eval()
+    model.preprocessing = get_preprocessing("caffe-siftflow")
+    meta = {"classes": ["a", "b", "c"], "palette": [(1, 2, 3), (4, 5, 6), (7, 8, 9)]}
+    meta |= {"targets": {"sem": ["a", "b", "c"], "geo": ["sky", "ground"]}}
+    meta |= {"palettes": {"geo": [(9, 9, 9), (8, 8, 8)]}}
+    export_onnx(model, tmp_path / "m.onnx", example_size=(16, 16), metadata=meta)
+    from_file = Segmenter(tmp_path / "m.onnx")
+    faithful = Segmenter(model, meta=meta)
+    assert from_file.model is None and from_file.runner.name == "onnxruntime-fp32"
+    assert from_file.preprocessing == model.preprocessing and from_file.input_channels == 3
+    assert from_file.classes == ["a", "b", "c"] and from_file.classes_for("geo") == [
+        "sky",
+        "ground",
+    ]
+    assert from_file.palette_for("geo") == [(9, 9, 9), (8, 8, 8)]
+    assert from_file.palette == [(1, 2, 3), (4, 5, 6), (7, 8, 9)]
+    image = np.random.default_rng(0).integers(0, 256, (23, 31, 3), dtype=np.uint8)
+    for head in ("sem", "geo"):
+        torch.testing.assert_close(
+            from_file.scores(image, head), faithful.scores(image, head), rtol=1e-4, atol=1e-4
+        )
+
+
+def test_segmenter_backend_options(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("FCNKIT_CACHE", str(tmp_path))
+    torch.manual_seed(0)
+    model = TinyFCN(3).eval()
+    model.preprocessing = get_preprocessing("caffe-voc")
+    image = np.random.default_rng(1).integers(0, 256, (40, 36, 3), dtype=np.uint8)
+    faithful = Segmenter(model)
+    assert faithful.runner is None  # eager fp32: the model itself, bit for bit
+    for options in ({"backend": "onnxruntime"}, {"channels_last": True}):
+        fast = Segmenter(model, **options)
+        assert fast.runner is not None and fast.runner.name in repr(fast)
+        torch.testing.assert_close(fast.scores(image), faithful.scores(image), rtol=1e-4, atol=1e-4)
+    int8 = Segmenter(model, backend="onnxruntime", precision="int8", calibration=[image] * 2)
+    assert int8.predict(image).shape == (40, 36)
+    assert not list(tmp_path.glob("**/*int8*"))  # the quantized graph is not left behind
+    with pytest.raises(ValueError, match="did you mean 'onnxruntime'"):
+        Segmenter(model, backend="onnxrunime")
+    with pytest.raises(ValueError, match="eager fp32 backend only"):
+        Segmenter(model, backend="onnxruntime", shift_and_stitch=2)

@@ -21,8 +21,10 @@ ones trade some of that (see ``docs/speed.md`` for each one's measured speed and
 
 from __future__ import annotations
 
+import copy
 import difflib
 import hashlib
+import itertools
 import logging
 import os
 import tempfile
@@ -45,8 +47,21 @@ BACKEND_PRECISIONS: dict[str, tuple[str, ...]] = {
     "onnxruntime": ("fp32", "int8"),
 }
 #: /proc/cpuinfo flags of native bf16 arithmetic (AVX-512 BF16, AMX); without them bf16
-#: autocast is emulated and measured ~40x slower than fp32 on an AVX2-only CPU
+#: autocast is emulated and measured ~40x slower than fp32 on an AVX2-only CPU; with
+#: AVX-512 BF16 (an AMD EPYC) 1.06x (256 px) to 1.75x (500 px) faster (docs/speed.md)
 BF16_CPU_FLAGS: tuple[str, ...] = ("avx512_bf16", "amx_bf16")
+#: the largest fraction of labels (argmax of the scores) a mode may change against the
+#: faithful eager fp32 on a trained model: docs/speed.md (measured on SIFT Flow test), pinned
+#: by tests/test_backends.py
+LABEL_TOLERANCE: dict[str, float] = {
+    "eager-fp32": 0.0,
+    "eager-fp32-channels_last": 0.001,
+    "eager-fp32-compiled": 0.001,
+    "onnxruntime-fp32": 0.001,
+    "onnxruntime-int8": 0.05,
+    "eager-bf16": 0.02,
+    "eager-fp16": 0.01,
+}
 
 
 # --------------------------------------------------------------------------- names
@@ -141,19 +156,21 @@ class EagerRunner(Runner):
         *,
         precision: str,
         channels_last: bool,
-        compile: bool,
+        compile: bool | str,
         device: torch.device,
     ) -> None:
         self.backend, self.precision, self.device = "eager", precision, device
         self.model = model.to(device).eval()
         self.channels_last = channels_last
-        if channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        if channels_last:  # a copy: the caller's model keeps its memory format
+            self.model = copy.deepcopy(self.model).to(memory_format=torch.channels_last)
         _describe(self, model)
         self._forward: Callable[[torch.Tensor], Any] = self.model
         suffix = "-channels_last" if channels_last else ""
         if compile:
-            self._forward = CompiledForward(self.model)
+            self._forward = CompiledForward(
+                self.model, backend=compile if isinstance(compile, str) else "inductor"
+            )
             suffix += "-compiled"
         self.name = f"eager-{precision}{suffix}"
 
@@ -176,9 +193,9 @@ class CompiledForward:
     size whose compilation fails runs eagerly from then on, after one warning.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, backend: str = "inductor") -> None:
         self.model = model
-        self.compiled = torch.compile(model, dynamic=False)
+        self.compiled = torch.compile(model, dynamic=False, backend=backend)
         self.eager_sizes: set[tuple[int, ...]] = set()
         self.warned = False
 
@@ -218,6 +235,10 @@ class OnnxRuntimeRunner(Runner):
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(threads or torch.get_num_threads())
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # no busy-waiting threads after a run: they would take the cores from the PyTorch
+        # work around it (normalising, argmax, the next eager model)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         providers = ["CPUExecutionProvider"]
         if device.type == "cuda":
             if "CUDAExecutionProvider" not in ort.get_available_providers():
@@ -390,19 +411,45 @@ class _CalibrationReader:
 #: ops quantized to int8 (convolutions carry nearly all the time); the transposed
 #: convolutions (upsamplers), resizes and the skip additions stay fp32 for accuracy
 INT8_OPS: tuple[str, ...] = ("Conv",)
+#: layers kept in fp32 (substrings of the exported node names): the score layers, whose
+#: outputs are the class scores themselves, and the stem convolution (raw normalised pixels)
+INT8_KEEP_FP32: tuple[str, ...] = ("/score", "/conv1_1/", "_conv_stem/", "/conv1/")
+#: /proc/cpuinfo flags of an int8 dot product (VNNI) that does not saturate u8 x s8 sums
+VNNI_CPU_FLAGS: tuple[str, ...] = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 
-def quantize_int8(fp32_path: Path, calibration: Iterable[torch.Tensor], path: Path) -> Path:
+def quantize_int8(
+    fp32_path: Path,
+    calibration: Iterable[torch.Tensor],
+    path: Path,
+    *,
+    keep_fp32: Iterable[str] = INT8_KEEP_FP32,
+    method: str = "MinMax",
+    reduce_range: bool | None = None,
+) -> Path:
     """Static QDQ quantization of ``fp32_path`` into ``path``: per-channel int8 weights,
-    uint8 activations whose ranges (min-max) come from running ``calibration``.
+    uint8 activations whose ranges (``method``: ``MinMax``, ``Percentile``, ``Entropy``) come
+    from running ``calibration``.
 
-    Ops in :data:`INT8_OPS` only. Raises ``ValueError`` if ``calibration`` is empty.
+    Ops in :data:`INT8_OPS` only, nodes whose names contain a ``keep_fp32`` string stay fp32.
+    ``reduce_range`` (7-bit weights; default: on CPUs without VNNI, where ONNX Runtime's
+    u8 x s8 kernels can saturate). Raises ``ValueError`` if ``calibration`` is empty.
     """
     from fcnkit.extras import require
 
     quantization = require("onnxruntime.quantization", "int8 quantization")
+    onnx = require("onnx", "int8 quantization")
+    if reduce_range is None:
+        reduce_range = not any(flag in cpu_flags() for flag in VNNI_CPU_FLAGS)
+    graph = onnx.load(str(fp32_path), load_external_data=False).graph
+    keep = tuple(keep_fp32)
+    excluded = [n.name for n in graph.node if any(k in n.name for k in keep)]
+    batches = iter(calibration)
+    first = next(batches, None)
+    if first is None:
+        raise ValueError("int8 calibration got no batches: pass calibration= images")
     session = _onnxruntime().InferenceSession(str(fp32_path), providers=["CPUExecutionProvider"])
-    reader = _CalibrationReader(calibration, session.get_inputs()[0].name)
+    reader = _CalibrationReader(itertools.chain([first], batches), session.get_inputs()[0].name)
     partial = _temp_path(path)
     root_logger, level = logging.getLogger(), logging.getLogger().level
     root_logger.setLevel(logging.ERROR)  # "consider pre-processing": BN is already folded
@@ -413,13 +460,13 @@ def quantize_int8(fp32_path: Path, calibration: Iterable[torch.Tensor], path: Pa
             reader,
             quant_format=quantization.QuantFormat.QDQ,
             op_types_to_quantize=list(INT8_OPS),
+            nodes_to_exclude=excluded,
             per_channel=True,
+            reduce_range=reduce_range,
             activation_type=quantization.QuantType.QUInt8,
             weight_type=quantization.QuantType.QInt8,
-            calibrate_method=quantization.CalibrationMethod.MinMax,
+            calibrate_method=getattr(quantization.CalibrationMethod, method),
         )
-        if reader.count == 0:
-            raise ValueError("int8 calibration got no batches: pass calibration= images")
         os.replace(partial, path)
     finally:
         root_logger.setLevel(level)
@@ -434,7 +481,7 @@ def build_runner(
     *,
     precision: str = "fp32",
     channels_last: bool = False,
-    compile: bool = False,
+    compile: bool | str = False,
     calibration: Iterable[torch.Tensor] | None = None,
     device: str | torch.device = "cpu",
     threads: int | None = None,
@@ -447,7 +494,9 @@ def build_runner(
         precision: ``"fp32"`` (faithful), ``"bf16"``/``"fp16"`` (eager autocast), ``"int8"``
             (ONNX Runtime static quantization, needs ``calibration``), or ``"auto"``
             (:func:`default_precision` of ``device``).
-        channels_last, compile: eager only (NHWC memory format; ``torch.compile`` per size).
+        channels_last, compile: eager only (NHWC memory format; ``torch.compile`` per size,
+            ``True`` = the inductor backend, a string names another ``torch.compile``
+            backend).
         calibration: normalised ``N x C x H x W`` batches of *training* images, int8 only.
         device: where the scores are returned (and, for eager, where the model runs).
         threads: intra-op threads (ONNX Runtime; eager sets ``torch.set_num_threads``).
@@ -475,9 +524,13 @@ def build_runner(
         )
     cache = Path(cache_dir) if cache_dir is not None else onnx_cache_dir()
     path = _onnx_path(model, cache)
-    if precision == "int8":
-        path = _int8_path(path, calibration, cache)
-    return OnnxRuntimeRunner(path, precision=precision, device=device, threads=threads)
+    if precision != "int8":
+        return OnnxRuntimeRunner(path, precision=precision, device=device, threads=threads)
+    int8 = _int8_path(path, calibration, cache)
+    try:  # the session holds the quantized graph: the file is not kept
+        return OnnxRuntimeRunner(int8, precision=precision, device=device, threads=threads)
+    finally:
+        int8.unlink(missing_ok=True)
 
 
 def _onnx_path(model: nn.Module | str | os.PathLike, cache: Path) -> Path:
@@ -492,11 +545,11 @@ def _onnx_path(model: nn.Module | str | os.PathLike, cache: Path) -> Path:
 
 
 def _int8_path(fp32: Path, calibration: Iterable[torch.Tensor] | None, cache: Path) -> Path:
-    """A quantized copy of ``fp32`` in ``cache`` (calibrated on ``calibration``, every time:
-    the calibration data is not part of any cache key)."""
+    """A quantized copy of ``fp32`` in ``cache`` (calibrated on ``calibration`` every time:
+    the calibration data is not part of any cache key; the caller removes it)."""
     if calibration is None:
         raise ValueError(
             "precision 'int8' needs calibration= (normalised batches of training images: "
             "the activation ranges are measured on them)"
         )
-    return quantize_int8(fp32, calibration, cache / f"{fp32.stem}-int8-{os.getpid()}.onnx")
+    return quantize_int8(fp32, calibration, _temp_path(cache / f"{fp32.stem}-int8.onnx"))

@@ -491,3 +491,48 @@ def test_help_shows_defaults(command, expected, capsys) -> None:
     text = " ".join(capsys.readouterr().out.split())
     for item in expected:
         assert item in text, item
+
+
+def test_predict_takes_an_exported_onnx_file(run_dir, tmp_path, capsys) -> None:
+    # the file alone: preprocessing, class names and colours come from its metadata
+    onnx_path = tmp_path / "model.onnx"
+    assert (
+        main(["export", str(run_dir), "--out", str(onnx_path), "--example-size", "32", "32"]) == 0
+    )
+    images = write_images(tmp_path / "in", [(20, 30), (33, 17)])
+    out = tmp_path / "out"
+    assert main(["predict", str(onnx_path), str(tmp_path / "in"), "--out", str(out)]) == 0
+    assert Segmenter(onnx_path).classes == Segmenter(run_dir).classes
+    faithful = Segmenter(run_dir)
+    for i, source in enumerate(images):
+        label = Image.open(out / "labels" / f"img{i}.png")
+        assert label.getpalette()[:6] == [*PALETTE[0], *PALETTE[1]]  # the checkpoint's colours
+        expected = faithful.predict(source)
+        assert np.mean(np.asarray(label) != expected) <= 0.001  # ONNX Runtime fp32 tolerance
+
+
+def test_predict_and_eval_backend_options(run_dir, tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("FCNKIT_CACHE", str(tmp_path / "cache"))  # exported files go there
+    (image,) = write_images(tmp_path / "in", [(24, 20)])
+    argv = ["predict", str(run_dir), str(image), "--out", str(tmp_path / "o")]
+    assert main([*argv, "--backend", "onnxrutime"]) == 2
+    assert "did you mean 'onnxruntime'" in capsys.readouterr().err
+    assert main([*argv, "--precision", "int8", "--backend", "onnxruntime"]) == 2
+    assert "needs --calibration" in capsys.readouterr().err
+    assert main([*argv, "--channels-last"]) == 0
+    label = np.asarray(Image.open(tmp_path / "o/labels/img0.png"))
+    assert np.array_equal(label, Segmenter(run_dir).predict(image))
+    evaluate = ["eval", str(run_dir), "--dataset", "synthetic", "--split", "val"]
+    evaluate += ["--option", "num_samples=2", "--option", "size=32", "--no-boundary-f"]
+    assert main([*evaluate, "--out", str(tmp_path / "e1")]) == 0
+    assert main([*evaluate, "--out", str(tmp_path / "e2"), "--backend", "onnxruntime"]) == 0
+    assert "backend: onnxruntime-fp32" in capsys.readouterr().err
+    faithful, fast = (
+        json.loads((tmp_path / f"{d}/metrics.json").read_text()) for d in ("e1", "e2")
+    )
+    assert fast["metrics"]["pixel_acc"] == pytest.approx(faithful["metrics"]["pixel_acc"], abs=1e-3)
+    int8 = [*evaluate, "--backend", "onnxruntime", "--precision", "int8", "--out", str(tmp_path)]
+    assert main([*int8, "--calibration", "val"]) == 2  # never the split evaluated
+    assert "another split" in capsys.readouterr().err
+    assert main([*int8, "--calibration", "train", "--calibration-limit", "2"]) == 0
+    assert "backend: onnxruntime-int8" in capsys.readouterr().err

@@ -1,0 +1,231 @@
+"""The inference backends (``fcnkit.backends``): every fast mode labels like the faithful one
+(eager fp32) on a *trained* model, within the tolerance ``docs/speed.md`` documents."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fcnkit import backends
+from fcnkit.backends import LABEL_TOLERANCE, build_runner, default_precision
+from fcnkit.data import build_transforms, create_dataset
+from fcnkit.preprocessing import get_preprocessing
+
+
+class SmallFCN(nn.Module):
+    """The operations of the EfficientNet-Lite FCNs at toy scale: a stride-2 stem, BatchNorm,
+    ReLU6, a depthwise convolution, a 1x1 projection, a skip, a learned transposed-conv
+    upsampler (ONNX ``ConvTranspose``) and a crop back to the input size."""
+
+    preprocessing = get_preprocessing("tf-efficientnet-lite")
+    num_classes = 7
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.BatchNorm2d(16), nn.ReLU6())
+        self.depthwise = nn.Sequential(
+            nn.Conv2d(16, 16, 5, 2, 2, groups=16), nn.BatchNorm2d(16), nn.ReLU6()
+        )
+        self.project = nn.Sequential(nn.Conv2d(16, 32, 1), nn.BatchNorm2d(32), nn.ReLU6())
+        self.context = nn.Sequential(
+            nn.Conv2d(32, 32, 5, 1, 4, dilation=2, groups=32), nn.BatchNorm2d(32), nn.ReLU6()
+        )
+        self.score = nn.Conv2d(32, 7, 1)
+        self.score_skip = nn.Conv2d(16, 7, 1)
+        self.upscore2 = nn.ConvTranspose2d(7, 7, 4, 2, bias=False)
+        self.upscore = nn.ConvTranspose2d(7, 7, 4, 2, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        stem = self.stem(x)
+        deep = self.score(self.context(self.project(self.depthwise(stem))))
+        up = self.upscore2(deep)[:, :, 1 : 1 + stem.shape[-2], 1 : 1 + stem.shape[-1]]
+        scores = self.upscore(up + self.score_skip(stem))
+        return scores[:, :, 1 : 1 + x.shape[-2], 1 : 1 + x.shape[-1]]
+
+
+def _images(split: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    data = create_dataset("synthetic", split=split, size=32, num_samples=n)
+    transform = build_transforms(False, SmallFCN.preprocessing)
+    samples = [transform(data[i]) for i in range(n)]
+    return torch.stack([s["image"] for s in samples]), torch.stack([s["label"] for s in samples])
+
+
+@pytest.fixture(scope="module")
+def training_images() -> tuple[torch.Tensor, torch.Tensor]:
+    return _images("train", 32)
+
+
+@pytest.fixture(scope="module")
+def trained(training_images) -> SmallFCN:
+    """:class:`SmallFCN` trained on 32 synthetic scenes for a few seconds (eval mode)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small convolutions: one thread is fastest, on a busy CPU too
+    try:
+        torch.manual_seed(0)
+        model = SmallFCN()
+        x, y = training_images
+        optim = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        for step in range(150):
+            i = (step * 8) % len(x)
+            loss = F.cross_entropy(model(x[i : i + 8]), y[i : i + 8], ignore_index=255)
+            optim.zero_grad()
+            loss.backward()
+            optim.step()
+    finally:
+        torch.set_num_threads(threads)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def held_out() -> torch.Tensor:
+    return _images("val", 8)[0]
+
+
+def _labels(runner, x: torch.Tensor) -> torch.Tensor:
+    (scores,) = runner(x).values()
+    return scores.argmax(1)
+
+
+def test_the_fixture_is_trained(trained, training_images) -> None:
+    # the tolerances mean something only on a model that has learnt (its scores have
+    # margins): it labels its training scenes better than the all-background guess
+    x, y = training_images
+    with torch.no_grad():
+        pred = trained(x).argmax(1)
+    valid = y != 255
+    accuracy = float((pred[valid] == y[valid]).float().mean())
+    background = float((y[valid] == 0).float().mean())
+    assert accuracy > background + 0.05
+
+
+@pytest.mark.parametrize(
+    "mode, options",
+    [
+        ("eager-fp32-channels_last", {"channels_last": True}),
+        ("onnxruntime-fp32", {"backend": "onnxruntime"}),
+        ("eager-bf16", {"precision": "bf16"}),
+        ("onnxruntime-int8", {"backend": "onnxruntime", "precision": "int8"}),
+    ],
+)
+def test_fast_modes_label_like_the_faithful_one(
+    trained, training_images, held_out, tmp_path, mode, options
+) -> None:
+    if options.get("precision") == "int8":  # calibrated on training images, tested on val
+        calibration = list(training_images[0][:16].split(2))
+        options = {**options, "calibration": calibration}
+    faithful = build_runner(trained)
+    fast = build_runner(trained, cache_dir=tmp_path, **options)
+    assert faithful.name == "eager-fp32" and fast.name == mode
+    expected, got = _labels(faithful, held_out), _labels(fast, held_out)
+    differing = float((expected != got).float().mean())
+    assert differing <= LABEL_TOLERANCE[mode], f"{mode}: {differing:.4f} of the labels differ"
+    if mode in ("eager-fp32-channels_last", "onnxruntime-fp32"):  # the same maths
+        (a,), (b,) = faithful(held_out).values(), fast(held_out).values()
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4 * float(a.abs().max()))
+
+
+def test_the_faithful_runner_is_the_model_itself(trained, held_out) -> None:
+    with torch.no_grad():
+        expected = trained(held_out)
+    (got,) = build_runner(trained)(held_out).values()
+    assert torch.equal(got, expected)
+
+
+def test_compile_falls_back_to_eager_with_one_warning(trained, held_out, monkeypatch) -> None:
+    # dynamic-shape compilation of the EfficientNet FCNs fails inside torch.compile (their
+    # SAME-padding arithmetic); whatever fails, the runner must still give the eager scores
+    def broken_compile(model, **kwargs):
+        def run(x):
+            raise RuntimeError("BackendCompilerFailed: 'TensorReferenceAnalysis' python_mod")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    runner = build_runner(trained, compile=True)
+    assert runner.name == "eager-fp32-compiled"
+    with pytest.warns(RuntimeWarning, match="running eagerly") as caught:
+        first = runner(held_out)
+        second = runner(held_out[:3, :, :20, :28])  # another size: no second warning
+    assert len(caught) == 1
+    with torch.no_grad():
+        assert torch.equal(first["main"], trained(held_out))
+        assert torch.equal(second["main"], trained(held_out[:3, :, :20, :28]))
+
+
+def test_compile_traces_static_sizes(trained, held_out) -> None:
+    # TorchDynamo's graph capture at a static size, run by the "aot_eager" backend (the
+    # inductor C++ build takes minutes on a CPU; docs/speed.md measures it on SIFT Flow)
+    runner = build_runner(trained, compile="aot_eager")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no fallback
+        (got,) = runner(held_out).values()
+    with torch.no_grad():
+        expected = trained(held_out)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"backend": "onnxrutime"}, "did you mean 'onnxruntime'"),
+        ({"backend": "eagr"}, "did you mean 'eager'"),
+        ({"precision": "bf61"}, "did you mean 'bf16'"),
+        ({"precision": "int8"}, "use backend 'onnxruntime' for int8"),
+        ({"backend": "onnxruntime", "precision": "bf16"}, "use backend 'eager' for bf16"),
+        ({"backend": "onnxruntime", "precision": "int8"}, "needs calibration="),
+        ({"backend": "onnxruntime", "channels_last": True}, "eager-backend options"),
+    ],
+)
+def test_bad_backend_and_precision_names_say_what_was_meant(trained, kwargs, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        build_runner(trained, **kwargs)
+
+
+def test_int8_without_calibration_images_is_refused(trained, tmp_path) -> None:
+    with pytest.raises(ValueError, match="no batches"):
+        build_runner(trained, "onnxruntime", precision="int8", calibration=[], cache_dir=tmp_path)
+
+
+AVX2_ONLY = "fpu sse4_2 avx avx2 fma f16c"  # an AMD Zen 2/3 or Intel client CPU
+AVX512_NO_BF16 = AVX2_ONLY + " avx512f avx512bw avx512vl avx512_vnni"  # Cascade Lake
+AVX512_BF16 = AVX512_NO_BF16 + " avx512_bf16"  # Zen 4, Cooper Lake
+AMX = AVX512_BF16 + " amx_tile amx_bf16 amx_int8"  # Sapphire Rapids
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        ("", "fp32"),
+        (AVX2_ONLY, "fp32"),
+        (AVX512_NO_BF16, "fp32"),
+        (AVX512_BF16, "bf16"),
+        (AMX, "bf16"),
+    ],
+)
+def test_bf16_is_never_the_default_on_a_cpu_without_native_bf16(monkeypatch, flags, expected):
+    # docs/speed.md: bf16 autocast is emulated (~40x slower) on AVX2-only CPUs and measured
+    # 1.06x (256 px) to 1.75x (500 px) faster than fp32 with AVX-512 BF16 (Lite0 FCN-8s)
+    monkeypatch.setattr(backends, "cpu_flags", lambda: frozenset(flags.split()))
+    assert default_precision("cpu") == expected
+    assert default_precision(torch.device("cpu")) == expected
+
+
+def test_auto_precision_on_an_avx2_cpu_runs_fp32(trained, monkeypatch) -> None:
+    monkeypatch.setattr(backends, "cpu_flags", lambda: frozenset(AVX2_ONLY.split()))
+    assert build_runner(trained, precision="auto").name == "eager-fp32"
+    assert build_runner(trained).precision == "fp32"  # the default is always the faithful one
+
+
+def test_cpu_flags_reads_proc_cpuinfo(monkeypatch, tmp_path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512_bf16\n\nflags : other\n")
+    real_open = open
+    monkeypatch.setattr(
+        "builtins.open",
+        lambda path, *a, **k: real_open(cpuinfo if path == "/proc/cpuinfo" else path, *a, **k),
+    )
+    assert backends.cpu_flags() == frozenset({"fpu", "avx2", "avx512_bf16"})

@@ -731,6 +731,8 @@ class Segmenter:
 
         faithful = (backend, options["precision"], options["channels_last"], options["compile"])
         if isinstance(model, nn.Module) and faithful == ("eager", "fp32", False, False):
+            if options["threads"]:
+                torch.set_num_threads(int(options["threads"]))
             return None
         batches = None
         if calibration is not None:

@@ -187,6 +187,10 @@ def fast_model(args: argparse.Namespace, model: Any, device: Any) -> Any:
     options = backend_options(args)
     if (options["backend"] or "eager", args.precision, args.channels_last, args.compile) == (
         "eager", "fp32", False, False):  # fmt: skip
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
         return model
     calibration = None
     if args.precision == "int8":

@@ -185,6 +185,20 @@ def test_bad_backend_and_precision_names_say_what_was_meant(trained, kwargs, mes
         build_runner(trained, **kwargs)
 
 
+def test_int8_keeps_the_named_layers_in_fp32(trained, training_images, tmp_path) -> None:
+    import onnx
+
+    calibration = list(training_images[0][:4].split(2))
+    exported = backends.exported_onnx(trained, tmp_path)
+    for keep, fp32_convs in [((), 0), (("/score", "/stem/"), 3)]:  # score, score_skip, stem
+        fp32 = tmp_path / "int8-check.onnx"
+        backends.quantize_int8(exported, iter(calibration), fp32, keep_fp32=keep)
+        nodes = onnx.load(str(fp32)).graph.node
+        quantized_inputs = {n.output[0] for n in nodes if n.op_type == "DequantizeLinear"}
+        plain = [n for n in nodes if n.op_type == "Conv" and n.input[1] not in quantized_inputs]
+        assert len(plain) == fp32_convs, [n.name for n in plain]
+
+
 def test_int8_without_calibration_images_is_refused(trained, tmp_path) -> None:
     with pytest.raises(ValueError, match="no batches"):
         build_runner(trained, "onnxruntime", precision="int8", calibration=[], cache_dir=tmp_path)

@@ -486,6 +486,7 @@ def build_runner(
     device: str | torch.device = "cpu",
     threads: int | None = None,
     cache_dir: str | os.PathLike | None = None,
+    int8_keep_fp32: Iterable[str] = INT8_KEEP_FP32,
 ) -> Runner:
     """A :class:`Runner` of ``model`` on ``backend`` (one of :data:`BACKENDS`).
 
@@ -501,6 +502,9 @@ def build_runner(
         device: where the scores are returned (and, for eager, where the model runs).
         threads: intra-op threads (ONNX Runtime; eager sets ``torch.set_num_threads``).
         cache_dir: where exported ONNX files are kept (default :func:`onnx_cache_dir`).
+        int8_keep_fp32: node-name substrings of the layers int8 leaves in fp32 (default
+            :data:`INT8_KEEP_FP32`; adding ``"_depthwise"`` halves the changed labels of the
+            Lite0 FCNs and most of the speed-up, docs/speed.md).
     """
     device = torch.device(device)
     if precision == "auto":
@@ -526,7 +530,7 @@ def build_runner(
     path = _onnx_path(model, cache)
     if precision != "int8":
         return OnnxRuntimeRunner(path, precision=precision, device=device, threads=threads)
-    int8 = _int8_path(path, calibration, cache)
+    int8 = _int8_path(path, calibration, cache, tuple(int8_keep_fp32))
     try:  # the session holds the quantized graph: the file is not kept
         return OnnxRuntimeRunner(int8, precision=precision, device=device, threads=threads)
     finally:
@@ -544,7 +548,9 @@ def _onnx_path(model: nn.Module | str | os.PathLike, cache: Path) -> Path:
     return path
 
 
-def _int8_path(fp32: Path, calibration: Iterable[torch.Tensor] | None, cache: Path) -> Path:
+def _int8_path(
+    fp32: Path, calibration: Iterable[torch.Tensor] | None, cache: Path, keep: tuple[str, ...]
+) -> Path:
     """A quantized copy of ``fp32`` in ``cache`` (calibrated on ``calibration`` every time:
     the calibration data is not part of any cache key; the caller removes it)."""
     if calibration is None:
@@ -552,4 +558,5 @@ def _int8_path(fp32: Path, calibration: Iterable[torch.Tensor] | None, cache: Pa
             "precision 'int8' needs calibration= (normalised batches of training images: "
             "the activation ranges are measured on them)"
         )
-    return quantize_int8(fp32, calibration, _temp_path(cache / f"{fp32.stem}-int8.onnx"))
+    path = _temp_path(cache / f"{fp32.stem}-int8.onnx")
+    return quantize_int8(fp32, calibration, path, keep_fp32=keep)

@@ -648,6 +648,14 @@ def test_segmenter_backend_options(tmp_path, monkeypatch) -> None:
         fast = Segmenter(model, **options)
         assert fast.runner is not None and fast.runner.name in repr(fast)
         torch.testing.assert_close(fast.scores(image), faithful.scores(image), rtol=1e-4, atol=1e-4)
+        tiled, tiled_fast = (
+            Segmenter(model, max_pixels=400),
+            Segmenter(model, max_pixels=400, **options),
+        )
+        torch.testing.assert_close(
+            tiled_fast.scores(image), tiled.scores(image), rtol=1e-4, atol=1e-4
+        )
+        assert np.mean(tiled_fast.predict(image) != tiled.predict(image)) <= 0.001
     int8 = Segmenter(model, backend="onnxruntime", precision="int8", calibration=[image] * 2)
     assert int8.predict(image).shape == (40, 36)
     assert not list(tmp_path.glob("**/*int8*"))  # the quantized graph is not left behind

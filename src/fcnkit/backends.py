@@ -47,7 +47,7 @@ BACKEND_PRECISIONS: dict[str, tuple[str, ...]] = {
     "onnxruntime": ("fp32", "int8"),
 }
 #: /proc/cpuinfo flags of native bf16 arithmetic (AVX-512 BF16, AMX); without them bf16
-#: autocast is emulated and measured ~40x slower than fp32 on an AVX2-only CPU; with
+#: autocast is emulated (reported ~40x slower than fp32 on an AVX2-only CPU, issue 14); with
 #: AVX-512 BF16 (an AMD EPYC) 1.06x (256 px) to 1.75x (500 px) faster (docs/speed.md)
 BF16_CPU_FLAGS: tuple[str, ...] = ("avx512_bf16", "amx_bf16")
 #: the largest fraction of labels (argmax of the scores) a mode may change against the

@@ -132,12 +132,18 @@ def fake_run_case(case):
             "peak_after_setup": True}  # fmt: skip
 
 
+def fake_run_paired(cases, rounds):
+    times = [[fake_run_case(c)["median_s"]] * rounds for c in cases]
+    return {"labels": [bench.case_label(c) for c in cases], "times_s": times, "rounds": rounds}
+
+
 @pytest.fixture(scope="module")
 def fake_report(tmp_path_factory):
     """A ``--quick`` report whose measurements are :data:`FAKE` (and the linear sweep), a
     100 GFLOP/s matmul and 2 GFLOP per image; the equivalence check is tested above."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(bench, "run_case", fake_run_case)
+        mp.setattr(bench, "run_paired", fake_run_paired)
         mp.setattr(bench, "matmul_peak", lambda threads, n, runs: {
             "n": n, "runs": runs, "median_s": 1.0, "flops_per_s": 1e11})  # fmt: skip
         mp.setattr(bench, "flops_per_image", lambda net, size, classes: 2e9)
@@ -160,6 +166,8 @@ def test_targets_from_given_numbers(fake_report):
     assert status["fastest CPU mode of Lite0 FCN-8s vs its eager-fp32"][0] == "met"
     assert status["fastest CPU mode of Lite0 FCN-8s vs its eager-fp32"][1] == pytest.approx(3.0)
     assert status["training step"] == ("not met", 1.25)
+    faithful = fake_report["targets"][0]
+    assert faithful["detail"].startswith("timed in turns, median of 2 per-round ratios")
     assert status["peak memory"] == ("met", 0.9)
     assert status["fastest mode's mean IU within 0.5 of fp32"][0] == "met"
     assert status["fastest mode's mean IU within 0.5 of fp32"][1] == pytest.approx(0.3)
@@ -175,6 +183,7 @@ def test_targets_from_given_numbers(fake_report):
 def test_report_shape_and_ratios(fake_report):
     report = json.loads(json.dumps(fake_report))  # JSON all the way down
     sections = {"machine", "matmul", "equivalence", "inference", "training", "frame", "sweep",
+                "paired",
                 "gpu", "accuracy", "targets", "load_average_start", "load_average_end"}  # fmt: skip
     assert sections <= set(report)
     machine = report["machine"]
@@ -195,6 +204,12 @@ def test_report_shape_and_ratios(fake_report):
     if not torch.cuda.is_available():
         assert report["gpu"] == {"measured": False, "reason": "no GPU"}
         assert "not measured: no GPU" in markdown
+
+
+def test_paired_ratios_are_medians_of_per_round_ratios():
+    """Rounds where the machine slowed both cases alike give the same ratio."""
+    paired = {"labels": ["port", "ours"], "times_s": [[2.0, 4.0, 3.0], [1.0, 2.0, 3.0]]}
+    assert bench.paired_ratios(paired) == {"port": 1.0, "ours": 2.0}  # ratios 2, 2, 1
 
 
 def test_load_accuracy_refuses_a_file_without_a_measured_accuracy(tmp_path):

@@ -576,10 +576,11 @@ def _fcnkit_train_step(case: Case, net: nn.Module, x: Tensor, y: Tensor) -> tupl
     return step, f"fcnkit voc-fcn8s-paper optimiser + SegmentationLoss ({case.variant or 'recipe'})"
 
 
-def run_isolated(case: Case, timeout: float = 3600.0) -> dict[str, Any]:
-    """:func:`run_case` in a fresh Python process (its peak memory is its own); a failure
-    is returned as ``{"error": sentence}``."""
-    spec = json.dumps(asdict(case))
+def run_isolated(case: Case | dict, timeout: float = 3600.0) -> dict[str, Any]:
+    """:func:`run_case` (or a ``{"paired": ...}`` spec's :func:`run_paired`) in a fresh
+    Python process (its peak memory is its own); a failure is returned as ``{"error":
+    sentence}``."""
+    spec = json.dumps(asdict(case) if isinstance(case, Case) else case)
     code = "import sys; from fcnkit.bench import worker_main; sys.exit(worker_main())"
     try:
         proc = subprocess.run(
@@ -613,16 +614,72 @@ def preload() -> None:
         require("onnxruntime", "the ONNX Runtime backend")
 
 
+def run_paired(cases: list[Case], rounds: int) -> dict[str, Any]:
+    """Time several cases **in turns** in this process: each round runs every case once, the
+    order rotating from round to round, after each case's warm-up. A load that changes
+    during the run (other jobs on a shared machine) then hits every case alike, and the
+    per-round ratios cancel it; :func:`paired_ratios` takes their median."""
+    torch.set_num_threads(cases[0].threads)
+    steps = []
+    for case in cases:
+        device = torch.device(case.device)
+        setup = {"infer": _infer_step, "train": _train_step, "frame": _frame_step}[case.task]
+        with _scratch_onnx_cache():
+            step, _ = setup(case, build_net(case), device)
+        for _ in range(case.warmup):
+            step()
+        steps.append(step)
+    times: list[list[float]] = [[] for _ in cases]
+    for r in range(rounds):
+        for i in [(r + k) % len(cases) for k in range(len(cases))]:
+            start = time.perf_counter()
+            steps[i]()
+            times[i].append(time.perf_counter() - start)
+    return {"labels": [case_label(c) for c in cases], "times_s": times, "rounds": rounds}
+
+
+def case_label(case: Case) -> str:
+    return ":".join(x for x in (case.impl, case.net, case.mode, case.variant) if x)
+
+
+def paired_ratios(paired: dict[str, Any]) -> dict[str, float]:
+    """Label -> median over rounds of (first case's time / this case's time): > 1 faster
+    than the first case (the baseline)."""
+    base = paired["times_s"][0]
+    return {
+        label: statistics.median(b / t for b, t in zip(base, times, strict=True))
+        for label, times in zip(paired["labels"], paired["times_s"], strict=True)
+    }
+
+
 def worker_main() -> int:
-    """Read a :class:`Case` as JSON on stdin, print the result as one JSON line."""
+    """Read a :class:`Case` as JSON on stdin (or ``{"paired": [cases], "rounds": n}``),
+    print the result as one JSON line."""
     preload()
     spec = json.loads(sys.stdin.read())
     try:
-        result = run_case(Case(**spec))
+        if "paired" in spec:
+            result = run_paired([Case(**c) for c in spec["paired"]], spec["rounds"])
+        else:
+            result = run_case(Case(**spec))
     except Exception as err:  # noqa: BLE001 - reported in the row, the bench goes on
         result = {"error": f"{type(err).__name__}: {str(err).strip().splitlines()[0][:300]}"}
     print(json.dumps(result), flush=True)
     return 0
+
+
+def measure_paired(cases: list[Case], rounds: int, isolate: bool) -> dict[str, Any]:
+    """:func:`run_paired` (in a fresh process if ``isolate``) with its ratios."""
+    if isolate:
+        result = run_isolated({"paired": [asdict(c) for c in cases], "rounds": rounds})
+    else:
+        try:
+            result = run_paired(cases, rounds)
+        except Exception as err:  # noqa: BLE001 - reported, the bench goes on
+            result = {"error": f"{type(err).__name__}: {err}"}
+    if "times_s" in result:
+        result["ratios"] = paired_ratios(result)
+    return result
 
 
 def measure(case: Case, isolate: bool) -> dict[str, Any]:
@@ -752,9 +809,12 @@ def siftflow_cases(
     return cases
 
 
-def training_cases(options: BenchOptions, sizes: Sizes, threads: int) -> list[Case]:
+def training_cases(
+    options: BenchOptions, sizes: Sizes, threads: int, runs: int | None = None
+) -> list[Case]:
     warmup = 0 if options.quick else 1
-    base = {"size": sizes.train, "runs": sizes.train_runs, "warmup": warmup, "threads": threads}
+    runs = sizes.train_runs if runs is None else runs
+    base = {"size": sizes.train, "runs": runs, "warmup": warmup, "threads": threads}
     section = f"train {sizes.train[0]}x{sizes.train[1]}"
     return [
         Case("train", PORT, section=section, **base),
@@ -920,10 +980,12 @@ def _run_sections(options: BenchOptions, command: str) -> dict[str, Any]:
     done(report)
     report["fastest_modes"] = fastest
     if options.train:
-        report["training"] = _measure_all(training_cases(options, sizes, threads), options,
-                                          isolate)  # fmt: skip
+        cases = training_cases(options, sizes, threads, runs=1)  # times: the paired rounds
+        report["training"] = _measure_all(cases, options, isolate)
         add_ratios(report["training"])
         done(report)
+    report["paired"] = _paired_sections(options, sizes, threads, fastest, isolate)
+    done(report)
     eager = fastest_modes(rows, "eager")  # the frame and the sweep: no export per case
     if options.frame:
         mode = eager.get(sizes.frame_model, "eager-fp32")
@@ -942,6 +1004,31 @@ def _run_sections(options: BenchOptions, command: str) -> dict[str, Any]:
     report["load_average_end"] = load_average()
     report["targets"] = evaluate_targets(report)
     return report
+
+
+def _paired_sections(
+    options: BenchOptions, sizes: Sizes, threads: int, fastest: dict[str, str], isolate: bool
+) -> dict[str, Any]:
+    """The targets' comparisons timed in turns (:func:`run_paired`): the port, fcnkit's
+    faithful fcn8s and its fastest mode; Lite0 eager-fp32 and its fastest mode; the training
+    steps. Rounds: ``runs`` (inference), the training runs (training)."""
+    rounds = 2 if options.quick else options.runs
+    base = {"size": sizes.voc, "warmup": 1, "threads": threads, "section": "paired"}
+    vgg = [Case("infer", PORT, **base), Case("infer", FAITHFUL, **base)]
+    if fastest.get(FAITHFUL, "eager-fp32") != "eager-fp32":
+        vgg.append(Case("infer", FAITHFUL, fastest[FAITHFUL], **base))
+    groups = {"fcn8s": (vgg, rounds)}
+    if fastest.get(LITE0, "eager-fp32") != "eager-fp32":
+        lite = [Case("infer", LITE0, **base), Case("infer", LITE0, fastest[LITE0], **base)]
+        groups["lite0"] = (lite, rounds)
+    if options.train:
+        groups["training"] = (training_cases(options, sizes, threads), sizes.train_runs)
+    out = {}
+    for name, (cases, n) in groups.items():
+        out[name] = measure_paired(cases, n, isolate)
+        ratios = out[name].get("ratios", {"error": out[name].get("error")})
+        options.log(f"  paired {name} ({n} rounds): {ratios}")
+    return out
 
 
 def _accuracy(options: BenchOptions, threads: int) -> dict[str, Any]:
@@ -1039,8 +1126,9 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     rows = report.get("inference", [])
     port = _row(rows, section=voc, net=PORT, batch=1)
     faithful = _row(rows, section=voc, net=FAITHFUL, mode="eager-fp32", batch=1)
+    paired = report.get("paired", {})
     targets = [_speed_target("faithful fcn8s (eager-fp32) vs port-style baseline, " + voc,
-                             faithful, port, 1.0)]  # fmt: skip
+                             faithful, port, 1.0, paired.get("fcn8s"))]  # fmt: skip
     eq = report["equivalence"]
     targets.append(_target(
         "identical outputs, fcnkit fcn8s vs port-style (same weights)", eq["relative_diff"],
@@ -1050,25 +1138,36 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     fastest = report.get("fastest_modes", {})
     best = _row(rows, section=voc, net=FAITHFUL, mode=fastest.get(FAITHFUL), batch=1)
     targets.append(_speed_target(f"fastest CPU mode of fcn8s vs port-style, {voc}", best,
-                                 port, 2.5))  # fmt: skip
+                                 port, 2.5, paired.get("fcn8s")))  # fmt: skip
     targets.append(_accuracy_target(report["accuracy"], fastest.get(LITE0)))
     lite = _row(rows, section=voc, net=LITE0, mode="eager-fp32", batch=1)
     lite_best = _row(rows, section=voc, net=LITE0, mode=fastest.get(LITE0), batch=1)
     targets.append(_speed_target(f"fastest CPU mode of Lite0 FCN-8s vs its eager-fp32, {voc}",
-                                 lite_best, lite, 3.0))  # fmt: skip
-    targets.append(_training_target(report.get("training")))
+                                 lite_best, lite, 3.0, paired.get("lite0")))  # fmt: skip
+    targets.append(_training_target(report.get("training"), paired.get("training")))
     targets.append(_memory_target(faithful, port, voc))
     targets += _linearity_targets(report, sizes)
     targets.append(_gpu_target(report["gpu"]))
     return targets
 
 
-def _speed_target(name: str, row: dict | None, base: dict | None, threshold: float) -> dict:
+def _speed_target(
+    name: str, row: dict | None, base: dict | None, threshold: float, paired: dict | None = None
+) -> dict:
+    """``base`` time over ``row`` time: from the paired timing (the median of the per-round
+    ratios) where it has both, else from the two separate cases' medians."""
     if row is None or base is None:
         return _target(name, None, f">= {threshold}x", None, "a case failed or was not run")
-    ratio = base["median_s"] / row["median_s"]
+    label = ":".join(x for x in (row["impl"], row["net"], row["mode"], row.get("variant")) if x)
+    ratios = (paired or {}).get("ratios", {})
     detail = f"{row['net']} {row['mode']} {row['median_s'] * 1e3:.0f} ms vs "
     detail += f"{base['net']} {base['mode']} {base['median_s'] * 1e3:.0f} ms"
+    if label in ratios:
+        ratio = ratios[label]
+        detail = f"timed in turns, median of {paired['rounds']} per-round ratios; separate "
+        detail += f"cases: {base['median_s'] / row['median_s']:.2f}x ({row['net']} {row['mode']})"
+    else:
+        ratio = base["median_s"] / row["median_s"]
     return _target(name, ratio, f">= {threshold}x", ratio >= threshold, detail)
 
 
@@ -1084,12 +1183,17 @@ def _accuracy_target(accuracy: dict[str, Any], mode: str | None) -> dict:
     return _target(name, drop, "<= 0.5 points", drop <= 0.5, detail)
 
 
-def _training_target(rows: list[dict] | None) -> dict:
+def _training_target(rows: list[dict] | None, paired: dict | None) -> dict:
     name = "training step, fcnkit fcn8s vs port-style"
     port = _row(rows, net=PORT)
     ours = [r for r in rows or [] if r["impl"] == "fcnkit" and "median_s" in r]
-    best = min(ours, key=lambda r: r["median_s"]) if ours else None
-    result = _speed_target(name, best, port, 1.3)
+    ratios = (paired or {}).get("ratios", {})
+
+    def speed(r: dict) -> float:  # the paired ratio where there is one
+        return ratios.get(f"fcnkit:{r['net']}:{r['mode']}:{r['variant']}", 1 / r["median_s"])
+
+    best = max(ours, key=speed) if ours else None
+    result = _speed_target(name, best, port, 1.3, paired)
     if best is not None:
         result["detail"] += f" (fcnkit variant: {best['variant']})"
     return result

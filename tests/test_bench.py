@@ -199,6 +199,7 @@ def test_report_shape_and_ratios(fake_report):
     markdown = report_markdown(fake_report)
     assert "### Targets" in markdown and "| faithful fcn8s" in markdown
     for title in ("### Inference", "### Training step", "### Sliding-window frame",
+                  "### Timed in turns",
                   "### Size sweep", "### GPU"):  # fmt: skip
         assert title in markdown
     if not torch.cuda.is_available():

@@ -1311,6 +1311,24 @@ def _header_lines(report: dict[str, Any]) -> list[str]:
     ]
 
 
+def _paired_lines(paired: dict[str, Any]) -> list[str]:
+    if not paired:
+        return []
+    out = ["", "### Timed in turns (the targets' ratios)", "",
+           "Each round runs every case once in one process, the order rotating; the ratio is "
+           "the median over rounds of the first case's time over the row's.", ""]  # fmt: skip
+    lines = []
+    for group, result in paired.items():
+        if "ratios" not in result:
+            lines.append([group, "-", f"failed: {result.get('error', '?')}", "-", "-"])
+            continue
+        for label, times in zip(result["labels"], result["times_s"], strict=True):
+            median = statistics.median(times) * 1e3
+            lines.append([group, str(result["rounds"]), label, f"{median:.0f}",
+                          _times(result["ratios"][label])])  # fmt: skip
+    return out + _table(("group", "rounds", "case", "median ms", "vs first"), lines)
+
+
 def report_markdown(report: dict[str, Any]) -> str:
     """The report as Markdown: the machine, the targets, then one table per section."""
     out = ["## fcnkit bench", "", *_header_lines(report), "", "### Targets (issue 14 §3)", ""]
@@ -1322,6 +1340,7 @@ def report_markdown(report: dict[str, Any]) -> str:
         sections.setdefault(row["section"], []).append(row)
     for name, rows in sections.items():
         out += ["", f"### Inference {name}", ""] + _table(SPEED_HEADER, _speed_lines(rows))
+    out += _paired_lines(report.get("paired", {}))
     for key, title in (("training", "Training step"), ("frame", "Sliding-window frame")):
         if key in report:
             out += ["", f"### {title}", ""] + _table(SPEED_HEADER, _speed_lines(report[key]))

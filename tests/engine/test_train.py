@@ -443,7 +443,7 @@ def test_median_frequency_weights_reach_the_loss_and_resume_reuses_them(
     run = tmp_path / "mf"
     train(config, run, progress=False, stop_at_step=1)
     meta = json.loads((run / "meta.json").read_text())["class_weights"]
-    assert meta["source"] == "median_frequency"
+    assert meta["kind"] == "median_frequency" and meta["seconds"] >= 0
     assert meta["weights"] == pytest.approx(expected, rel=1e-9)
     assert load_checkpoint(run / "checkpoints" / "last.pt")["class_weights"] == pytest.approx(
         expected, rel=1e-9
@@ -458,6 +458,9 @@ def test_median_frequency_weights_reach_the_loss_and_resume_reuses_them(
         torch.testing.assert_close(
             session.criterion.class_weights, torch.tensor(expected, dtype=torch.float32)
         )
+        logged = [e for e in map(json.loads, (run / "log.jsonl").read_text().splitlines())
+                  if e["event"] == "class_weights"]  # fmt: skip
+        assert [e["from"] for e in logged] == ["training split", "checkpoint"]
     finally:
         session.log.close()
         if session.lock is not None:

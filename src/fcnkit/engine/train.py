@@ -265,12 +265,13 @@ def build_training_model(config: Config, data: DataBundle, info: DistInfo) -> nn
 
 def training_class_weights(
     config: Config, data: DataBundle, model: nn.Module, ckpt: dict | None
-) -> list[float] | None:
-    """``loss.class_weights`` as numbers, one per class of ``model``. ``median_frequency``
-    (Eigen & Fergus 2015, :func:`fcnkit.data.stats.median_frequency_weights`) is computed
-    once from the training split's raw labels (no augmentation; the primary target of a
-    multi-target set); a resume takes the numbers its checkpoint holds, without rescanning."""
-    weights = config.loss.class_weights
+) -> tuple[list[float] | None, float | None]:
+    """``loss.class_weights`` as numbers, one per class of ``model``, and the seconds a scan
+    of the labels took (``None``: no scan). ``median_frequency`` (Eigen & Fergus 2015,
+    :func:`fcnkit.data.stats.median_frequency_weights`) is computed once from the training
+    split's raw labels (no augmentation; the primary target of a multi-target set); a resume
+    takes the numbers its checkpoint holds, without rescanning."""
+    weights, seconds = config.loss.class_weights, None
     if weights == MEDIAN_FREQUENCY:
         saved = ckpt and (ckpt.get("config") or {}).get("loss", {}).get("class_weights")
         if saved == MEDIAN_FREQUENCY and ckpt.get("class_weights") is not None:
@@ -278,8 +279,10 @@ def training_class_weights(
         else:
             from fcnkit.data.stats import class_statistics
 
+            start = time.perf_counter()
             primary = next(iter(class_statistics(data.train).targets.values()))
             weights = [float(w) for w in primary.median_frequency_weights]
+            seconds = round(time.perf_counter() - start, 3)
     num_classes = int(model.num_classes)
     if weights is not None and len(weights) != num_classes:
         source = "model.num_classes" if config.model.num_classes else "the training dataset"
@@ -287,15 +290,21 @@ def training_class_weights(
             f"loss.class_weights has {len(weights)} values but the model has {num_classes} "
             f"classes (from {source}): give one weight per class"
         )
-    return weights
+    return weights, seconds
 
 
-def record_class_weights(run_dir: Path, weights: list[float], seconds: float) -> None:
-    """``meta.json``'s ``class_weights``: the median-frequency weights the run trains with."""
-    path = run_dir / "meta.json"
-    meta = json.loads(path.read_text()) if path.is_file() else {}
-    meta["class_weights"] = {"source": MEDIAN_FREQUENCY, "weights": weights, "seconds": seconds}
-    write_json(path, meta)
+def record_class_weights(
+    run_dir: Path, weights: list[float], seconds: float | None
+) -> tuple[str, dict[str, Any]]:
+    """``meta.json``'s ``class_weights`` (the median-frequency weights the run trains with,
+    written when they are computed) and the ``class_weights`` event for the log."""
+    source = "checkpoint" if seconds is None else "training split"
+    if seconds is not None:
+        path = run_dir / "meta.json"
+        meta = json.loads(path.read_text()) if path.is_file() else {}
+        meta["class_weights"] = {"kind": MEDIAN_FREQUENCY, "weights": weights, "seconds": seconds}
+        write_json(path, meta)
+    return "class_weights", {"weights": weights, "from": source, "seconds": seconds}
 
 
 def build_criterion(
@@ -343,17 +352,14 @@ def setup_run(
     data = build_datasets(config)
     model = build_training_model(config, data, info)
     ckpt = resume_checkpoint(config, run_dir, info) if resume else None
-    t_weights = time.perf_counter()
-    class_weights = training_class_weights(config, data, model, ckpt)
-    t_weights = round(time.perf_counter() - t_weights, 3)
+    class_weights, scan_seconds = training_class_weights(config, data, model, ckpt)
     lock, events = None, []
     if info.is_main:
         step = int(ckpt["step"]) if ckpt is not None else 0
         lock, events = open_run_dir(run_dir, config, resume=resume, overwrite=overwrite,
                                     step=step)  # fmt: skip
         if config.loss.class_weights == MEDIAN_FREQUENCY:
-            record_class_weights(run_dir, class_weights, t_weights)
-            events.append(("class_weights", {"weights": class_weights, "seconds": t_weights}))
+            events.append(record_class_weights(run_dir, class_weights, scan_seconds))
     try:
         distributed.barrier(info)
         log = RunLogger(run_dir, info.is_main, tensorboard=True)

@@ -1316,7 +1316,7 @@ def _speed_lines(rows: list[dict[str, Any]]) -> list[list[str]]:
     lines = []
     for r in rows:
         what = [r["impl"], r["net"], r["mode"] + (f" ({r['variant']})" if r.get("variant") else "")]
-        what.append(str(r["batch"]))
+        what += [str(r["batch"]), f"{r['size'][0]}x{r['size'][1]}"]
         if "median_s" not in r:
             lines.append([*what, f"failed: {r.get('error', '?')}"] + ["-"] * 7)
             continue
@@ -1329,7 +1329,7 @@ def _speed_lines(rows: list[dict[str, Any]]) -> list[list[str]]:
     return lines
 
 
-SPEED_HEADER = ("impl", "net", "mode", "batch", "median ms", "IQR ms (runs)", "img/s",
+SPEED_HEADER = ("impl", "net", "mode", "batch", "input", "median ms", "IQR ms (runs)", "img/s",
                 "peak MB", "GFLOP/img", "% mm peak", "vs port", "vs own fp32")  # fmt: skip
 
 

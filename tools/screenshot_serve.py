@@ -61,7 +61,7 @@ def main() -> None:
             wait.until(lambda d: d.find_element(By.ID, "heatmap-figure").is_displayed())
         time.sleep(0.5)
         height = driver.execute_script("return document.body.scrollHeight")
-        driver.set_window_size(1280, min(1600, height + 20))
+        driver.set_window_size(1280, min(1600, height + 90))
         args.out.parent.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(args.out))
         print(f"wrote {args.out}")

@@ -236,3 +236,16 @@ def test_one_request_at_a_time_on_the_model(service: SegmentService, photo: Path
         service._run.release()
     worker.join(60)
     assert done.is_set()
+
+
+def test_the_cli_builds_its_service_from_parsed_arguments(run_dir: Path) -> None:
+    """`fcnkit serve MODEL` end to end up to the server start: every option the shared
+    segmenter builder reads exists on the serve command (a missing one broke the command)."""
+    from fcnkit.cli import build_parser
+    from fcnkit.cli.serve import build_service
+
+    args = build_parser().parse_args(["serve", str(run_dir), "--max-queue", "2"])
+    service = build_service(args)
+    assert service.max_queue == 2 and service.segmenter.classes_for() == CLASSES
+    args = build_parser().parse_args(["serve", str(run_dir), "--backend", "onnxruntime"])
+    assert build_service(args).segmenter.predict(np.zeros((20, 24, 3), np.uint8)).shape == (20, 24)

@@ -59,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     add_model_arguments(p)
     add_backend_arguments(p, "int8: training images (files or folders) to calibrate on")
-    p.set_defaults(func=run_serve, batch_size=1, tta=False, sliding_window=None)
+    p.set_defaults(func=run_serve, batch_size=1, tta=False, scales=[1.0], sliding_window=None)
 
 
 def default_model(runs: Path = DEMO_RUNS) -> str:

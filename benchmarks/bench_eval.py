@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from fcnkit import __version__, create_model
+from fcnkit.bench import cpu_model
 from fcnkit.data import build_transforms, collate_pad, create_dataset
 from fcnkit.engine.evaluate import evaluate
 from fcnkit.metrics import ConfusionMatrix
@@ -34,21 +35,10 @@ from fcnkit.metrics import ConfusionMatrix
 DEFAULT_MODELS = ("fcn8s-mobilenet_v3_large", "fcn8s-efficientnet_lite0")
 
 
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def device_description(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
-    return f"{cpu_name()}, {os.cpu_count()} logical cores, {torch.get_num_threads()} threads"
+    return f"{cpu_model()}, {os.cpu_count()} logical cores, {torch.get_num_threads()} threads"
 
 
 class PeakRSS:

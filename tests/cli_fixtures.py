@@ -31,3 +31,19 @@ class TinyNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.score(F.max_pool2d(torch.relu(self.conv(x)), 2, ceil_mode=True))
         return F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def lite0_with_random_scores(num_classes: int) -> nn.Module:
+    """An FCN-8s on a random EfficientNet-Lite0 trunk whose score layers are drawn N(0, 0.5)
+    (not zero) so that it predicts several classes: a real architecture for end-to-end
+    tests of loading, serving and writing weights (seeded by the caller)."""
+    import fcnkit
+
+    model = fcnkit.create_model(
+        "fcn8s-efficientnet_lite0", num_classes=num_classes, backbone_weights=None
+    )
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "score" in name:
+                p.normal_(0, 0.5)
+    return model.eval()

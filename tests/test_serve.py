@@ -19,6 +19,7 @@ pytest.importorskip("httpx", reason="the FastAPI test client needs httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
 import fcnkit  # noqa: E402
+from cli_fixtures import lite0_with_random_scores
 from fcnkit.cli import main  # noqa: E402
 from fcnkit.cli.serve import default_model  # noqa: E402
 from fcnkit.serve import SegmentService, create_app  # noqa: E402
@@ -36,11 +37,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = tmp_path_factory.mktemp("serve")
     torch.manual_seed(0)
-    model = fcnkit.create_model("fcn8s-efficientnet_lite0", num_classes=3, backbone_weights=None)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "score" in name:
-                p.normal_(0, 0.5)
+    model = lite0_with_random_scores(3)
     save_checkpoint(root / "run/checkpoints/best.pt", model, classes=CLASSES, palette=PALETTE)
     return root / "run"
 

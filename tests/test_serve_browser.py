@@ -26,6 +26,7 @@ uvicorn = pytest.importorskip("uvicorn", reason="fcnkit[serve] is not installed"
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
 
 import fcnkit  # noqa: E402
+from cli_fixtures import lite0_with_random_scores  # noqa: E402
 from fcnkit.cli import main  # noqa: E402
 from fcnkit.serve import SegmentService, create_app  # noqa: E402
 from fcnkit.weights import save_checkpoint  # noqa: E402
@@ -51,11 +52,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
 
     torch.manual_seed(0)
-    model = fcnkit.create_model("fcn8s-efficientnet_lite0", num_classes=3, backbone_weights=None)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "score" in name:
-                p.normal_(0, 0.5)
+    model = lite0_with_random_scores(3)
     path = tmp_path_factory.mktemp("browser") / "model.pt"
     save_checkpoint(path, model, classes=CLASSES, palette=PALETTE)
     return path

@@ -29,6 +29,15 @@ from fcnkit.data.base import IGNORE_INDEX
 METRIC_NAMES = ("pixel_acc", "mean_acc", "mean_iu", "fw_iu")
 
 
+def _checked_classes(num_classes: int, class_names: Sequence[str] | None) -> list[str] | None:
+    """``class_names`` as a list after checking them against ``num_classes`` (ValueError)."""
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    if class_names is not None and len(class_names) != num_classes:
+        raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
+    return list(class_names) if class_names is not None else None
+
+
 class ConfusionMatrix:
     """An ``n x n`` confusion matrix (rows = truth, columns = prediction) on ``device``.
 
@@ -46,13 +55,9 @@ class ConfusionMatrix:
         device: torch.device | str | None = None,
         class_names: Sequence[str] | None = None,
     ) -> None:
-        if not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-        if class_names is not None and len(class_names) != num_classes:
-            raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
         self.num_classes = num_classes
         self.ignore_index = ignore_index
-        self.class_names = list(class_names) if class_names is not None else None
+        self.class_names = _checked_classes(num_classes, class_names)
         self._device = torch.device(device) if device is not None else None
         self.mat: torch.Tensor | None = None
         if self._device is not None:
@@ -309,13 +314,9 @@ class _ImageCounts:
         ignore_index: int | None = IGNORE_INDEX,
         class_names: Sequence[str] | None = None,
     ) -> None:
-        if not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-        if class_names is not None and len(class_names) != num_classes:
-            raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
         self.num_classes = num_classes
         self.ignore_index = ignore_index
-        self.class_names = list(class_names) if class_names is not None else None
+        self.class_names = _checked_classes(num_classes, class_names)
         self.counts = np.zeros(self._shape(), dtype=np.int64)
 
     def _shape(self) -> tuple[int, ...]:

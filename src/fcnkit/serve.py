@@ -87,10 +87,9 @@ class SegmentService:
         }
 
     def colours(self, n: int) -> list[tuple[int, ...]]:
-        from fcnkit.data.base import voc_palette
+        from fcnkit.data.base import full_palette
 
-        palette = list(self.segmenter.palette_for() or [])
-        return [tuple(c) for c in palette[:n]] + [tuple(c) for c in voc_palette(n)[len(palette) :]]
+        return full_palette(self.segmenter.palette_for(), n)
 
     def decode(self, data: bytes, filename: str) -> np.ndarray:
         """The upload as ``H x W x 3`` ``uint8`` RGB by :func:`fcnkit.inference.load_image`'s

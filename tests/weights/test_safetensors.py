@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import fcnkit
+from cli_fixtures import lite0_with_random_scores
 from fcnkit.cli import main
 from fcnkit.weights import load_any, load_model, save_checkpoint, save_safetensors
 
@@ -23,12 +24,8 @@ PALETTE = [[10, 20, 200], [0, 160, 0], [90, 90, 90]]
 
 @pytest.fixture
 def model() -> torch.nn.Module:
-    net = fcnkit.create_model("fcn8s-efficientnet_lite0", num_classes=3, backbone_weights=None)
-    with torch.no_grad():
-        for name, p in net.named_parameters():
-            if "score" in name:
-                p.normal_(0, 0.5)
-    return net.eval()
+    net = lite0_with_random_scores(3)
+    return net
 
 
 def test_written_file_is_plain_safetensors_with_fcnkit_metadata(model, tmp_path: Path) -> None:

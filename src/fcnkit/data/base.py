@@ -79,6 +79,12 @@ def distinct_palette(n: int) -> list[tuple[int, int, int]]:
     return colours
 
 
+def full_palette(palette: Sequence[Sequence[int]] | None, n: int = 256) -> list[tuple[int, ...]]:
+    """``n`` colours: ``palette``'s, then the VOC colour map's for the classes past it."""
+    own = [tuple(c) for c in (palette or [])][:n]
+    return own + voc_palette(n)[len(own) :]
+
+
 def colorize(label: np.ndarray, palette: Sequence[Sequence[int]] | None = None) -> Any:
     """A palette-mode ("P") PIL image of an index map (values < 256)."""
     from PIL import Image
@@ -87,7 +93,7 @@ def colorize(label: np.ndarray, palette: Sequence[Sequence[int]] | None = None) 
     if label.size and (label.min() < 0 or label.max() > 255):
         raise ValueError("palette PNGs hold class indices 0..255")
     image = Image.fromarray(label.astype(np.uint8), mode="P")
-    colours = [tuple(c) for c in (palette or [])] + voc_palette(256)[len(palette or []) :]
+    colours = full_palette(palette, 256)
     image.putpalette([v for c in colours[:256] for v in c])
     return image
 
@@ -100,7 +106,7 @@ def overlay(
 ) -> np.ndarray:
     """Blend the label colours over an ``H x W x 3`` ``uint8`` image; classes past
     ``palette`` (and the ignore label 255) take the VOC colour map's colours."""
-    colours = np.array(list(palette or []) + voc_palette(256)[len(palette or []) :], np.float32)
+    colours = np.array(full_palette(palette, 256), np.float32)
     blended = (1 - alpha) * image[..., :3].astype(np.float32) + alpha * colours[label]
     return blended.round().clip(0, 255).astype(np.uint8)
 

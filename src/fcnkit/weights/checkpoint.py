@@ -14,8 +14,9 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from torch import nn
@@ -31,12 +32,18 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     A crash mid-write leaves the previous file intact: never a half-written checkpoint. A
     full disk removes the temporary file and raises ``OSError(ENOSPC)`` naming ``path``.
     """
+    return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> Path:
+    """``write(file)`` into a temporary file beside ``path``, fsync, rename over ``path``
+    (the guarantees of :func:`atomic_save`, for any format)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -109,16 +116,29 @@ def save_checkpoint(
     """
     module = model.module if hasattr(model, "module") else model  # unwrap DDP
     ckpt = model_metadata(module, classes, palette, targets=targets, palettes=palettes)
-    ckpt["model"] = {k: v.detach().cpu() for k, v in module.state_dict().items()}
-    bad = [k for k, v in ckpt["model"].items() if v.is_floating_point() and not v.isfinite().all()]
-    if bad:  # the previous file at `path` stays as it was
+    ckpt["model"] = finite_state(module, path)
+    ckpt.update(extra)
+    return atomic_save(ckpt, path)
+
+
+def finite_state(
+    module: nn.Module, path: str | os.PathLike, dtype: torch.dtype | None = None
+) -> dict[str, torch.Tensor]:
+    """``module``'s state dict on the CPU (floating-point tensors in ``dtype`` if given), or
+    a ``ValueError`` naming the tensors holding NaN / inf: nothing is written to ``path``
+    (the previous file there stays as it was)."""
+    state = {}
+    for key, value in module.state_dict().items():
+        value = value.detach().cpu()
+        state[key] = value.to(dtype) if dtype is not None and value.is_floating_point() else value
+    bad = [k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()]
+    if bad:
         raise ValueError(
             f"refusing to write {path}: the weights {', '.join(bad[:3])}"
             + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
             + " hold NaN or inf values"
         )
-    ckpt.update(extra)
-    return atomic_save(ckpt, path)
+    return state
 
 
 SAFETENSORS_SUFFIX = ".safetensors"
@@ -145,27 +165,10 @@ def save_safetensors(
     st = require("safetensors.torch", "Writing safetensors")
     module = model.module if hasattr(model, "module") else model
     meta = model_metadata(module, classes, palette, targets=targets, palettes=palettes)
-    tensors = {}
-    for key, value in module.state_dict().items():
-        value = value.detach().cpu()
-        if dtype is not None and value.is_floating_point():
-            value = value.to(dtype)
-        tensors[key] = value.contiguous().clone()  # tied weights: one copy per name
-    bad = [k for k, v in tensors.items() if v.is_floating_point() and not v.isfinite().all()]
-    if bad:
-        raise ValueError(f"refusing to write {path}: {', '.join(bad[:3])} hold NaN or inf values")
+    # tied weights: one copy per name (safetensors refuses shared storage)
+    tensors = {k: v.contiguous().clone() for k, v in finite_state(module, path, dtype).items()}
     header = {_SAFETENSORS_META: json.dumps(meta), "model_name": meta["model_name"], "format": "pt"}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        st.save_file(tensors, tmp, metadata=header)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write(path, lambda f: f.write(st.save(tensors, metadata=header)))
 
 
 def read_safetensors(path: str | os.PathLike) -> dict[str, Any]:

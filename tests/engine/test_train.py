@@ -422,6 +422,30 @@ def median_frequency_by_hand(dataset, num_classes: int, ignore: int = 255) -> li
     return [median / freq[c] if c in freq else 1.0 for c in range(num_classes)]
 
 
+def test_class_weight_power_tempers_the_median_frequency_weights(tmp_path: Path) -> None:
+    """loss.class_weight_power p trains with w_c ** p of the hand-computed weights (0.5: the
+    square roots), recorded as such in meta.json."""
+    from fcnkit.data import create_dataset
+
+    config = tiny(loss={"class_weights": "median_frequency", "class_weight_power": 0.5})
+    config["train"].update(steps=1, eval_every=100, num_sample_images=0)
+    raw = create_dataset("synthetic", None, "train", **config["data"]["options"])
+    expected = [w**0.5 for w in median_frequency_by_hand(raw, 7)]
+    train(config, tmp_path / "sqrt", progress=False)
+    meta = json.loads((tmp_path / "sqrt" / "meta.json").read_text())["class_weights"]
+    assert meta["weights"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_class_weight_power_needs_median_frequency() -> None:
+    from fcnkit.engine.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=r"loss.class_weight_power: expected 1 unless "):
+        load_config("demo", ["loss.class_weight_power=0.5"])
+    with pytest.raises(ConfigError, match=r"loss.class_weight_power: expected a number >= 0"):
+        load_config("demo", ["loss.class_weights=median_frequency",
+                             "loss.class_weight_power=-1"])  # fmt: skip
+
+
 def test_median_frequency_weights_reach_the_loss_and_resume_reuses_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -91,6 +91,9 @@ class LossConfig:
     # balancing (fcnkit.data.stats.median_frequency_weights), computed from the training
     # split's raw labels when the run starts and kept in its checkpoints for resume
     class_weights: list[float] | str | None = None
+    # the median-frequency weights raised to this power: 1 = Eigen & Fergus, 0.5 = tempered
+    # (the rare classes gain less, so the frequent ones lose less pixel accuracy), 0 = none
+    class_weight_power: float = 1.0
     ignore_index: int = IGNORE_INDEX
     head_weights: dict | None = None  # multi-head nets: {head: weight}; None sums all heads
 
@@ -676,7 +679,13 @@ def validate(
                 f"{where}: loss.class_weights: expected a list of numbers (one per class) or "
                 f"{MEDIAN_FREQUENCY!r}, got {weights!r}{hint}"
             )
-    elif weights is not None:
+    power = config.loss.class_weight_power
+    if not isinstance(power, (int, float)) or power < 0:
+        fail("loss.class_weight_power", "a number >= 0", power)
+    if power != 1.0 and weights != MEDIAN_FREQUENCY:
+        fail("loss.class_weight_power", f"1 unless loss.class_weights is {MEDIAN_FREQUENCY!r}",
+             power)
+    if isinstance(weights, list):
         if any(w < 0 for w in weights):
             fail("loss.class_weights", "non-negative numbers", weights)
         n = config.model.num_classes

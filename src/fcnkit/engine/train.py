@@ -269,19 +269,23 @@ def training_class_weights(
     """``loss.class_weights`` as numbers, one per class of ``model``, and the seconds a scan
     of the labels took (``None``: no scan). ``median_frequency`` (Eigen & Fergus 2015,
     :func:`fcnkit.data.stats.median_frequency_weights`) is computed once from the training
-    split's raw labels (no augmentation; the primary target of a multi-target set); a resume
+    split's raw labels (no augmentation; the primary target of a multi-target set), raised to
+    ``loss.class_weight_power``; a resume
     takes the numbers its checkpoint holds, without rescanning."""
     weights, seconds = config.loss.class_weights, None
     if weights == MEDIAN_FREQUENCY:
-        saved = ckpt and (ckpt.get("config") or {}).get("loss", {}).get("class_weights")
-        if saved == MEDIAN_FREQUENCY and ckpt.get("class_weights") is not None:
+        saved = (ckpt and (ckpt.get("config") or {}).get("loss")) or {}
+        same = (saved.get("class_weights"), saved.get("class_weight_power", 1.0)) == (
+            MEDIAN_FREQUENCY, config.loss.class_weight_power)
+        if same and ckpt.get("class_weights") is not None:
             weights = [float(w) for w in ckpt["class_weights"]]
         else:
             from fcnkit.data.stats import class_statistics
 
             start = time.perf_counter()
             primary = next(iter(class_statistics(data.train).targets.values()))
-            weights = [float(w) for w in primary.median_frequency_weights]
+            power = config.loss.class_weight_power
+            weights = [float(w) ** power for w in primary.median_frequency_weights]
             seconds = round(time.perf_counter() - start, 3)
     num_classes = int(model.num_classes)
     if weights is not None and len(weights) != num_classes:

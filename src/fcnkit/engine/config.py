@@ -670,21 +670,21 @@ def validate(
     if len(config.optim.betas) != 2:
         fail("optim.betas", "a list of 2 numbers", config.optim.betas)
     weights = config.loss.class_weights
-    if isinstance(weights, str):
-        if weights != MEDIAN_FREQUENCY:
-            close = difflib.get_close_matches(weights, [MEDIAN_FREQUENCY], n=1, cutoff=0.5)
-            hint = f" (did you mean {MEDIAN_FREQUENCY!r}?)" if close else ""
-            where = (key_origins or {}).get("loss.class_weights", origin)
-            raise ConfigError(
-                f"{where}: loss.class_weights: expected a list of numbers (one per class) or "
-                f"{MEDIAN_FREQUENCY!r}, got {weights!r}{hint}"
-            )
+    if isinstance(weights, str) and weights != MEDIAN_FREQUENCY:
+        close = difflib.get_close_matches(weights, [MEDIAN_FREQUENCY], n=1, cutoff=0.5)
+        hint = f" (did you mean {MEDIAN_FREQUENCY!r}?)" if close else ""
+        where = (key_origins or {}).get("loss.class_weights", origin)
+        raise ConfigError(
+            f"{where}: loss.class_weights: expected a list of numbers (one per class) or "
+            f"{MEDIAN_FREQUENCY!r}, got {weights!r}{hint}"
+        )
     power = config.loss.class_weight_power
     if not isinstance(power, (int, float)) or power < 0:
         fail("loss.class_weight_power", "a number >= 0", power)
     if power != 1.0 and weights != MEDIAN_FREQUENCY:
-        fail("loss.class_weight_power", f"1 unless loss.class_weights is {MEDIAN_FREQUENCY!r}",
-             power)
+        fail(
+            "loss.class_weight_power", f"1 unless loss.class_weights is {MEDIAN_FREQUENCY!r}", power
+        )
     if isinstance(weights, list):
         if any(w < 0 for w in weights):
             fail("loss.class_weights", "non-negative numbers", weights)

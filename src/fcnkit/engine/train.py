@@ -276,7 +276,9 @@ def training_class_weights(
     if weights == MEDIAN_FREQUENCY:
         saved = (ckpt and (ckpt.get("config") or {}).get("loss")) or {}
         same = (saved.get("class_weights"), saved.get("class_weight_power", 1.0)) == (
-            MEDIAN_FREQUENCY, config.loss.class_weight_power)
+            MEDIAN_FREQUENCY,
+            config.loss.class_weight_power,
+        )
         if same and ckpt.get("class_weights") is not None:
             weights = [float(w) for w in ckpt["class_weights"]]
         else:

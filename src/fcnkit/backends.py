@@ -15,6 +15,9 @@ ones trade some of that (see ``docs/speed.md`` for each one's measured speed and
 - ``precision="int8"`` (ONNX Runtime only): static post-training quantization in QDQ form,
   per-channel weights, activations calibrated on the ``calibration`` batches (training
   images, never the test set);
+- ``pad100=False`` (VGG16 FCNs, any backend): the no-pad-100 geometry
+  (:meth:`fcnkit.models.vgg.FCN.drop_pad100_`): no 100-pixel border of zeros around the image,
+  outputs input-sized without crops; same weights, scores near the borders change;
 - ``precision="bf16"`` / ``"fp16"`` (eager only): autocast. Only fast where the hardware has
   it; :func:`default_precision` never picks bf16 on a CPU without AVX-512 BF16 or AMX.
 """
@@ -336,10 +339,12 @@ def onnx_cache_dir() -> Path:
 
 
 def _model_digest(model: nn.Module, extra: str = "") -> str:
-    """A hash of the model's class, name, options and every tensor of its state dict."""
+    """A hash of the model's class, name, options, geometry and every tensor of its state
+    dict."""
     h = hashlib.sha256()
     h.update(f"{type(model).__qualname__}|{getattr(model, 'model_name', '')}|".encode())
     h.update(repr(getattr(model, "model_options", None)).encode() + extra.encode())
+    h.update(f"|{getattr(model, 'geometry', '')}".encode())  # no-pad-100: same weights
     for key, value in model.state_dict().items():
         h.update(key.encode())
         h.update(value.detach().to("cpu").contiguous().numpy().tobytes())
@@ -487,6 +492,7 @@ def build_runner(
     threads: int | None = None,
     cache_dir: str | os.PathLike | None = None,
     int8_keep_fp32: Iterable[str] = INT8_KEEP_FP32,
+    pad100: bool = True,
 ) -> Runner:
     """A :class:`Runner` of ``model`` on ``backend`` (one of :data:`BACKENDS`).
 
@@ -505,8 +511,12 @@ def build_runner(
         int8_keep_fp32: node-name substrings of the layers int8 leaves in fp32 (default
             :data:`INT8_KEEP_FP32`; adding ``"_depthwise"`` halves the changed labels of the
             Lite0 FCNs and most of the speed-up, docs/speed.md).
+        pad100: ``False``: a VGG16 FCN runs (a copy of it) in the no-pad-100 geometry
+            (:func:`without_pad100`).
     """
     device = torch.device(device)
+    if not pad100:
+        model = without_pad100(model)
     if precision == "auto":
         precision = default_precision(device)
     backend, precision = check_backend(backend, precision)
@@ -535,6 +545,23 @@ def build_runner(
         return OnnxRuntimeRunner(int8, precision=precision, device=device, threads=threads)
     finally:
         int8.unlink(missing_ok=True)
+
+
+def without_pad100(model: nn.Module | str | os.PathLike) -> nn.Module:
+    """A copy of the VGG16 FCN ``model`` in the no-pad-100 geometry
+    (:meth:`fcnkit.models.vgg.FCN.drop_pad100_`); ``ValueError`` for any other model."""
+    if not isinstance(model, nn.Module):
+        raise ValueError(
+            f"the no-pad-100 mode changes a PyTorch VGG16 FCN, got {model!r}: export the model "
+            "after the change, or run it from its checkpoint"
+        )
+    if not hasattr(model, "drop_pad100_"):
+        name = getattr(model, "model_name", None) or type(model).__name__
+        raise ValueError(
+            f"the no-pad-100 mode is for the VGG16 FCNs (Caffe's conv1_1 pads by 100); {name} "
+            "has no such pad: its outputs are input-sized already"
+        )
+    return copy.deepcopy(model).drop_pad100_()
 
 
 def _onnx_path(model: nn.Module | str | os.PathLike, cache: Path) -> Path:

@@ -619,12 +619,14 @@ class Segmenter:
             spelling of ``model_name=``, kept for one release).
         meta: with an ``nn.Module``, its checkpoint metadata (``classes``, ``palette``,
             ``targets``, ``palettes``), as returned by ``load_any``/``load_model``.
-        backend, precision, channels_last, compile, calibration, threads: how the model
+        backend, precision, channels_last, compile, calibration, threads, pad100: how the model
             runs (:func:`fcnkit.backends.build_runner`; speed and accuracy of each in
             ``docs/speed.md``). The default (eager fp32) is the model's own maths. An
             exported ``.onnx`` file as ``weights_or_model`` runs with ONNX Runtime; its
             metadata gives the preprocessing, class names and palette. The fast backends do
             not serve ``shift_and_stitch``, which needs the model's coarse scores.
+            ``pad100=False``: a VGG16 FCN in the no-pad-100 geometry (faster; scores near
+            the borders change).
 
     Images have the model's ``input_channels`` (3 for RGB models; 4 for RGB-D, 6 for
     RGB + HHA, given as stacked arrays or tensors); anything else raises ``ValueError``.
@@ -657,6 +659,7 @@ class Segmenter:
         compile: bool = False,
         calibration: Iterable[torch.Tensor] | None = None,
         threads: int | None = None,
+        pad100: bool = True,
     ) -> None:
         from fcnkit.backends import is_onnx_file, onnx_metadata
 
@@ -706,6 +709,7 @@ class Segmenter:
             compile=compile,
             calibration=calibration,
             threads=threads,
+            pad100=pad100,
         )
         if shift_and_stitch is not None and self.runner is not None:
             raise ValueError(
@@ -729,8 +733,9 @@ class Segmenter:
         faithful eager fp32 module. ``calibration`` images are read and normalised here."""
         from fcnkit.backends import build_runner
 
-        faithful = (backend, options["precision"], options["channels_last"], options["compile"])
-        if isinstance(model, nn.Module) and faithful == ("eager", "fp32", False, False):
+        faithful = (backend, options["precision"], options["channels_last"], options["compile"],
+                    options["pad100"])  # fmt: skip
+        if isinstance(model, nn.Module) and faithful == ("eager", "fp32", False, False, True):
             if options["threads"]:
                 torch.set_num_threads(int(options["threads"]))
             return None

@@ -519,6 +519,9 @@ def test_predict_and_eval_backend_options(run_dir, tmp_path, capsys, monkeypatch
     assert "did you mean 'onnxruntime'" in capsys.readouterr().err
     assert main([*argv, "--precision", "int8", "--backend", "onnxruntime"]) == 2
     assert "needs --calibration" in capsys.readouterr().err
+    assert main([*argv, "--no-pad100"]) == 2  # a VGG16-only mode, said in one sentence
+    err = capsys.readouterr().err
+    assert "no-pad-100 mode is for the VGG16 FCNs" in err and "Traceback" not in err
     assert main([*argv, "--channels-last"]) == 0
     label = np.asarray(Image.open(tmp_path / "o/labels/img0.png"))
     assert np.array_equal(label, Segmenter(run_dir).predict(image))

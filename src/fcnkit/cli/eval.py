@@ -143,6 +143,13 @@ def add_backend_arguments(p: argparse.ArgumentParser, calibration: str) -> None:
     )
     g.add_argument("--channels-last", action="store_true", help="eager: NHWC memory format")
     g.add_argument("--compile", action="store_true", help="eager: torch.compile per input size")
+    g.add_argument(
+        "--no-pad100",
+        dest="pad100",
+        action="store_false",
+        help="VGG16 FCNs: no 100-pixel pad around the image (conv1_1 pads by 1, outputs "
+        "input-sized without crops): faster, scores near the borders change",
+    )
     g.add_argument("--threads", type=int, default=None, help="intra-op threads")
     g.add_argument("--calibration", default=None, metavar="SOURCE", help=calibration)
     g.add_argument(
@@ -175,6 +182,7 @@ def backend_options(args: argparse.Namespace) -> dict[str, Any]:
         "channels_last": args.channels_last,
         "compile": args.compile,
         "threads": args.threads,
+        "pad100": args.pad100,
     }
 
 
@@ -185,8 +193,8 @@ def fast_model(args: argparse.Namespace, model: Any, device: Any) -> Any:
     from fcnkit.backends import RunnerModule, build_runner, calibration_batches
 
     options = backend_options(args)
-    if (options["backend"] or "eager", args.precision, args.channels_last, args.compile) == (
-        "eager", "fp32", False, False):  # fmt: skip
+    mode = (options["backend"] or "eager", args.precision, args.channels_last, args.compile)
+    if mode + (args.pad100,) == ("eager", "fp32", False, False, True):
         if args.threads:
             import torch
 

@@ -179,6 +179,7 @@ class FCN(nn.Module):
                 _FINAL_UPSCORE[stride] + h, bilinear_upsampler(n, stride, learnable=False)
             )
 
+        self.geometry = "caffe"
         self.crop_offsets = self._derive_crop_offsets()
         self.rarefaction = 1
         if rarefy != 1:
@@ -204,19 +205,27 @@ class FCN(nn.Module):
         return self._layers([n + t for n in names])
 
     def _derive_crop_offsets(self) -> dict[str, int]:
-        """Crop offsets from the layers' geometry (:func:`fcnkit.coord_map.crop_offset`)."""
+        """Crop offsets from the layers' geometry (:func:`fcnkit.coord_map.crop_offset`).
+        Caffe's geometry crops each skip's scores to the upsampled ones; the ``"same"`` one
+        (:meth:`drop_pad100_`) crops the upsampled scores to the skip's (same keys)."""
         h, t = next(iter(self.heads)), self.trunks[0]
         scale = [self.scale_pool4] if hasattr(self, "scale_pool4") else []
         upscored = self._trunk_path("drop7") + self._layers([f"score_fr{h}{t}"])
         offsets = {}
+
+        def skip_offset(skip: list[nn.Module]) -> int:
+            if self.geometry == "same":
+                return crop_offset(upscored, skip)
+            return crop_offset(skip, upscored)
+
         if self.stride <= 16:
             upscored += self._layers([f"upscore2{h}"])
             pool4 = self._trunk_path("pool4") + scale + self._layers([f"score_pool4{h}{t}"])
-            offsets["score_pool4c"] = crop_offset(pool4, upscored)
+            offsets["score_pool4c"] = skip_offset(pool4)
         if self.stride == 8:
             upscored += self._layers([f"upscore_pool4{h}"])
             pool3 = self._trunk_path("pool3") + scale + self._layers([f"score_pool3{h}{t}"])
-            offsets["score_pool3c"] = crop_offset(pool3, upscored)
+            offsets["score_pool3c"] = skip_offset(pool3)
         upscored += self._layers([_FINAL_UPSCORE[self.stride] + h])
         offsets["score"] = crop_offset(upscored, [])  # [] = the image itself
         return offsets
@@ -273,6 +282,38 @@ class FCN(nn.Module):
             self.model_options = {**self.model_options, "rarefy": self.rarefaction}
         return self
 
+    def drop_pad100_(self) -> FCN:
+        """The no-pad-100 geometry, in place (``geometry = "same"``): ``conv1_1`` pads by 1
+        instead of Caffe's 100, ``fc6`` (7x7) by 3, every upsampler (``upscore2``, ...,
+        ``upscore8``) by half its factor; the crop offsets, derived again, are all 0 and the
+        output has the input's size. Same weights and names; not the same maths: the trunk
+        sees the image without a 100-pixel border of zeros (at 500 x 500, ~1.9x fewer
+        convolution FLOPs), and scores near the borders differ (docs/speed.md measures the
+        speed and the change of labels). Caffe's pad 100 exists so that ``fc6`` gets a 7x7
+        input from any image (reference ``voc-fcn32s/net.py``); here ``fc6``'s own padding
+        does that, and images down to 1 x 1 still work (ceil-mode pooling)."""
+        if self.rarefaction > 1:
+            raise ValueError("drop_pad100_ before rarefy_: rarefaction keeps the geometry it finds")
+        if self.geometry == "same":
+            return self
+        for t in self.trunks:
+            getattr(self, f"conv1_1{t}").padding = (1, 1)
+            getattr(self, f"fc6{t}").padding = (3, 3)
+        for name, layer in self.named_children():
+            if name.startswith("upscore"):
+                half = layer.stride[0] // 2
+                layer.padding = (half, half)
+        self.geometry = "same"
+        self.crop_offsets = self._derive_crop_offsets()
+        return self
+
+    def _fuse(self, upscored: Tensor, skip: Tensor, offset: int) -> Tensor:
+        """``upscored + skip`` on their common grid (the reference's ``fuse_pool4`` /
+        ``fuse_pool3``): Caffe's geometry crops the skip, the ``"same"`` one the upsampled."""
+        if self.geometry == "same":
+            return crop(upscored, offset, like=skip) + skip
+        return upscored + crop(skip, offset, like=upscored)
+
     def _run_trunk(self, x: Tensor, t: str) -> tuple[Tensor, Tensor, Tensor]:
         """``(pool3, pool4, drop7)`` of trunk ``t``."""
         taps = {}
@@ -320,11 +361,11 @@ class FCN(nn.Module):
             if self.stride <= 16:
                 score = getattr(self, f"upscore2{h}")(score)
                 pool4_score = self._fused_score("score_pool4", h, pool4)
-                score = score + crop(pool4_score, off["score_pool4c"], like=score)  # fuse_pool4
+                score = self._fuse(score, pool4_score, off["score_pool4c"])  # fuse_pool4
             if self.stride == 8:
                 score = getattr(self, f"upscore_pool4{h}")(score)
                 pool3_score = self._fused_score("score_pool3", h, pool3)
-                score = score + crop(pool3_score, off["score_pool3c"], like=score)  # fuse_pool3
+                score = self._fuse(score, pool3_score, off["score_pool3c"])  # fuse_pool3
             out[h] = score
         return out
 

@@ -97,8 +97,10 @@ def test_linear_fit_exact_line_and_refusals():
 
 def test_parse_mode():
     assert parse_mode("eager-bf16-nhwc") == {
-        "backend": "eager", "precision": "bf16", "channels_last": True, "compile": False
+        "backend": "eager", "precision": "bf16", "channels_last": True, "compile": False,
+        "pad100": True,
     }  # fmt: skip
+    assert parse_mode("eager-fp32-nopad")["pad100"] is False
     assert parse_mode("onnxruntime-int8")["backend"] == "onnxruntime"
     with pytest.raises(ValueError, match="BACKEND-PRECISION"):
         parse_mode("eager-fp32-fast")
@@ -111,6 +113,8 @@ FAKE = {
     ("infer", PORT, "eager-fp32"): (1.0, 1000.0),
     ("infer", FAITHFUL, "eager-fp32"): (0.8, 900.0),  # 1.25x: met; memory 0.9x: met
     ("infer", FAITHFUL, "eager-fp32-nhwc"): (0.5, 950.0),  # fastest: 2.0x < 2.5x: not met
+    # faster still, but another geometry: its own row, never the "fastest mode"
+    ("infer", FAITHFUL, "eager-fp32-nopad"): (0.3, 700.0),
     ("infer", LITE0, "eager-fp32"): (0.09, 50.0),
     ("infer", LITE0, "eager-fp32-nhwc"): (0.03, 40.0),  # 3.0x: met
     ("infer", "torchvision-fcn_resnet50", "eager-fp32"): (0.7, 500.0),

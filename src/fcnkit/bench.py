@@ -341,20 +341,22 @@ class Case:
 
 
 def parse_mode(mode: str) -> dict[str, Any]:
-    """``BACKEND-PRECISION[-nhwc][-compile]`` (``eager-fp32``, ``eager-bf16-nhwc``,
-    ``onnxruntime-int8``) as :func:`fcnkit.backends.build_runner` keywords."""
+    """``BACKEND-PRECISION[-nhwc][-compile][-nopad]`` (``eager-fp32``, ``eager-bf16-nhwc``,
+    ``onnxruntime-int8``, ``eager-fp32-nopad``: the VGG16 no-pad-100 geometry) as
+    :func:`fcnkit.backends.build_runner` keywords."""
     parts = mode.split("-")
     flags = set(parts[2:])
-    if len(parts) < 2 or not flags <= {"nhwc", "compile"}:
+    if len(parts) < 2 or not flags <= {"nhwc", "compile", "nopad"}:
         raise ValueError(
-            f"mode {mode!r}: expected BACKEND-PRECISION[-nhwc][-compile], e.g. eager-fp32, "
-            "eager-bf16-nhwc, onnxruntime-int8"
+            f"mode {mode!r}: expected BACKEND-PRECISION[-nhwc][-compile][-nopad], e.g. "
+            "eager-fp32, eager-bf16-nhwc, onnxruntime-int8, eager-fp32-nopad"
         )
     return {
         "backend": parts[0],
         "precision": parts[1],
         "channels_last": "nhwc" in flags,
         "compile": "compile" in flags,
+        "pad100": "nopad" not in flags,
     }
 
 
@@ -742,6 +744,8 @@ DEFAULT_MODES = ("eager-fp32-nhwc", "eager-bf16-nhwc", "onnxruntime-fp32", "onnx
 QUICK_MODES = ("eager-fp32-nhwc",)  # --quick: no ONNX export or int8 calibration of VGG16
 LITE0 = "fcn8s-efficientnet_lite0"
 FAITHFUL = "fcn8s"
+#: the VGG16 no-pad-100 geometry (issue 14 §2), timed beside the faithful fcn8s
+NO_PAD100_MODE = "eager-fp32-nopad"
 
 
 @dataclass
@@ -802,6 +806,8 @@ def inference_cases(options: BenchOptions, sizes: Sizes, threads: int) -> list[C
         cases += [
             Case("infer", net, m, section=section, **base) for m in ("eager-fp32", *options.modes)
         ]
+    # the no-pad-100 geometry (VGG16 only; other maths: a row of its own, never "fastest")
+    cases.append(Case("infer", FAITHFUL, NO_PAD100_MODE, section=section, **base))
     cases.append(Case("infer", TORCHVISION, section=section, **base))
     return cases
 
@@ -919,6 +925,8 @@ def fastest_modes(
         if row["impl"] != "fcnkit" or "median_s" not in row:
             continue
         mode = parse_mode(row["mode"])
+        if not mode["pad100"]:  # another geometry: not the same model's maths
+            continue
         if backend not in (None, mode["backend"]) or precision not in (None, mode["precision"]):
             continue
         if row["net"] not in best or row["median_s"] < best[row["net"]]["median_s"]:

@@ -31,14 +31,21 @@ MAX_CONSECUTIVE_SKIPS = 10
 
 
 def nonfinite_names(named_tensors: Iterator[tuple[str, torch.Tensor]]) -> list[str]:
-    """Names of the floating-point tensors holding a NaN or inf (one device sync)."""
+    """Names of the floating-point tensors holding a NaN or inf (one device sync when all
+    are finite).
+
+    Fast path: each tensor's sum, which is NaN or inf whenever an element is. It reads every
+    tensor once and allocates nothing of its size: 8x cheaper than ``isfinite(t).all()``
+    over VGG16's 134M parameters (0.13 s against 1.10 s, measured in one run on 2 cores), run
+    twice per training step. A sum can also overflow with finite elements, so only the
+    tensors whose sum is not finite are then checked element by element: the answer is
+    exact."""
     named = [(n, t) for n, t in named_tensors if t.is_floating_point()]
     if not named:
         return []
-    finite = torch.stack([torch.isfinite(t).all() for _, t in named])
-    if bool(finite.all()):
-        return []
-    return [n for (n, _), ok in zip(named, finite.tolist(), strict=True) if not ok]
+    sums = torch.stack([t.sum(dtype=torch.float32) for _, t in named])
+    suspects = torch.isfinite(sums).logical_not().nonzero().flatten().tolist()
+    return [named[i][0] for i in suspects if not bool(torch.isfinite(named[i][1]).all())]
 
 
 def listing(names: list[str], limit: int = 3) -> str:

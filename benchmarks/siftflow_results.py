@@ -33,6 +33,8 @@ ROWS = (
     ("siftflow-fcn8s-lite0", "FCN-8s-Lite0"),
     ("siftflow-fcn8s-lite0-scratch", "FCN-8s-Lite0, scratch"),
 )
+#: the recipe chains' last stages, whose model is set against the paper's FCN-16s
+FINAL_RECIPES = ("siftflow-fcn8s-lite0",)
 #: published / given figures: (label, pixel acc, mean acc, mean IU, f.w. IU) in percent
 REFERENCE_ROWS = (
     ("paper: FCN-16s VGG16 (Table 3)", 85.2, 51.7, 39.5, 76.1),
@@ -116,6 +118,63 @@ def collect(runs: Path, root: Path, reeval: bool = False, limit: int | None = No
     return results
 
 
+#: issue 15 §2, on ``val`` only: (label, run under --runs, extra ``fcnkit eval`` arguments,
+#: what changes). Every lever changes one thing of the base run, the shipped model's own FCN-8s
+#: stage (tools/siftflow_ablation.sh: 700 steps from the FCN-32s run loss-sampling/p1).
+ABLATION = (
+    ("base: FCN-8s-Lite0 stage, 700 steps", "ship-fcn8s-lite0", (), "-"),
+    ("class balance (median frequency)", "ablation/class-balance", (),
+     "loss.class_weights: median_frequency"),
+    ("class balance, tempered (power 0.5)", "ablation/class-balance-sqrt", (),
+     "... and loss.class_weight_power: 0.5"),
+    ("schedule x2 (1,400 steps)", "ablation/schedule-x2", (), "train.steps: 1400"),
+    ("input x1.5 (train and test)", "ablation/scale-x1.5", ("--scales", "1.5"),
+     "crops of 384 from images x1.125-1.875; eval --scales 1.5"),
+    ("multi-scale + flip test (0.75, 1, 1.25)", "ship-fcn8s-lite0",
+     ("--scales", "0.75", "1", "1.25", "--tta"), "eval only: 6 passes per image"),
+)  # fmt: skip
+
+
+def evaluate_val(run_dir: Path, root: Path, extra: tuple[str, ...]) -> dict:
+    """``fcnkit eval RUN --split val EXTRA`` (cached in the run, one folder per argument list)."""
+    suffix = "-".join(a.lstrip("-") for a in extra)
+    out = run_dir / ("eval-siftflow-val" + (f"-{suffix}" if suffix else ""))
+    path = out / "metrics.json"
+    if not path.is_file():
+        from fcnkit.cli import main
+
+        argv = [str(run_dir), "--dataset", "siftflow", "--root", str(root), "--split", "val"]
+        argv += ["--batch-size", "8", "--out", str(out), *extra]
+        if main(["eval", *argv]) != 0:
+            raise RuntimeError(f"fcnkit eval {' '.join(argv)} failed")
+    return json.loads(path.read_text())
+
+
+def ablation_table(runs: Path, root: Path) -> str | None:
+    """The levers of :data:`ABLATION` on the ``val`` carve-out: four metrics, the change of
+    mean IU against the base, boundary F, training and evaluation time."""
+    lines = [
+        "| lever (val, 249 images) | changes | pixel acc. | mean acc. | mean IU | f.w. IU "
+        "| Δ mean IU | boundary F | training (wall) | eval s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    base_iu = None
+    for label, sub, extra, change in ABLATION:
+        run_dir = runs / sub
+        if not (run_dir / "checkpoints").is_dir():
+            print(f"ablation: skipping {label}: no run at {run_dir}")
+            continue
+        m = evaluate_val(run_dir, root, extra)["metrics"]
+        base_iu = m["mean_iu"] if base_iu is None else base_iu
+        seconds = training_record(run_dir)[0]
+        minutes = "-" if seconds is None else f"{seconds / 60:.0f} min"
+        delta = f"{100 * (m['mean_iu'] - base_iu):+.1f}"
+        scores = " | ".join(_pct(m[k]) for k in METRICS)
+        lines.append(f"| {label} | {change} | {scores} | {delta} | {_pct(m.get('boundary_f'))} "
+                     f"| {minutes} | {m['seconds']:.0f} |")  # fmt: skip
+    return "\n".join(lines) if len(lines) > 2 else None
+
+
 def _pct(value: float | None) -> str:
     return (
         "-"
@@ -139,6 +198,29 @@ def main_table(results: list[RunResult]) -> str:
     for label, *values in REFERENCE_ROWS:
         lines.append(f"| {label} | " + " | ".join(f"{v:.1f}" for v in values) + " | | | |")
     return "\n".join(lines)
+
+
+def beyond_mean_iu_table(results: list[RunResult]) -> str:
+    """Boundary F-score (mean over classes, with precision / recall) and IU by object size,
+    as ``fcnkit eval`` reports them; ``-`` for a run evaluated before they existed."""
+    lines = [
+        "| model | boundary F | precision | recall | IU small | IU medium | IU large |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        m = r.metrics
+        size = m.get("size_iu") or {}
+        values = [m.get("boundary_f"), m.get("boundary_precision"), m.get("boundary_recall")]
+        values += [size.get(b) for b in ("small", "medium", "large")]
+        lines.append(f"| {r.label} | " + " | ".join(map(_pct, values)) + " |")
+    tolerance = next((r.metrics.get("boundary_tolerance") for r in results), None)
+    thresholds = next((r.metrics.get("size_thresholds") for r in results), None)
+    notes = f"Boundary tolerance: {tolerance} of the image diagonal" if tolerance else ""
+    if thresholds:
+        small, large = thresholds
+        notes += (f"; object sizes: connected regions of the true map, small below {small:.2%} "
+                  f"of the image, large above {large:.0%}")  # fmt: skip
+    return "\n".join(lines) + (f"\n\n{notes}." if notes else "")
 
 
 def per_class_table(results: list[RunResult]) -> str:
@@ -169,12 +251,13 @@ def pattern_checks(results: list[RunResult]) -> str:
         check("8s >= 32s", "siftflow-fcn8s-lite0", "siftflow-fcn32s-lite0", strict=False),
         check("8s >= 16s", "siftflow-fcn8s-lite0", "siftflow-fcn16s-lite0", strict=False),
     ]
-    if "siftflow-fcn16s-lite0" in by:
-        m = by["siftflow-fcn16s-lite0"]
+    final = next((r for r in reversed(results) if r.recipe in FINAL_RECIPES), None)
+    if final is not None:  # the chain's final model (issue 15's target)
+        m = final.metrics
         _, *paper = REFERENCE_ROWS[0]
         beats = [100 * m[k] > p for k, p in zip(METRICS, paper, strict=True)]
         rows.append(
-            "| FCN-16s-Lite0 > paper FCN-16s VGG16, all four metrics | "
+            f"| {final.label} > paper FCN-16s VGG16, all four metrics | "
             + " / ".join(f"{100 * m[k]:.1f}" for k in METRICS)
             + f" vs {' / '.join(map(str, paper))} | "
             + ("yes" if all(beats) else f"**no** ({sum(beats)} of 4)")
@@ -184,18 +267,21 @@ def pattern_checks(results: list[RunResult]) -> str:
     return "\n".join(lines + [r for r in rows if r])
 
 
-def render(results: list[RunResult]) -> str:
+def render(results: list[RunResult], ablation: str | None = None) -> str:
     commands = "\n".join(f"    {r.command}" for r in results)
-    return "\n\n".join(
-        [
-            main_table(results),
-            pattern_checks(results),
-            "Commands (each row's run, as recorded in its `meta.json`; `&&` joins a `--resume`):"
-            "\n\n" + commands,
-            "Per-class IU (%) on the 200 test images; `-` = no pixel of the class in truth or "
-            "prediction:\n\n" + per_class_table(results),
-        ]
-    )
+    sections = [
+        main_table(results),
+        pattern_checks(results),
+        "Beyond mean IU (test, percent):\n\n" + beyond_mean_iu_table(results),
+        "Commands (each row's run, as recorded in its `meta.json`; `&&` joins a `--resume`):"
+        "\n\n" + commands,
+        "Per-class IU (%) on the 200 test images; `-` = no pixel of the class in truth or "
+        "prediction:\n\n" + per_class_table(results),
+    ]
+    if ablation:
+        sections.append("What moves the class-averaged metrics (issue 15 §2), on the `val` "
+                        "carve-out only (test never read for it):\n\n" + ablation)  # fmt: skip
+    return "\n\n".join(sections)
 
 
 def write_between_markers(path: Path, text: str) -> None:
@@ -217,11 +303,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write", help="Markdown file whose results markers get the tables")
     parser.add_argument("--reeval", action="store_true", help="evaluate again even if cached")
     parser.add_argument("--limit", type=int, help="only the first N test images (a smoke test)")
+    parser.add_argument("--no-ablation", action="store_true", help="leave out the val ablation")
     args = parser.parse_args(argv)
     results = collect(Path(args.runs), Path(args.root), args.reeval, args.limit)
     if not results:
         raise SystemExit(f"no runs of {', '.join(r for r, _ in ROWS)} under {args.runs}")
-    text = render(results)
+    ablation = None if args.no_ablation else ablation_table(Path(args.runs), Path(args.root))
+    text = render(results, ablation)
     print(text)
     if args.write:
         write_between_markers(Path(args.write), text)

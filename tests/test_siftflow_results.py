@@ -124,6 +124,30 @@ def test_checkpoint_to_test_metrics(trained: tuple[Path, Path], capsys) -> None:
     assert "| paper: FCN-16s VGG16 (Table 3) | 85.2 | 51.7 | 39.5 | 76.1 |" in table
     assert f"fcnkit train {RECIPE} --run-dir" in table
     assert "| cow (excluded) |" in table
+    # beyond mean IU: the eval's boundary F-score and IU by size, in the second FCN-32s row
+    rows = [line for line in table.splitlines() if line.startswith("| FCN-32s-Lite0 |")]
+    beyond = rows[1].rstrip(" |").split(" | ")[1:]
+    assert beyond[0] == f"{100 * m['boundary_f']:.1f}"
+    assert beyond[3:6] == [
+        siftflow_results._pct(m["size_iu"][b]) for b in ("small", "medium", "large")
+    ]
+
+
+def test_ablation_rows_are_scored_on_val(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    """The ablation table evaluates each lever's run on val (never test), with the lever's
+    own eval arguments; the base row's change is +0.0 and a missing lever is skipped."""
+    root, runs = trained
+    ablation_runs = tmp_path / "runs"
+    ablation_runs.mkdir()
+    (ablation_runs / "ship-fcn8s-lite0").symlink_to(runs / RECIPE, target_is_directory=True)
+    table = siftflow_results.ablation_table(ablation_runs, root)
+    base = next(line for line in table.splitlines() if line.startswith("| base:"))
+    assert base.split(" | ")[6] == "+0.0"
+    assert "| multi-scale + flip test" in table and "class balance" not in table
+    record = json.loads((runs / RECIPE / "eval-siftflow-val" / "metrics.json").read_text())
+    assert record["split"] == "val" and record["tta"] is False
+    tta = runs / RECIPE / "eval-siftflow-val-scales-0.75-1-1.25-tta" / "metrics.json"
+    assert json.loads(tta.read_text())["scales"] == [0.75, 1.0, 1.25]
 
 
 def test_tables_written_between_markers_only(trained: tuple[Path, Path], tmp_path: Path) -> None:

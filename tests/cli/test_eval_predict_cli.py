@@ -503,6 +503,17 @@ def test_predict_takes_an_exported_onnx_file(run_dir, tmp_path, capsys) -> None:
     out = tmp_path / "out"
     assert main(["predict", str(onnx_path), str(tmp_path / "in"), "--out", str(out)]) == 0
     assert Segmenter(onnx_path).classes == Segmenter(run_dir).classes
+    # fcnkit eval takes the file too: the scores of the checkpoint, to ONNX Runtime's tolerance
+    evaluate = ["eval", "--dataset", "synthetic", "--split", "val", "--no-boundary-f"]
+    evaluate += ["--option", "num_samples=3", "--option", "size=32"]
+    assert main([*evaluate, str(onnx_path), "--out", str(tmp_path / "e-onnx")]) == 0
+    assert main([*evaluate, str(run_dir), "--out", str(tmp_path / "e-pt")]) == 0
+    onnx_m, pt_m = (json.loads((tmp_path / d / "metrics.json").read_text())["metrics"]
+                    for d in ("e-onnx", "e-pt"))  # fmt: skip
+    assert onnx_m["pixel_acc"] == pytest.approx(pt_m["pixel_acc"], abs=1e-3)
+    assert main([*evaluate, str(onnx_path), "--backend", "eager"]) == 2
+    assert "runs with --backend onnxruntime" in capsys.readouterr().err
+    assert main([*evaluate, str(tmp_path / "missing.onnx")]) == 2
     faithful = Segmenter(run_dir)
     for i, source in enumerate(images):
         label = Image.open(out / "labels" / f"img{i}.png")

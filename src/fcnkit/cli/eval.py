@@ -37,8 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "weights",
-        help="run directory, checkpoint file, known weight name (fcnkit weights) or a "
-        ".caffemodel / state-dict file with --model",
+        help="run directory, checkpoint file, known weight name (fcnkit weights), an .onnx "
+        "file from `fcnkit export` (ONNX Runtime) or a .caffemodel / state-dict file with "
+        "--model",
     )
     p.add_argument("--dataset", required=True, help="dataset name (see `fcnkit data list`)")
     p.add_argument("--root", default=None, help="the folder holding the dataset's files")
@@ -186,20 +187,34 @@ def backend_options(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def fast_model(args: argparse.Namespace, model: Any, device: Any) -> Any:
+def fast_model(
+    args: argparse.Namespace, model: Any, device: Any, meta: dict[str, Any] | None = None
+) -> Any:
     """``model`` run as the speed options say (a :class:`fcnkit.backends.RunnerModule`), or
     ``model`` itself for the faithful eager fp32; int8 calibrates on ``--calibration``
-    (a split of the evaluated dataset, e.g. ``train``; never the split evaluated)."""
-    from fcnkit.backends import RunnerModule, build_runner, calibration_batches
+    (a split of the evaluated dataset, e.g. ``train``; never the split evaluated). ``model``
+    may be an exported ``.onnx`` file (``meta``: :func:`fcnkit.backends.onnx_metadata`),
+    run by ONNX Runtime."""
+    import torch
+
+    from fcnkit.backends import RunnerModule, build_runner, calibration_batches, is_onnx_file
+    from fcnkit.preprocessing import get_preprocessing
 
     options = backend_options(args)
+    onnx_file = is_onnx_file(model)
+    if onnx_file:
+        if (options["backend"] or "onnxruntime") != "onnxruntime":
+            raise CLIError(f"{model}: an exported ONNX file runs with --backend onnxruntime")
+        options["backend"] = "onnxruntime"
     mode = (options["backend"] or "eager", args.precision, args.channels_last, args.compile)
     if mode + (args.pad100,) == ("eager", "fp32", False, False, True):
         if args.threads:
-            import torch
-
             torch.set_num_threads(args.threads)
         return model
+    source = (meta or {}).get("preprocessing") if onnx_file else model.preprocessing
+    if source is None:
+        raise CLIError(f"{model}: the file records no preprocessing (export it with fcnkit)")
+    preprocessing = get_preprocessing(source)
     calibration = None
     if args.precision == "int8":
         if args.calibration == args.split:
@@ -209,14 +224,22 @@ def fast_model(args: argparse.Namespace, model: Any, device: Any) -> Any:
                                                  "limit": None}))  # fmt: skip
         step = max(1, len(raw) // max(1, args.calibration_limit))
         images = (raw[i]["image"] for i in range(0, len(raw), step))
-        calibration = calibration_batches(images, model.preprocessing, args.calibration_limit)
+        calibration = calibration_batches(images, preprocessing, args.calibration_limit)
     options["backend"] = options["backend"] or "eager"
     try:
         runner = build_runner(model, **options, calibration=calibration, device=device)
     except (ValueError, FileNotFoundError) as err:
         raise CLIError(str(err)) from None
     print(f"backend: {runner.name}", file=sys.stderr)
-    return RunnerModule(runner, like=model)
+    if not onnx_file:
+        return RunnerModule(runner, like=model)
+    module = RunnerModule(runner)  # the file's own metadata stands in for the model's
+    module.preprocessing = preprocessing
+    module.model_name = (meta or {}).get("model_name")
+    channels = (meta or {}).get("input_channels") or 3
+    probe = next(iter(runner(torch.zeros(1, channels, 32, 32)).values()))
+    module.num_classes = int(probe.shape[1])  # the score channels
+    return module
 
 
 def load_cli_model(args: argparse.Namespace, device: Any) -> tuple[Any, dict[str, Any]]:
@@ -281,6 +304,7 @@ def open_dataset(args: argparse.Namespace) -> Any:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from fcnkit.backends import is_onnx_file, onnx_metadata
     from fcnkit.engine import distributed
     from fcnkit.engine.evaluate import (
         BadSampleError,
@@ -296,8 +320,14 @@ def run_eval(args: argparse.Namespace) -> int:
         out = check_out_folder(default_out_dir(args.weights, args.dataset, args.split), "folder")
     info = distributed.setup(str(resolve_cli_device(args.device)))  # torchrun: its process group
     try:
-        model, meta = load_cli_model(args, info.device)
-        model = fast_model(args, model, info.device)
+        if is_onnx_file(args.weights):
+            try:
+                model, meta = args.weights, onnx_metadata(args.weights)
+            except (FileNotFoundError, ValueError) as err:
+                raise CLIError(f"{args.weights}: {err}") from None
+        else:
+            model, meta = load_cli_model(args, info.device)
+        model = fast_model(args, model, info.device, meta)
         raw = open_dataset(args)
         loader = make_eval_loader(
             raw,

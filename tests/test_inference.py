@@ -137,6 +137,23 @@ def test_segmenter_from_checkpoint_uses_its_preprocessing(tmp_path) -> None:
     assert scores.shape == (3, 13, 21) and scores.dtype == torch.float32
 
 
+def test_channels_last_holds_one_copy_of_the_weights(tmp_path) -> None:
+    """A segmenter that loads its model converts it in place (one copy of the weights: 537 MB
+    for VGG16); a module handed in is copied, unless copy_model=False, and keeps its format."""
+    model = create_model("test-inference-tiny", preprocessing="caffe-voc").eval()
+    save_checkpoint(tmp_path / "run/checkpoints/best.pt", model)
+    loaded = Segmenter(tmp_path / "run", channels_last=True)
+    assert loaded.runner.model is loaded.model
+    handed = Segmenter(model, channels_last=True)
+    assert handed.runner.model is not model
+    weight = next(p for p in model.parameters() if p.dim() == 4)
+    assert weight.is_contiguous()  # the caller's module keeps its memory format
+    owned = Segmenter(model, channels_last=True, copy_model=False)
+    assert owned.runner.model is model
+    image = rand_image(13, 21)
+    assert np.array_equal(loaded.predict(image), handed.predict(image))
+
+
 def test_predict_batch_any_sizes_equals_one_by_one() -> None:
     model = Recorder(create_model("test-inference-tiny").eval())
     seg = Segmenter(model, preprocessing="caffe-voc", batch_size=2)

@@ -161,12 +161,14 @@ class EagerRunner(Runner):
         channels_last: bool,
         compile: bool | str,
         device: torch.device,
+        own_model: bool = False,
     ) -> None:
         self.backend, self.precision, self.device = "eager", precision, device
         self.model = model.to(device).eval()
         self.channels_last = channels_last
-        if channels_last:  # a copy: the caller's model keeps its memory format
-            self.model = copy.deepcopy(self.model).to(memory_format=torch.channels_last)
+        if channels_last:  # a copy unless owned: the caller's model keeps its memory format
+            model_nhwc = self.model if own_model else copy.deepcopy(self.model)
+            self.model = model_nhwc.to(memory_format=torch.channels_last)
         _describe(self, model)
         self._forward: Callable[[torch.Tensor], Any] = self.model
         suffix = "-channels_last" if channels_last else ""
@@ -493,6 +495,7 @@ def build_runner(
     cache_dir: str | os.PathLike | None = None,
     int8_keep_fp32: Iterable[str] = INT8_KEEP_FP32,
     pad100: bool = True,
+    own_model: bool = False,
 ) -> Runner:
     """A :class:`Runner` of ``model`` on ``backend`` (one of :data:`BACKENDS`).
 
@@ -513,10 +516,14 @@ def build_runner(
             Lite0 FCNs and most of the speed-up, docs/speed.md).
         pad100: ``False``: a VGG16 FCN runs (a copy of it) in the no-pad-100 geometry
             (:func:`without_pad100`).
+        own_model: the runner may change ``model`` in place (eager ``channels_last``)
+            instead of copying it: for callers that built the model for it alone
+            (:class:`fcnkit.inference.Segmenter` loading a checkpoint), so that one copy of
+            the weights is held, not two (VGG16: 537 MB each).
     """
     device = torch.device(device)
     if not pad100:
-        model = without_pad100(model)
+        model, own_model = without_pad100(model), True  # a copy already
     if precision == "auto":
         precision = default_precision(device)
     backend, precision = check_backend(backend, precision)
@@ -528,9 +535,8 @@ def build_runner(
             )
         if threads:
             torch.set_num_threads(int(threads))
-        return EagerRunner(
-            model, precision=precision, channels_last=channels_last, compile=compile, device=device
-        )
+        return EagerRunner(model, precision=precision, channels_last=channels_last,
+                           compile=compile, device=device, own_model=own_model)  # fmt: skip
     if channels_last or compile:
         raise ValueError(
             "channels_last and compile are eager-backend options; ONNX Runtime chooses its "

@@ -540,8 +540,11 @@ def _frame_step(case: Case, net: nn.Module, device: torch.device) -> tuple[Calla
         calibration = [torch.randint(0, 256, (3, side, side), dtype=torch.uint8, generator=gen)
                        for _ in range(2)]  # fmt: skip
     pre = getattr(net, "preprocessing", None) or Preprocessing()
+    # copy_model=False: the net was built for this case alone, as Segmenter(RUN) loads one
+    # (a copy for channels-last would count VGG16's 537 MB of weights twice)
     seg = Segmenter(net, device, batch_size=1, max_pixels=case.max_pixels, preprocessing=pre,
-                    calibration=calibration, threads=case.threads, **options)  # fmt: skip
+                    calibration=calibration, threads=case.threads, copy_model=False,
+                    **options)  # fmt: skip
     image = torch.randint(0, 256, (3, *case.size), dtype=torch.uint8, generator=gen)
     name = f"Segmenter({case.mode}, max_pixels={case.max_pixels})"
     return (lambda: seg.predict(image)), name

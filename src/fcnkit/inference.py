@@ -626,7 +626,10 @@ class Segmenter:
             metadata gives the preprocessing, class names and palette. The fast backends do
             not serve ``shift_and_stitch``, which needs the model's coarse scores.
             ``pad100=False``: a VGG16 FCN in the no-pad-100 geometry (faster; scores near
-            the borders change).
+            the borders change). ``copy_model``: with an ``nn.Module``, a mode that changes
+            the module (channels-last) works on a copy; ``False`` lets it change the module
+            in place, holding one copy of the weights instead of two (a model loaded here
+            from weights is never copied).
 
     Images have the model's ``input_channels`` (3 for RGB models; 4 for RGB-D, 6 for
     RGB + HHA, given as stacked arrays or tensors); anything else raises ``ValueError``.
@@ -660,6 +663,7 @@ class Segmenter:
         calibration: Iterable[torch.Tensor] | None = None,
         threads: int | None = None,
         pad100: bool = True,
+        copy_model: bool = True,
     ) -> None:
         from fcnkit.backends import is_onnx_file, onnx_metadata
 
@@ -710,6 +714,7 @@ class Segmenter:
             calibration=calibration,
             threads=threads,
             pad100=pad100,
+            own_model=not (copy_model and isinstance(weights_or_model, nn.Module)),
         )
         if shift_and_stitch is not None and self.runner is not None:
             raise ValueError(

@@ -199,6 +199,7 @@ def build_segmenter(args: argparse.Namespace) -> Any:
             max_pixels=args.max_pixels,
             max_image_pixels=args.max_image_pixels or None,
             meta=meta,
+            copy_model=False,  # loaded for this segmenter alone: one copy of the weights
         )
     except (FileNotFoundError, ValueError) as err:
         raise CLIError(str(err)) from None

@@ -252,6 +252,29 @@ def test_sliding_window_equals_whole_image_for_a_pointwise_net() -> None:
         torch.testing.assert_close(tiled2, net(x))
 
 
+@pytest.mark.parametrize(
+    ("size", "tile", "overlap", "batch"),
+    [((37, 53), 16, 0.5, 1), ((37, 53), 16, 0.25, 3), ((64, 20), 12, 0.5, 2), ((9, 70), 8, 0.0, 4)],
+)
+def test_bands_put_together_are_the_whole_sliding_window(size, tile, overlap, batch) -> None:
+    """sliding_window_bands (one reused band buffer, rows shifted up in place) gives, band
+    after band, exactly what sliding_window_forward gives for the whole image, flipped too."""
+    from fcnkit.inference import sliding_window_bands
+
+    torch.manual_seed(0)
+    net = nn.Conv2d(3, 4, 5, padding=2).eval()  # not pointwise: each tile's border differs
+    x = torch.randn(2, 3, *size)
+    window = SlidingWindow(tile=tile, overlap=overlap, batch_size=batch)
+    with torch.no_grad():
+        whole = sliding_window_forward(net, x, window)
+        mirrored = sliding_window_forward(net, x.flip(-1), window).flip(-1)
+        for flip, expected in ((False, whole), (True, (whole + mirrored) / 2)):
+            bands = list(sliding_window_bands(net, x, window, flip=flip))
+            assert [b[0] for b in bands][0] == 0 and bands[-1][1] == size[0]
+            assert all(a[1] == b[0] for a, b in zip(bands, bands[1:], strict=False))
+            torch.testing.assert_close(torch.cat([b[2] for b in bands], 2), expected)
+
+
 def test_memory_budget_tiles_large_images_only() -> None:
     model = Recorder(create_model("test-inference-tiny").eval())
     seg = Segmenter(model, preprocessing="caffe-voc", max_pixels=16 * 16)

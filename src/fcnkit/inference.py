@@ -420,34 +420,53 @@ def _band_pass(
     bands flipped back)."""
     n, _, h, w = image.shape
     boxes = window.windows(h, w)
+    step = window.batch_size
+    capacity = _band_rows(boxes, step, h)
     top = 0  # first row not yet finished; the buffers hold rows top, top + 1, ...
     total = count = None
-    for i in range(0, len(boxes), window.batch_size):
-        chunk = boxes[i : i + window.batch_size]
+    for i in range(0, len(boxes), step):
+        chunk = boxes[i : i + step]
         crops = []
         for t, l, b, r in chunk:
             crop = image[:, :, t:b, w - r : w - l].flip(-1) if mirrored else image[:, :, t:b, l:r]
             crops.append(prepare(crop) if prepare is not None else crop)
         scores = select_head(forward(torch.cat(crops)), head)
-        rows = max(b for _, _, b, _ in chunk) - top
-        if total is None:
-            total = scores.new_zeros(n, scores.shape[1], rows, w, dtype=torch.float32)
-            count = torch.zeros(1, 1, rows, w, device=image.device)
-        elif total.shape[2] < rows:  # grow the band down to the chunk's lowest row
-            total = torch.cat(
-                [total, total.new_zeros(*total.shape[:2], rows - total.shape[2], w)], 2
-            )
-            count = torch.cat([count, count.new_zeros(1, 1, rows - count.shape[2], w)], 2)
+        if total is None:  # allocated once, reused: no copy grows or shifts the band
+            total = scores.new_zeros(n, scores.shape[1], capacity, w, dtype=torch.float32)
+            count = torch.zeros(1, 1, capacity, w, device=image.device)
         for j, (t, l, b, r) in enumerate(chunk):
             total[:, :, t - top : b - top, l:r] += scores[j * n : (j + 1) * n].float()
             count[:, :, t - top : b - top, l:r] += 1
         # rows above the next tile's top are finished: no later tile covers them
-        done = boxes[i + window.batch_size][0] if i + window.batch_size < len(boxes) else h
+        done = boxes[i + step][0] if i + step < len(boxes) else h
         if done > top:
             k = done - top
             band = total[:, :, :k] / count[:, :, :k]
             yield top, done, band.flip(-1) if mirrored else band
-            total, count, top = total[:, :, k:], count[:, :, k:], done
+            _shift_up(total, k)
+            _shift_up(count, k)
+            top = done
+
+
+def _band_rows(boxes: list[tuple[int, int, int, int]], step: int, height: int) -> int:
+    """The most rows :func:`_band_pass`'s buffers hold at once: from the first unfinished
+    row to the lowest row of a batch of tiles (about one tile's height)."""
+    rows, top = 0, 0
+    for i in range(0, len(boxes), step):
+        rows = max(rows, max(b for _, _, b, _ in boxes[i : i + step]) - top)
+        done = boxes[i + step][0] if i + step < len(boxes) else height
+        top = max(top, done)
+    return rows
+
+
+def _shift_up(buffer: torch.Tensor, k: int) -> None:
+    """Move rows ``k ..`` of ``buffer`` (dim 2) to the top, in place, and zero the rest: row
+    blocks of ``k`` that do not overlap, copied top down (no temporary of the band's size)."""
+    rows = buffer.shape[2]
+    for start in range(0, rows - k, k):
+        end = min(start + k, rows - k)
+        buffer[:, :, start:end].copy_(buffer[:, :, start + k : end + k])
+    buffer[:, :, max(rows - k, 0) :].zero_()
 
 
 # --------------------------------------------------------------------------- images

@@ -392,7 +392,8 @@ def sliding_window_bands(
 
     Float scores are held only for the rows that tiles still to run overlap (one tile's
     height, or the rows a batch of tiles spans), never for the whole image, so the memory of
-    a prediction is bounded by the tile size times the image width. ``prepare`` maps each
+    a prediction is bounded by the tile size times the image width; finished rows are
+    yielded in pieces of an eighth of that buffer. ``prepare`` maps each
     crop of ``image`` to network input (e.g. normalisation): ``image`` can stay ``uint8``.
     Overlapping tiles are averaged, and ``flip`` averaged with the mirrored input, with the
     same sums in the same order as :func:`sliding_window_forward`: the values are equal.
@@ -422,6 +423,7 @@ def _band_pass(
     boxes = window.windows(h, w)
     step = window.batch_size
     capacity = _band_rows(boxes, step, h)
+    piece = max(1, capacity // 8)  # rows per yielded band
     top = 0  # first row not yet finished; the buffers hold rows top, top + 1, ...
     total = count = None
     for i in range(0, len(boxes), step):
@@ -441,8 +443,10 @@ def _band_pass(
         done = boxes[i + step][0] if i + step < len(boxes) else h
         if done > top:
             k = done - top
-            band = total[:, :, :k] / count[:, :, :k]
-            yield top, done, band.flip(-1) if mirrored else band
+            for a in range(0, k, piece):  # finished rows in pieces: no band-sized quotient
+                b = min(a + piece, k)
+                band = total[:, :, a:b] / count[:, :, a:b]
+                yield top + a, top + b, band.flip(-1) if mirrored else band
             _shift_up(total, k)
             _shift_up(count, k)
             top = done

@@ -33,6 +33,12 @@ ROWS = (
     ("siftflow-fcn8s-lite0", "FCN-8s-Lite0"),
     ("siftflow-fcn8s-lite0-scratch", "FCN-8s-Lite0, scratch"),
 )
+#: (recipe, label, ``fcnkit eval`` arguments): test-time options of a run, each chosen on
+#: val before test was scored (docs/results.md says how)
+TEST_TIME_ROWS = (
+    ("siftflow-fcn8s-lite0", "FCN-8s-Lite0 + multi-scale & flip test",
+     ("--scales", "0.75", "1", "1.25", "--tta")),
+)  # fmt: skip
 #: the recipe chains' last stages, whose model is set against the paper's FCN-16s
 FINAL_RECIPES = ("siftflow-fcn8s-lite0",)
 #: published / given figures: (label, pixel acc, mean acc, mean IU, f.w. IU) in percent
@@ -57,15 +63,23 @@ class RunResult:
     command: str
 
 
-def evaluate_run(run_dir: Path, root: Path, reeval: bool = False, limit: int | None = None) -> dict:
-    """The run's test metrics (``fcnkit eval`` of its best checkpoint), cached in the run."""
-    out = run_dir / ("eval-siftflow-test" if limit is None else f"eval-siftflow-test-{limit}")
+def evaluate_run(
+    run_dir: Path,
+    root: Path,
+    reeval: bool = False,
+    limit: int | None = None,
+    extra: tuple[str, ...] = (),
+) -> dict:
+    """The run's test metrics (``fcnkit eval`` of its best checkpoint, with ``extra``
+    arguments), cached in the run."""
+    name = "eval-siftflow-test" + "".join(f"-{a.lstrip('-')}" for a in extra)
+    out = run_dir / (name if limit is None else f"{name}-{limit}")
     path = out / "metrics.json"
     if reeval or not path.is_file():
         from fcnkit.cli import main
 
         argv = [str(run_dir), "--dataset", "siftflow", "--root", str(root), "--split", "test"]
-        argv += ["--batch-size", "8", "--out", str(out)]
+        argv += ["--batch-size", "8", "--out", str(out), *extra]
         if limit is not None:
             argv += ["--limit", str(limit)]
         if main(["eval", *argv]) != 0:
@@ -115,6 +129,12 @@ def collect(runs: Path, root: Path, reeval: bool = False, limit: int | None = No
         record = evaluate_run(run_dir, root, reeval, limit)
         training = training_record(run_dir)
         results.append(RunResult(recipe, label, run_dir, record["metrics"], *training))
+    for recipe, label, extra in TEST_TIME_ROWS:
+        run_dir = runs / recipe
+        if (run_dir / "checkpoints").is_dir():
+            record = evaluate_run(run_dir, root, reeval, limit, extra)
+            training = training_record(run_dir)
+            results.append(RunResult(recipe, label, run_dir, record["metrics"], *training))
     return results
 
 
@@ -235,7 +255,8 @@ def per_class_table(results: list[RunResult]) -> str:
 
 
 def pattern_checks(results: list[RunResult]) -> str:
-    by = {r.recipe: r.metrics for r in results}
+    test_time = {label for _, label, _ in TEST_TIME_ROWS}
+    by = {r.recipe: r.metrics for r in results if r.label not in test_time}
 
     def check(text: str, a: str, b: str, strict: bool = True) -> str | None:
         if a not in by or b not in by:

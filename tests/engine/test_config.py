@@ -313,6 +313,10 @@ def test_siftflow_lite0_reproduction_recipes() -> None:
     assert r16.train.init_from == "runs/siftflow-fcn32s-lite0"
     assert r8.train.init_from == "runs/siftflow-fcn16s-lite0"
     assert r16.optim.lr == r8.optim.lr == r32.optim.lr / 10
+    # tempered class balance from the 16s stage on, chosen on val (docs/results.md)
+    assert r32.loss.class_weights is None and fixed.loss.class_weights is None
+    for c in (r16, r8):
+        assert (c.loss.class_weights, c.loss.class_weight_power) == ("median_frequency", 0.5)
     # scratch: no ImageNet, the whole chain's budget
     assert scratch.model.name == "fcn8s-efficientnet_lite0" and scratch.train.init_from is None
     assert scratch.model.options == {"backbone_weights": None}

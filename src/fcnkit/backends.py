@@ -482,6 +482,20 @@ def quantize_int8(
 
 
 # --------------------------------------------------------------------------- the factory
+def is_faithful(
+    backend: str | None = "eager",
+    precision: str = "fp32",
+    channels_last: bool = False,
+    compile: bool | str = False,
+    pad100: bool = True,
+    **_: Any,
+) -> bool:
+    """Whether these :func:`build_runner` options are the faithful mode (eager fp32, the
+    model's own maths), which callers run as the module itself, without a runner."""
+    return (backend or "eager", precision, bool(channels_last), bool(compile), pad100) == (
+        "eager", "fp32", False, False, True)  # fmt: skip
+
+
 def build_runner(
     model: nn.Module | str | os.PathLike,
     backend: str = "eager",

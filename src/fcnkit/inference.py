@@ -759,11 +759,9 @@ class Segmenter:
     ) -> Any:
         """The backend runner (:func:`fcnkit.backends.build_runner`), or ``None`` for the
         faithful eager fp32 module. ``calibration`` images are read and normalised here."""
-        from fcnkit.backends import build_runner
+        from fcnkit.backends import build_runner, is_faithful
 
-        faithful = (backend, options["precision"], options["channels_last"], options["compile"],
-                    options["pad100"])  # fmt: skip
-        if isinstance(model, nn.Module) and faithful == ("eager", "fp32", False, False, True):
+        if isinstance(model, nn.Module) and is_faithful(backend, **options):
             if options["threads"]:
                 torch.set_num_threads(int(options["threads"]))
             return None

@@ -197,7 +197,13 @@ def fast_model(
     run by ONNX Runtime."""
     import torch
 
-    from fcnkit.backends import RunnerModule, build_runner, calibration_batches, is_onnx_file
+    from fcnkit.backends import (
+        RunnerModule,
+        build_runner,
+        calibration_batches,
+        is_faithful,
+        is_onnx_file,
+    )
     from fcnkit.preprocessing import get_preprocessing
 
     options = backend_options(args)
@@ -206,8 +212,7 @@ def fast_model(
         if (options["backend"] or "onnxruntime") != "onnxruntime":
             raise CLIError(f"{model}: an exported ONNX file runs with --backend onnxruntime")
         options["backend"] = "onnxruntime"
-    mode = (options["backend"] or "eager", args.precision, args.channels_last, args.compile)
-    if mode + (args.pad100,) == ("eager", "fp32", False, False, True):
+    if is_faithful(**options):
         if args.threads:
             torch.set_num_threads(args.threads)
         return model

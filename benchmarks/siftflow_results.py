@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from fcnkit.data.siftflow import EVAL_EXCLUDE, SEMANTIC_CLASSES
 
@@ -75,6 +75,8 @@ def evaluate_run(
     name = "eval-siftflow-test" + "".join(f"-{a.lstrip('-')}" for a in extra)
     out = run_dir / (name if limit is None else f"{name}-{limit}")
     path = out / "metrics.json"
+    if path.is_file() and "boundary_f" not in json.loads(path.read_text())["metrics"]:
+        reeval = True  # cached before boundary F and IU by size existed
     if reeval or not path.is_file():
         from fcnkit.cli import main
 
@@ -138,21 +140,43 @@ def collect(runs: Path, root: Path, reeval: bool = False, limit: int | None = No
     return results
 
 
-#: issue 15 §2, on ``val`` only: (label, run under --runs, extra ``fcnkit eval`` arguments,
-#: what changes). Every lever changes one thing of the base run, the shipped model's own FCN-8s
-#: stage (tools/siftflow_ablation.sh: 700 steps from the FCN-32s run loss-sampling/p1).
+class Lever(NamedTuple):
+    """One row of the val ablation: a run under ``--runs`` and what it changes."""
+
+    label: str
+    run: str
+    eval_args: tuple[str, ...] = ()
+    change: str = "-"
+    start: str | None = None  # its own FCN-32s start, timed with it (None: the base's)
+
+
+#: issue 15 §2, on ``val`` only. Every lever changes one thing of the base run, the shipped
+#: model's own FCN-8s stage (tools/siftflow_ablation.sh: 700 steps from the FCN-32s run
+#: loss-sampling/p1); the backbone levers also train their own FCN-32s start like p1.
 ABLATION = (
-    ("base: FCN-8s-Lite0 stage, 700 steps", "ship-fcn8s-lite0", (), "-"),
-    ("class balance (median frequency)", "ablation/class-balance", (),
-     "loss.class_weights: median_frequency"),
-    ("class balance, tempered (power 0.5)", "ablation/class-balance-sqrt", (),
-     "... and loss.class_weight_power: 0.5"),
-    ("schedule x2 (1,400 steps)", "ablation/schedule-x2", (), "train.steps: 1400"),
-    ("input x1.5 (train and test)", "ablation/scale-x1.5", ("--scales", "1.5"),
-     "crops of 384 from images x1.125-1.875; eval --scales 1.5"),
-    ("multi-scale + flip test (0.75, 1, 1.25)", "ship-fcn8s-lite0",
-     ("--scales", "0.75", "1", "1.25", "--tta"), "eval only: 6 passes per image"),
+    Lever("base: FCN-8s-Lite0 stage, 700 steps", "ship-fcn8s-lite0"),
+    Lever("class balance (median frequency)", "ablation/class-balance",
+          change="loss.class_weights: median_frequency"),
+    Lever("class balance, tempered (power 0.5)", "ablation/class-balance-sqrt",
+          change="... and loss.class_weight_power: 0.5"),
+    Lever("schedule x2 (1,400 steps)", "ablation/schedule-x2", change="train.steps: 1400"),
+    Lever("input x1.5 (train and test)", "ablation/scale-x1.5", ("--scales", "1.5"),
+          "crops of 384 from images x1.125-1.875; eval --scales 1.5"),
+    Lever("backbone EfficientNet-Lite1", "ablation/backbone-lite1",
+          change="both stages on Lite1", start="ablation/backbone-lite1-fcn32s"),
+    Lever("backbone EfficientNet-Lite2", "ablation/backbone-lite2",
+          change="both stages on Lite2", start="ablation/backbone-lite2-fcn32s"),
+    Lever("multi-scale + flip test (0.75, 1, 1.25)", "ship-fcn8s-lite0",
+          ("--scales", "0.75", "1", "1.25", "--tta"), "eval only: 6 passes per image"),
 )  # fmt: skip
+
+#: the paper's controls at the ablation's budget, scored on test: (label, run, what it is)
+CONTROLS = (
+    ("FCN-32s-Lite0, fine-tuned", "loss-sampling/p1", "ImageNet trunk, 1,229 steps"),
+    ("FCN-32s-fixed-Lite0", "ablation/control-fixed", "frozen ImageNet trunk, 1,229 steps"),
+    ("FCN-8s-Lite0", "ship-fcn8s-lite0", "the fine-tuned FCN-32s + 700 steps"),
+    ("FCN-8s-Lite0, scratch", "ablation/control-scratch", "random init, 1,929 steps"),
+)
 
 
 def evaluate_val(run_dir: Path, root: Path, extra: tuple[str, ...]) -> dict:
@@ -179,20 +203,64 @@ def ablation_table(runs: Path, root: Path) -> str | None:
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     base_iu = None
-    for label, sub, extra, change in ABLATION:
-        run_dir = runs / sub
+    for lever in ABLATION:
+        run_dir = runs / lever.run
         if not (run_dir / "checkpoints").is_dir():
-            print(f"ablation: skipping {label}: no run at {run_dir}")
+            print(f"ablation: skipping {lever.label}: no run at {run_dir}")
             continue
-        m = evaluate_val(run_dir, root, extra)["metrics"]
+        m = evaluate_val(run_dir, root, lever.eval_args)["metrics"]
         base_iu = m["mean_iu"] if base_iu is None else base_iu
-        seconds = training_record(run_dir)[0]
-        minutes = "-" if seconds is None else f"{seconds / 60:.0f} min"
+        stages = [runs / lever.start, run_dir] if lever.start else [run_dir]
+        minutes = " + ".join(_minutes(training_record(d)[0]) for d in stages)
         delta = f"{100 * (m['mean_iu'] - base_iu):+.1f}"
         scores = " | ".join(_pct(m[k]) for k in METRICS)
-        lines.append(f"| {label} | {change} | {scores} | {delta} | {_pct(m.get('boundary_f'))} "
+        boundary_f = _pct(m.get("boundary_f"))
+        lines.append(f"| {lever.label} | {lever.change} | {scores} | {delta} | {boundary_f} "
                      f"| {minutes} | {m['seconds']:.0f} |")  # fmt: skip
     return "\n".join(lines) if len(lines) > 2 else None
+
+
+def controls_table(runs: Path, root: Path, reeval: bool = False) -> str | None:
+    """The paper's controls at the ablation's budget (:data:`CONTROLS`), on test: the four
+    metrics, boundary F, IU by size, and the findings checked."""
+    lines = [
+        "| model (test, 200 images) | init and steps | pixel acc. | mean acc. | mean IU | f.w. IU "
+        "| boundary F | IU small | IU medium | IU large | training (wall) | val mean IU (best) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    iu = {}
+    for label, sub, what in CONTROLS:
+        run_dir = runs / sub
+        if not (run_dir / "checkpoints").is_dir():
+            print(f"controls: skipping {label}: no run at {run_dir}")
+            continue
+        m = evaluate_run(run_dir, root, reeval)["metrics"]
+        iu[sub] = 100 * m["mean_iu"]
+        seconds, _, _, best_val, _ = training_record(run_dir)
+        size = m.get("size_iu") or {}
+        values = [*(m[k] for k in METRICS), m.get("boundary_f")]
+        values += [size.get(b) for b in ("small", "medium", "large")]
+        lines.append(f"| {label} | {what} | " + " | ".join(map(_pct, values))
+                     + f" | {_minutes(seconds)} | {_pct(best_val)} |")  # fmt: skip
+    if len(lines) == 2:
+        return None
+    checks = ["| paper's finding, at this budget (mean IU on test) | ours | holds |"]
+    checks.append("|---|---|---|")
+    fine_tuned, fixed, fcn8s, scratch = (sub for _, sub, _ in CONTROLS)
+    pairs = (
+        ("fine-tuned > fixed (32s)", fine_tuned, fixed),
+        ("pretrained > scratch (8s)", fcn8s, scratch),
+        ("8s >= 32s", fcn8s, fine_tuned),
+    )
+    for text, a, b in pairs:
+        if a in iu and b in iu:
+            ok = iu[a] >= iu[b] if ">=" in text else iu[a] > iu[b]
+            checks.append(f"| {text} | {iu[a]:.1f} vs {iu[b]:.1f} | {'yes' if ok else '**no**'} |")
+    return "\n".join(lines) + "\n\n" + "\n".join(checks)
+
+
+def _minutes(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds / 60:.0f} min"
 
 
 def _pct(value: float | None) -> str:
@@ -288,7 +356,9 @@ def pattern_checks(results: list[RunResult]) -> str:
     return "\n".join(lines + [r for r in rows if r])
 
 
-def render(results: list[RunResult], ablation: str | None = None) -> str:
+def render(
+    results: list[RunResult], ablation: str | None = None, controls: str | None = None
+) -> str:
     commands = "\n".join(f"    {r.command}" for r in results)
     sections = [
         main_table(results),
@@ -299,6 +369,10 @@ def render(results: list[RunResult], ablation: str | None = None) -> str:
         "Per-class IU (%) on the 200 test images; `-` = no pixel of the class in truth or "
         "prediction:\n\n" + per_class_table(results),
     ]
+    if controls:
+        sections.append("The paper's controls at the ablation's budget (the same FCN-32s start "
+                        "and FCN-8s stage as the levers below, `tools/siftflow_ablation.sh "
+                        "control-fixed control-scratch`), on test:\n\n" + controls)  # fmt: skip
     if ablation:
         sections.append("What moves the class-averaged metrics (issue 15 §2), on the `val` "
                         "carve-out only (test never read for it):\n\n" + ablation)  # fmt: skip
@@ -329,8 +403,10 @@ def main(argv: list[str] | None = None) -> int:
     results = collect(Path(args.runs), Path(args.root), args.reeval, args.limit)
     if not results:
         raise SystemExit(f"no runs of {', '.join(r for r, _ in ROWS)} under {args.runs}")
-    ablation = None if args.no_ablation else ablation_table(Path(args.runs), Path(args.root))
-    text = render(results, ablation)
+    runs, root = Path(args.runs), Path(args.root)
+    ablation = None if args.no_ablation else ablation_table(runs, root)
+    controls = None if args.no_ablation else controls_table(runs, root, args.reeval)
+    text = render(results, ablation, controls)
     print(text)
     if args.write:
         write_between_markers(Path(args.write), text)

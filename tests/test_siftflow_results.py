@@ -150,6 +150,45 @@ def test_ablation_rows_are_scored_on_val(trained: tuple[Path, Path], tmp_path: P
     assert json.loads(tta.read_text())["scales"] == [0.75, 1.0, 1.25]
 
 
+def test_backbone_lever_is_timed_with_its_own_start(
+    trained: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A lever that trains its own FCN-32s start shows both stages' wall times."""
+    root, runs = trained
+    ablation_runs = tmp_path / "runs"
+    for sub in ("ship-fcn8s-lite0", "ablation/backbone-lite2", "ablation/backbone-lite2-fcn32s"):
+        (ablation_runs / sub).parent.mkdir(parents=True, exist_ok=True)
+        (ablation_runs / sub).symlink_to(runs / RECIPE, target_is_directory=True)
+    table = siftflow_results.ablation_table(ablation_runs, root)
+    row = next(line for line in table.splitlines() if line.startswith("| backbone"))
+    minutes = siftflow_results._minutes(siftflow_results.training_record(runs / RECIPE)[0])
+    assert row.split(" | ")[-2] == f"{minutes} + {minutes}"
+    assert "Lite1" not in table  # no run: skipped
+
+
+def test_controls_are_scored_on_test_with_the_findings(
+    trained: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The controls table scores each run on test and checks the findings: strictly for
+    fine-tuned > fixed and pretrained > scratch, >= for 8s against 32s (same run here, so
+    equal scores: the strict checks fail and the other holds)."""
+    root, runs = trained
+    control_runs = tmp_path / "runs"
+    for _, sub, _ in siftflow_results.CONTROLS:
+        (control_runs / sub).parent.mkdir(parents=True, exist_ok=True)
+        (control_runs / sub).symlink_to(runs / RECIPE, target_is_directory=True)
+    table = siftflow_results.controls_table(control_runs, root)
+    m = json.loads((runs / RECIPE / "eval-siftflow-test" / "metrics.json").read_text())["metrics"]
+    rows = [line for line in table.splitlines() if line.startswith("| FCN-")]
+    assert len(rows) == len(siftflow_results.CONTROLS)
+    cells = rows[1].split(" | ")
+    assert cells[2:7] == [f"{100 * m[k]:.1f}" for k in (*siftflow_results.METRICS, "boundary_f")]
+    iu = f"{100 * m['mean_iu']:.1f}"
+    assert f"| fine-tuned > fixed (32s) | {iu} vs {iu} | **no** |" in table
+    assert f"| pretrained > scratch (8s) | {iu} vs {iu} | **no** |" in table
+    assert f"| 8s >= 32s | {iu} vs {iu} | yes |" in table
+
+
 def test_tables_written_between_markers_only(trained: tuple[Path, Path], tmp_path: Path) -> None:
     root, runs = trained
     doc = tmp_path / "results.md"

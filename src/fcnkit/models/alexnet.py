@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from fcnkit.coord_map import crop_offset
 from fcnkit.models.heads import bilinear_upsampler, crop, score_layer
+from fcnkit.models.layers import SlicedConv2d
 from fcnkit.models.registry import register_model
 
 __all__ = ["FCNAlexNet", "caffenet_layers"]
@@ -45,10 +46,10 @@ def caffenet_layers(in_channels: int = 3) -> list[tuple[str, nn.Module]]:
         ("conv5", nn.Conv2d(384, 256, 3, padding=1, groups=2)),
         ("relu5", nn.ReLU(inplace=True)),
         ("pool5", pool()),
-        ("fc6", nn.Conv2d(256, 4096, 6)),
+        ("fc6", SlicedConv2d(256, 4096, 6)),
         ("relu6", nn.ReLU(inplace=True)),
         ("drop6", nn.Dropout(0.5)),
-        ("fc7", nn.Conv2d(4096, 4096, 1)),
+        ("fc7", SlicedConv2d(4096, 4096, 1)),
         ("relu7", nn.ReLU(inplace=True)),
         ("drop7", nn.Dropout(0.5)),
     ]

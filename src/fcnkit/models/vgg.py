@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from fcnkit.coord_map import CoordMap, crop_offset, path_map, place_scores
 from fcnkit.models.heads import bilinear_upsampler, crop, score_layer
+from fcnkit.models.layers import SlicedConv2d
 from fcnkit.models.outputs import Outputs
 from fcnkit.models.rarefy import rarefy_layers
 from fcnkit.models.registry import register_model
@@ -68,10 +69,10 @@ def vgg16_layers(in_channels: int = 3) -> list[tuple[str, nn.Module]]:
             channels = width
         layers.append((f"pool{stage}", nn.MaxPool2d(2, stride=2, ceil_mode=True)))
     layers += [
-        ("fc6", nn.Conv2d(512, 4096, 7)),
+        ("fc6", SlicedConv2d(512, 4096, 7)),
         ("relu6", nn.ReLU(inplace=True)),
         ("drop6", nn.Dropout(0.5)),
-        ("fc7", nn.Conv2d(4096, 4096, 1)),
+        ("fc7", SlicedConv2d(4096, 4096, 1)),
         ("relu7", nn.ReLU(inplace=True)),
         ("drop7", nn.Dropout(0.5)),
     ]

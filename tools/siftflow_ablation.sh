@@ -28,7 +28,9 @@ P1=(--set loss.sample_prob=1.0 --set schedule.name=fixed --set schedule.warmup_s
     --set train.checkpoint_every=100000 --set train.num_sample_images=0)
 
 backbone() {  # backbone lite1|lite2: the same two stages on another ImageNet trunk
-    train "backbone-$1-fcn32s" "siftflow-fcn32s-$1" "${P1[@]}"
+    # (siftflow-fcn32s-lite2 is this recipe with this model name)
+    train "backbone-$1-fcn32s" siftflow-fcn32s-lite0 --set model.name="fcn32s-efficientnet_$1" \
+        "${P1[@]}"
     run "backbone-$1" --set model.name="fcn8s-efficientnet_$1" \
         --set train.init_from="$OUT/backbone-$1-fcn32s"
 }

@@ -4,11 +4,11 @@
 ``fc6`` 7x7 and ``fc7`` 1x1, AlexNet's ``fc6`` / ``fc7``). PyTorch's CPU convolution (oneDNN)
 copies the whole weight into its blocked layout on every call; for VGG16's ``fc6``
 (4096 x 512 x 7 x 7, 411 MB) that copy is the largest single allocation of a 500 x 500
-inference pass, about 40 % of its peak memory (measured: a lone ``fc6`` call peaks at 405 MB
-above its inputs, sliced at 39 MB, bench ``--quick``'s 500 x 500 case 1.0x -> ~0.65x the
-port-style net). Output channels are independent sums over the same inputs, so computing them
-in slices gives the same numbers; on the oneDNN kernels of both CPU kinds of our pool they
-are bit for bit equal (``tests/models/test_layers.py`` pins equality within 1e-6 relative).
+inference pass (a lone ``fc6`` call peaks 405 MB above its inputs; in 32 MB slices, 39 MB;
+docs/speed.md has the whole net's figures). Output channels are independent sums over the
+same inputs, so computing them in slices gives the same numbers: the VGG16 FCN-8s equals the
+port-style net bit for bit at 500 x 500 with oneDNN's AVX-512 and AVX2 kernels
+(``ONEDNN_MAX_CPU_ISA=AVX2``); ``tests/models/test_layers.py`` allows 1e-6 relative.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ def _capturing() -> bool:
         or torch.jit.is_tracing()
         or torch.onnx.is_in_onnx_export()
         or torch.compiler.is_compiling()
+        or torch.compiler.is_exporting()
     )
 
 

@@ -199,8 +199,8 @@ def ablation_table(runs: Path, root: Path) -> str | None:
     mean IU against the base, boundary F, training and evaluation time."""
     lines = [
         "| lever (val, 249 images) | changes | pixel acc. | mean acc. | mean IU | f.w. IU "
-        "| Δ mean IU | boundary F | training (wall) | eval s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| Δ mean IU | boundary F | IU small / medium / large | training (wall) | eval s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     base_iu = None
     for lever in ABLATION:
@@ -215,8 +215,10 @@ def ablation_table(runs: Path, root: Path) -> str | None:
         delta = f"{100 * (m['mean_iu'] - base_iu):+.1f}"
         scores = " | ".join(_pct(m[k]) for k in METRICS)
         boundary_f = _pct(m.get("boundary_f"))
+        size = m.get("size_iu") or {}
+        by_size = " / ".join(_pct(size.get(b)) for b in ("small", "medium", "large"))
         lines.append(f"| {lever.label} | {lever.change} | {scores} | {delta} | {boundary_f} "
-                     f"| {minutes} | {m['seconds']:.0f} |")  # fmt: skip
+                     f"| {by_size} | {minutes} | {m['seconds']:.0f} |")  # fmt: skip
     return "\n".join(lines) if len(lines) > 2 else None
 
 

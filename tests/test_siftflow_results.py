@@ -146,6 +146,11 @@ def test_ablation_rows_are_scored_on_val(trained: tuple[Path, Path], tmp_path: P
     assert "| multi-scale + flip test" in table and "class balance" not in table
     record = json.loads((runs / RECIPE / "eval-siftflow-val" / "metrics.json").read_text())
     assert record["split"] == "val" and record["tta"] is False
+    size_iu = record["metrics"]["size_iu"]
+    assert base.split(" | ")[7] == siftflow_results._pct(record["metrics"]["boundary_f"])
+    assert base.split(" | ")[8] == " / ".join(
+        siftflow_results._pct(size_iu[b]) for b in ("small", "medium", "large")
+    )
     tta = runs / RECIPE / "eval-siftflow-val-scales-0.75-1-1.25-tta" / "metrics.json"
     assert json.loads(tta.read_text())["scales"] == [0.75, 1.0, 1.25]
 

@@ -205,8 +205,8 @@ def ablation_table(runs: Path, root: Path) -> str | None:
     base_iu = None
     for lever in ABLATION:
         run_dir = runs / lever.run
-        if not (run_dir / "checkpoints").is_dir():
-            print(f"ablation: skipping {lever.label}: no run at {run_dir}")
+        if not (run_dir / "metrics.json").is_file():  # absent, or still training
+            print(f"ablation: skipping {lever.label}: no finished run at {run_dir}")
             continue
         m = evaluate_val(run_dir, root, lever.eval_args)["metrics"]
         base_iu = m["mean_iu"] if base_iu is None else base_iu
@@ -233,8 +233,8 @@ def controls_table(runs: Path, root: Path, reeval: bool = False) -> str | None:
     iu = {}
     for label, sub, what in CONTROLS:
         run_dir = runs / sub
-        if not (run_dir / "checkpoints").is_dir():
-            print(f"controls: skipping {label}: no run at {run_dir}")
+        if not (run_dir / "metrics.json").is_file():  # absent, or still training
+            print(f"controls: skipping {label}: no finished run at {run_dir}")
             continue
         m = evaluate_run(run_dir, root, reeval)["metrics"]
         iu[sub] = 100 * m["mean_iu"]

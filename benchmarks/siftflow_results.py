@@ -215,8 +215,7 @@ def ablation_table(runs: Path, root: Path) -> str | None:
         delta = f"{100 * (m['mean_iu'] - base_iu):+.1f}"
         scores = " | ".join(_pct(m[k]) for k in METRICS)
         boundary_f = _pct(m.get("boundary_f"))
-        size = m.get("size_iu") or {}
-        by_size = " / ".join(_pct(size.get(b)) for b in ("small", "medium", "large"))
+        by_size = " / ".join(map(_pct, _size_ius(m)))
         lines.append(f"| {lever.label} | {lever.change} | {scores} | {delta} | {boundary_f} "
                      f"| {by_size} | {minutes} | {m['seconds']:.0f} |")  # fmt: skip
     return "\n".join(lines) if len(lines) > 2 else None
@@ -239,9 +238,7 @@ def controls_table(runs: Path, root: Path, reeval: bool = False) -> str | None:
         m = evaluate_run(run_dir, root, reeval)["metrics"]
         iu[sub] = 100 * m["mean_iu"]
         seconds, _, _, best_val, _ = training_record(run_dir)
-        size = m.get("size_iu") or {}
-        values = [*(m[k] for k in METRICS), m.get("boundary_f")]
-        values += [size.get(b) for b in ("small", "medium", "large")]
+        values = [*(m[k] for k in METRICS), m.get("boundary_f"), *_size_ius(m)]
         lines.append(f"| {label} | {what} | " + " | ".join(map(_pct, values))
                      + f" | {_minutes(seconds)} | {_pct(best_val)} |")  # fmt: skip
     if len(lines) == 2:
@@ -259,6 +256,12 @@ def controls_table(runs: Path, root: Path, reeval: bool = False) -> str | None:
             ok = iu[a] >= iu[b] if ">=" in text else iu[a] > iu[b]
             checks.append(f"| {text} | {iu[a]:.1f} vs {iu[b]:.1f} | {'yes' if ok else '**no**'} |")
     return "\n".join(lines) + "\n\n" + "\n".join(checks)
+
+
+def _size_ius(metrics: dict) -> list[float | None]:
+    """IU of small, medium and large regions (``None`` for an eval from before they existed)."""
+    size = metrics.get("size_iu") or {}
+    return [size.get(b) for b in ("small", "medium", "large")]
 
 
 def _minutes(seconds: float | None) -> str:
@@ -299,9 +302,8 @@ def beyond_mean_iu_table(results: list[RunResult]) -> str:
     ]
     for r in results:
         m = r.metrics
-        size = m.get("size_iu") or {}
         values = [m.get("boundary_f"), m.get("boundary_precision"), m.get("boundary_recall")]
-        values += [size.get(b) for b in ("small", "medium", "large")]
+        values += _size_ius(m)
         lines.append(f"| {r.label} | " + " | ".join(map(_pct, values)) + " |")
     tolerance = next((r.metrics.get("boundary_tolerance") for r in results), None)
     thresholds = next((r.metrics.get("size_thresholds") for r in results), None)

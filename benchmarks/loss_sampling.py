@@ -14,16 +14,18 @@ every run (the recipe's AdamW lr 1e-3, fixed after a 25-step warm-up): the paper
 (fixed lr), where a sampled step differs only in the cells it sees and the images it costs.
 
     R=/work/shared/data/siftflow
-    python benchmarks/loss_sampling.py run --root $R                     # p = 1, 0.5, 0.25
-    python benchmarks/loss_sampling.py run --root $R --ps 1 --accumulate 2   # controls: no
-    python benchmarks/loss_sampling.py run --root $R --ps 1 --accumulate 4   # sampling, 16 / 32
-    python benchmarks/loss_sampling.py run --root $R --ps 1 0.25 --seed 1    # images a step
-    python benchmarks/loss_sampling.py report --runs p1 p0.5 p0.25 p1-acc2 p1-acc4 \
-        --png docs/loss_sampling.png
+    python -m benchmarks.loss_sampling run --root $R                     # p = 1, 0.5, 0.25
+    python -m benchmarks.loss_sampling run --root $R --ps 1 --accumulate 2   # controls: no
+    python -m benchmarks.loss_sampling run --root $R --ps 1 --accumulate 4   # sampling, 16 / 32
+    python -m benchmarks.loss_sampling run --root $R --ps 1 0.25 --seed 1    # images a step
+    python -m benchmarks.loss_sampling report --runs p1 p0.5 p0.25 p1-acc2 p1-acc4 \
+        --png docs/loss_sampling.png --root $R
 
 ``run`` writes ``OUT/p<p>/`` (a normal run directory) and ``OUT/loads.json`` (the 1-, 5- and
 15-minute load averages at the start and end of each run: the CPU may be shared).
-``report`` prints the Markdown table and draws :func:`fcnkit.plots.plot_metric_vs_time`.
+``report`` prints the Markdown table and draws :func:`fcnkit.plots.plot_metric_vs_time`; with
+``--root`` it also scores each run's best checkpoint on ``val`` with every metric of
+``fcnkit eval`` (boundary F, IU by object size), cached in the run.
 """
 
 from __future__ import annotations
@@ -141,6 +143,15 @@ def summary(run_dir: Path) -> dict[str, Any]:
     }
 
 
+def best_checkpoint_cells(run_dir: Path, root: str) -> str:
+    """`` boundary F | IU small / medium / large |`` of the run's best checkpoint on ``val``
+    (``fcnkit eval``, the same evaluation and cache as the ablation table's)."""
+    from benchmarks.siftflow_results import _pct, _size_ius, evaluate_val
+
+    m = evaluate_val(run_dir, Path(root), ())["metrics"]
+    return f" {_pct(m.get('boundary_f'))} | {' / '.join(map(_pct, _size_ius(m)))} |"
+
+
 def report(args: argparse.Namespace) -> None:
     from fcnkit.plots import plot_metric_vs_time
 
@@ -156,8 +167,11 @@ def report(args: argparse.Namespace) -> None:
         "| run | p | micro-batches / step | steps done | images seen | final val mean IU "
         "(mean of the last 3 evals) | "
         "best val mean IU (step) | training s (+ eval s) | images / training s | load avg 1 min, "
-        "start -> end |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "start -> end |"
+        + (
+            " best checkpoint on val: boundary F | IU small / medium / large |" if args.root else ""
+        ),
+        "|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if args.root else ""),
     ]
     for run_dir in dirs.values():
         s = summary(run_dir)
@@ -170,6 +184,7 @@ def report(args: argparse.Namespace) -> None:
             f"{100 * s['best_iu']:.2f} ({s['best_step']}) | "
             f"{s['train_seconds']:.0f} (+ {s['total_seconds'] - s['train_seconds']:.0f}) | "
             f"{s['images_per_s']:.1f} | {load_text} |"
+            + (best_checkpoint_cells(run_dir, args.root) if args.root else "")
         )
     print("\n".join(rows))
     if args.png:
@@ -190,6 +205,11 @@ def main(argv: list[str] | None = None) -> None:
     run_p.add_argument("--seed", type=int, default=0, help="train.seed")
     rep_p = sub.add_parser("report", help="the Markdown table and the plot")
     rep_p.add_argument("--png", default=None, help="write the plot here")
+    rep_p.add_argument(
+        "--root",
+        default=None,
+        help="SIFT Flow folder: also score each best checkpoint on val (boundary F, IU by size)",
+    )
     rep_p.add_argument("--runs", nargs="+", default=[run_name(p) for p in PS], help="names")
     for sp in (run_p, rep_p):
         sp.add_argument("--out", default="runs/loss-sampling", help="folder of the runs")

@@ -25,7 +25,7 @@ from fcnkit.data.siftflow import EVAL_EXCLUDE, SEMANTIC_CLASSES, SUBDIR
 from fcnkit.weights import load_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks import siftflow_results  # noqa: E402
+from benchmarks import loss_sampling, siftflow_results  # noqa: E402
 
 RECIPE = "siftflow-fcn32s-lite0"
 NAMES = np.array([[np.array([c]) for c in SEMANTIC_CLASSES]], dtype=object)
@@ -153,6 +153,21 @@ def test_ablation_rows_are_scored_on_val(trained: tuple[Path, Path], tmp_path: P
     )
     tta = runs / RECIPE / "eval-siftflow-val-scales-0.75-1-1.25-tta" / "metrics.json"
     assert json.loads(tta.read_text())["scales"] == [0.75, 1.0, 1.25]
+
+
+def test_loss_sampling_rows_score_the_best_checkpoint_on_val(
+    trained: tuple[Path, Path], capsys
+) -> None:
+    """``loss_sampling report --root`` adds the best checkpoint's val boundary F and IU by
+    size, from the same ``fcnkit eval`` as the ablation's (one cache)."""
+    root, runs = trained
+    loss_sampling.main(["report", "--out", str(runs), "--runs", RECIPE, "--root", str(root)])
+    row = next(x for x in capsys.readouterr().out.splitlines() if x.startswith(f"| `{RECIPE}`"))
+    record = json.loads((runs / RECIPE / "eval-siftflow-val" / "metrics.json").read_text())
+    assert record["split"] == "val" and record["weights"].endswith("best.pt")
+    m = record["metrics"]
+    sizes = " / ".join(siftflow_results._pct(m["size_iu"][b]) for b in ("small", "medium", "large"))
+    assert row.rstrip(" |").split(" | ")[-2:] == [siftflow_results._pct(m["boundary_f"]), sizes]
 
 
 def test_backbone_lever_is_timed_with_its_own_start(

@@ -20,6 +20,10 @@ ones trade some of that (see ``docs/speed.md`` for each one's measured speed and
   outputs input-sized without crops; same weights, scores near the borders change;
 - ``precision="bf16"`` / ``"fp16"`` (eager only): autocast. Only fast where the hardware has
   it; :func:`default_precision` never picks bf16 on a CPU without AVX-512 BF16 or AMX.
+
+The eager modes in bf16, fp16 or channels-last also fold BatchNorm into the convolution
+before it (:func:`fcnkit.models.fold.fold_batchnorm_`, in a copy of the model): rounding-only
+changes, ~10% faster.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fcnkit.models.fold import fold_batchnorm_
 from fcnkit.models.outputs import SINGLE_HEAD, heads
 
 BACKENDS: tuple[str, ...] = ("eager", "onnxruntime")
@@ -166,6 +171,13 @@ class EagerRunner(Runner):
         self.backend, self.precision, self.device = "eager", precision, device
         self.model = model.to(device).eval()
         self.channels_last = channels_last
+        fold = precision != "fp32" or channels_last  # the fast eager modes (not compile alone)
+        if fold and any(isinstance(m, nn.BatchNorm2d) for m in self.model.modules()):
+            # the fast modes fold BatchNorm into the convolutions (fcnkit.models.fold: ~10%
+            # faster, rounding-only changes), in a copy unless owned
+            self.model = self.model if own_model else copy.deepcopy(self.model)
+            own_model = True
+            fold_batchnorm_(self.model)
         if channels_last:  # a copy unless owned: the caller's model keeps its memory format
             model_nhwc = self.model if own_model else copy.deepcopy(self.model)
             self.model = model_nhwc.to(memory_format=torch.channels_last)

@@ -171,6 +171,13 @@ class MBConv(nn.Module):
     identity shortcut when the block keeps stride 1 and the channel count.
     """
 
+    #: (convolution, the BatchNorm that reads it): :func:`fcnkit.models.fold.fold_batchnorm_`
+    conv_bn_pairs = (
+        ("_expand_conv", "_bn0"),
+        ("_depthwise_conv", "_bn1"),
+        ("_project_conv", "_bn2"),
+    )
+
     def __init__(self, kernel: int, stride: int, expand: int, c_in: int, c_out: int) -> None:
         super().__init__()
         mid = c_in * expand
@@ -201,6 +208,9 @@ class EfficientNetLite(nn.Module):
     preprocessing), at any size (trained at ``resolution`` pixels square). Output:
     ``N x num_classes`` logits. ``dropout`` before the classifier: the variant's by default.
     """
+
+    #: (convolution, the BatchNorm that reads it): :func:`fcnkit.models.fold.fold_batchnorm_`
+    conv_bn_pairs = (("_conv_stem", "_bn0"), ("_conv_head", "_bn1"))
 
     def __init__(
         self, variant: str = "lite0", num_classes: int = 1000, dropout: float | None = None

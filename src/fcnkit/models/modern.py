@@ -112,6 +112,13 @@ class FeatureTaps(nn.Module):
                 offsets[stride] = (int(maps[0].shift), int(maps[1].shift))
         return offsets
 
+    @property
+    def conv_bn_pairs(self) -> list[tuple[str, str]]:
+        """Consecutive layers (an untapped one reads only into the next), for
+        :func:`fcnkit.models.fold.fold_batchnorm_`: ``conv1`` -> ``bn1`` of a ResNet."""
+        names = list(self._modules)
+        return [(a, b) for a, b in zip(names, names[1:], strict=False) if a not in self.taps]
+
     def feature_offsets(self, height: int | Tensor, width: int | Tensor) -> Offsets:
         """Cell ``i`` of the stride-``s`` features is centred on input pixel ``s i + shift``."""
         return dict(self.offsets)

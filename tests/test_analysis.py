@@ -273,6 +273,37 @@ def test_multi_target_labels_and_target_choice() -> None:
         stride_bound(ds, (2,), targets=["depth"])
 
 
+def test_boundary_f_and_size_iu_bounds_by_hand() -> None:
+    # 8 x 8, class 0 in columns 0-2 and class 1 in 3-7. At stride 1 everything is perfect; at
+    # stride 4 each row's first cell (three 0s, one 1) votes 0, so the edge moves one column
+    # right: mean IU stays high (0: 24/32, 1: 32/40) but no boundary pixel is where it was
+    # (tolerance 0.75% of the diagonal, under a pixel here), so boundary F is 0.
+    label = np.zeros((8, 8), np.int64)
+    label[:, 3:] = 1
+    result = stride_bound(LabelsOnly([label], ["a", "b"]), (1, 4), ("majority",))
+    exact, coarse = result.metrics[""]["majority"][1], result.metrics[""]["majority"][4]
+    assert exact["boundary_f"] == 1.0 and exact["size_iu"]["large"] == 1.0
+    assert coarse["mean_iu"] == pytest.approx((24 / 32 + 32 / 40) / 2)
+    assert coarse["boundary_f"] == 0.0 and coarse["per_class_boundary_f"] == [0.0, 0.0]
+    assert coarse["size_iu"]["large"] == pytest.approx((24 / 32 + 32 / 40) / 2)  # two large regions
+    assert math.isnan(coarse["size_iu"]["small"])  # no small region, no false one
+    assert "bound. F" in result.beyond_table() and "IU large" in result.beyond_table()
+    bare = stride_bound(LabelsOnly([label], ["a", "b"]), (4,), boundary_f=False, size_iu=False)
+    assert "boundary_f" not in bare.metrics[""]["majority"][4] and bare.beyond_table() == ""
+
+
+def test_beyond_bounds_leave_out_the_no_prediction_column() -> None:
+    # nearest sampling with unlabelled centres predicts "no prediction" (class n): its
+    # boundaries and regions are errors of the true classes, never a class of their own
+    g = np.random.default_rng(3)
+    label = np.repeat(np.repeat(g.integers(0, 3, size=(5, 5)), 4, 0), 4, 1)
+    label[g.random(label.shape) < 0.3] = IGN
+    m = stride_bound(LabelsOnly([label], ["a", "b", "c"]), (4,), ("nearest",)).metrics[""]
+    m = m["nearest"][4]
+    assert len(m["per_class_boundary_f"]) == 3 and len(m["per_class_size_iu"]["large"]) == 3
+    assert 0 <= m["boundary_f"] < 1 and "boundary_counts" not in m
+
+
 def test_paper_values() -> None:
     # Appendix A of the paper: mean IU at each downsampling factor
     assert PAPER_STRIDE_BOUND == {128: 50.9, 64: 73.3, 32: 86.1, 16: 92.8, 8: 96.4, 4: 98.5}
@@ -295,6 +326,8 @@ def test_cli_stride_bound_on_synthetic(tmp_path, capsys) -> None:
     m4 = record["metrics"][""]["majority"]["4"]
     m32 = record["metrics"][""]["majority"]["32"]
     assert 0 < m32["mean_iu"] < m4["mean_iu"] <= 1  # coarser output, lower bound
+    assert 0 <= m32["boundary_f"] < m4["boundary_f"] <= 1 and "size_iu" in m32
+    assert "bound. F" in text
 
 
 def test_cli_stride_bound_errors(tmp_path, capsys) -> None:

@@ -23,7 +23,9 @@ Here, for a label map ``H x W`` and a stride ``s``:
 - upsampling back is nearest: every pixel takes its cell's label.
 
 The four metrics are :class:`fcnkit.metrics.ConfusionMatrix`'s (the reference ``score.py``),
-with the dataset's ``ignore_index`` and ``eval_exclude``.
+with the dataset's ``ignore_index`` and ``eval_exclude``; beyond them (by default, as
+``fcnkit eval``), the boundary F-score and IU by object size of :mod:`fcnkit.metrics`, which
+bound what a stride-``s`` net can score on those too.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from typing import Any
 import torch
 
 from fcnkit.data.base import IGNORE_INDEX
-from fcnkit.metrics import METRIC_NAMES, ConfusionMatrix
+from fcnkit.metrics import METRIC_NAMES, SIZE_BUCKETS, BoundaryFScore, ConfusionMatrix, SizeIU
 
 __all__ = [
     "BOUND_METHODS",
@@ -175,6 +177,29 @@ class StrideBound:
             lines.append(f"{s:>6} |" + " |".join(cells))
         return "\n".join(lines)
 
+    def beyond_table(self, target: str | None = None) -> str:
+        """Boundary F and IU small / medium / large per stride and method (percent); empty
+        when neither was computed."""
+        target = next(iter(self.metrics)) if target is None else target
+        first = self.metrics[target][self.methods[0]][self.strides[0]]
+        keys = [k for k in ("boundary_f",) if k in first]
+        keys += [f"size_iu.{b}" for b in SIZE_BUCKETS if "size_iu" in first]
+        if not keys:
+            return ""
+        names = {"boundary_f": "bound. F", **{f"size_iu.{b}": f"IU {b}" for b in SIZE_BUCKETS}}
+        top = " " * 6 + "".join(f" | {method:<40}" for method in self.methods)
+        head = "stride |" + " |".join(
+            "".join(f"{names[k]:>10}" for k in keys) for _ in self.methods
+        )
+        lines = [top.rstrip(), head]
+        for s in self.strides:
+            cells = [
+                "".join(f"{_pct(_beyond(self.metrics[target][m][s], k)):>10}" for k in keys)
+                for m in self.methods
+            ]
+            lines.append(f"{s:>6} |" + " |".join(cells))
+        return "\n".join(lines)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: the four metrics per target, method and stride (fractions), per-class
         IU, and the setting."""
@@ -193,6 +218,7 @@ class StrideBound:
                             **{k: m[k] for k in METRIC_NAMES},
                             "per_class_iu": m["per_class_iu"],
                             "num_pixels": m["num_pixels"],
+                            **{k: m[k] for k in _BEYOND_KEYS if k in m},
                         }
                         for s, m in by_stride.items()
                     }
@@ -209,6 +235,19 @@ _HEADER = {
     "mean_iu": "mean IU",
     "fw_iu": "f.w. IU",
 }
+
+
+#: what the bound keeps of the boundary F-score's and size IU's ``compute()``
+_BEYOND_KEYS = (
+    "boundary_f", "boundary_precision", "boundary_recall", "per_class_boundary_f",
+    "boundary_tolerance", "size_iu", "per_class_size_iu", "size_thresholds",
+)  # fmt: skip
+
+
+def _beyond(metrics: dict[str, Any], key: str) -> float:
+    """``boundary_f`` or ``size_iu.small`` ... of one bound's metrics."""
+    name, _, bucket = key.partition(".")
+    return metrics[name][bucket] if bucket else metrics[name]
 
 
 def _pct(value: float) -> str:
@@ -237,6 +276,8 @@ def stride_bound(
     targets: Iterable[str] | None = None,
     limit: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    boundary_f: bool = True,
+    size_iu: bool = True,
 ) -> StrideBound:
     """The stride-label upper bound of ``dataset`` (samples ``{"label": ...}``, a tensor or a
     dict of tensors per target) at each stride, for each method.
@@ -245,7 +286,8 @@ def stride_bound(
     prediction" of a nearest-sampled cell whose centre is unlabelled (an error charged to no
     class); it is left out of every mean. ``targets`` picks labels of a multi-target dataset
     (default: all); ``limit`` the first N samples; ``progress(done, total)`` is called after
-    each sample.
+    each sample. ``boundary_f`` / ``size_iu``: also the boundary F-score and IU by object
+    size (default tolerance and size buckets of :mod:`fcnkit.metrics`).
     """
     strides, methods = tuple(strides), tuple(methods)
     if not strides or not methods:
@@ -255,16 +297,21 @@ def stride_bound(
             _check_setting(s, method)
     classes, exclude = _pick_targets(dataset, targets)
     ignore_index = getattr(dataset, "ignore_index", IGNORE_INDEX)
+    kinds = [ConfusionMatrix]
+    kinds += [BoundaryFScore] if boundary_f else []
+    kinds += [SizeIU] if size_iu else []
+    # one column more than the classes: "no prediction" (see above), in every accumulator
     matrices = {
         t: {
             method: {
-                s: ConfusionMatrix(len(names) + 1, ignore_index, "cpu", [*names, _NO_PREDICTION])
+                s: [kind(len(names) + 1, ignore_index, class_names=[*names, _NO_PREDICTION])
+                    for kind in kinds]
                 for s in strides
             }
             for method in methods
         }
         for t, names in classes.items()
-    }
+    }  # fmt: skip
     total = len(dataset) if limit is None else min(limit, len(dataset))
     start = time.perf_counter()
     for i in range(total):
@@ -278,8 +325,14 @@ def stride_bound(
     for t, by_method in matrices.items():
         result.metrics[t] = {
             method: {
-                s: _drop_last_class(cm.compute([*exclude[t], _NO_PREDICTION]))
-                for s, cm in by_stride.items()
+                s: _drop_last_class(
+                    {
+                        k: v
+                        for acc in accs
+                        for k, v in acc.compute([*exclude[t], _NO_PREDICTION]).items()
+                    }
+                )
+                for s, accs in by_stride.items()
             }
             for method, by_stride in by_method.items()
         }
@@ -312,16 +365,23 @@ def _score_sample(truth: Any, index: int, n: int, ignore_index: int | None, matr
     # truth outside the classes is ignored (as by the metrics), never class n
     scored = torch.where(valid, truth, torch.full_like(truth, -1))
     for method, by_stride in matrices.items():
-        for s, cm in by_stride.items():
+        for s, accumulators in by_stride.items():
             pred = stride_labels(
                 truth, s, n, ignore_index=ignore_index, method=method, unlabelled=n
             )
-            cm.update(pred, scored)
+            for accumulator in accumulators:
+                accumulator.update(pred, scored)
 
 
 def _drop_last_class(metrics: dict[str, Any]) -> dict[str, Any]:
     """The metrics without the per-class entries of the "no prediction" column."""
     out = dict(metrics)
-    for key in ("per_class_iu", "per_class_acc", "per_class_freq"):
-        out[key] = list(out[key][:-1])
+    for key in ("per_class_iu", "per_class_acc", "per_class_freq", "per_class_boundary_f",
+                "per_class_boundary_precision", "per_class_boundary_recall"):  # fmt: skip
+        if key in out:
+            out[key] = list(out[key][:-1])
+    for key in ("per_class_size_iu", "size_regions"):
+        if key in out:
+            out[key] = {b: list(v[:-1]) for b, v in out[key].items()}
+    out.pop("boundary_counts", None)  # raw counts with the extra column
     return out

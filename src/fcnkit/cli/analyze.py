@@ -68,6 +68,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(default: every label)",
     )
     q.add_argument("--limit", type=int, default=None, metavar="N", help="first N samples only")
+    q.add_argument(
+        "--no-boundary-f",
+        action="store_true",
+        help="skip the boundary F-score's bound (as `fcnkit eval`)",
+    )
+    q.add_argument(
+        "--no-size-iu",
+        action="store_true",
+        help="skip the bound of IU by object size (small/medium/large)",
+    )
     q.add_argument("--json", default=None, metavar="OUT", help="also write the numbers as JSON")
     q.set_defaults(func=run_stride_bound)
 
@@ -76,6 +86,7 @@ def run_stride_bound(args: argparse.Namespace) -> int:
     from fcnkit.analysis import DEFAULT_STRIDES, PAPER_STRIDE_BOUND, stride_bound
     from fcnkit.cli.data import parse_options
     from fcnkit.data import DatasetError, create_dataset, get_dataset_entry
+    from fcnkit.metrics import DEFAULT_BOUNDARY_TOLERANCE
 
     try:
         entry = get_dataset_entry(args.name)
@@ -101,7 +112,10 @@ def run_stride_bound(args: argparse.Namespace) -> int:
             [str(w.message) for w in caught] + list(getattr(dataset, "notes", []))
         ):
             print(f"note: {note}")
-        result = stride_bound(dataset, strides, targets=args.target, limit=args.limit)
+        result = stride_bound(
+            dataset, strides, targets=args.target, limit=args.limit,
+            boundary_f=not args.no_boundary_f, size_iu=not args.no_size_iu,
+        )  # fmt: skip
     except (DatasetError, TypeError, ValueError) as err:
         raise CLIError(f"{args.name} ({split}): {err}") from None
     wall = time.perf_counter() - start
@@ -118,6 +132,11 @@ def run_stride_bound(args: argparse.Namespace) -> int:
         note = f", excluding {', '.join(excluded)}" if excluded else ""
         print(f"\n{title}{len(classes)} classes{note}")
         print(result.table(target))
+        beyond = result.beyond_table(target)
+        if beyond:
+            print(f"beyond mean IU (boundary F: tolerance {DEFAULT_BOUNDARY_TOLERANCE} of the "
+                  "diagonal; IU by the size of the true regions):")  # fmt: skip
+            print(beyond)
     paper = ", ".join(f"{s}: {PAPER_STRIDE_BOUND[s]}" for s in sorted(PAPER_STRIDE_BOUND))
     print(f"\npaper (Appendix A, mean IU, PASCAL VOC 2011 val subset): {paper}")
     print(f"wall time {wall:.1f} s")

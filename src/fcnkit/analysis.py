@@ -163,38 +163,29 @@ class StrideBound:
 
     def table(self, target: str | None = None) -> str:
         """A text table (percent): one row per stride, each method's four metrics."""
-        target = next(iter(self.metrics)) if target is None else target
-        top = " " * 6 + "".join(f" | {method:<40}" for method in self.methods)
-        head = "stride |" + " |".join(
-            "".join(f"{_HEADER[k]:>10}" for k in METRIC_NAMES) for _ in self.methods
-        )
-        lines = [top.rstrip(), head]
-        for s in self.strides:
-            cells = [
-                "".join(f"{_pct(self.metrics[target][method][s][k]):>10}" for k in METRIC_NAMES)
-                for method in self.methods
-            ]
-            lines.append(f"{s:>6} |" + " |".join(cells))
-        return "\n".join(lines)
+        return self._table(target, {k: _HEADER[k] for k in METRIC_NAMES})
 
     def beyond_table(self, target: str | None = None) -> str:
         """Boundary F and IU small / medium / large per stride and method (percent); empty
         when neither was computed."""
         target = next(iter(self.metrics)) if target is None else target
         first = self.metrics[target][self.methods[0]][self.strides[0]]
-        keys = [k for k in ("boundary_f",) if k in first]
-        keys += [f"size_iu.{b}" for b in SIZE_BUCKETS if "size_iu" in first]
-        if not keys:
-            return ""
-        names = {"boundary_f": "bound. F", **{f"size_iu.{b}": f"IU {b}" for b in SIZE_BUCKETS}}
+        columns = {"boundary_f": "bound. F"} if "boundary_f" in first else {}
+        if "size_iu" in first:
+            columns.update({f"size_iu.{b}": f"IU {b}" for b in SIZE_BUCKETS})
+        return self._table(target, columns) if columns else ""
+
+    def _table(self, target: str | None, columns: dict[str, str]) -> str:
+        """One row per stride; for each method the ``columns`` (key -> header)."""
+        target = next(iter(self.metrics)) if target is None else target
         top = " " * 6 + "".join(f" | {method:<40}" for method in self.methods)
         head = "stride |" + " |".join(
-            "".join(f"{names[k]:>10}" for k in keys) for _ in self.methods
+            "".join(f"{name:>10}" for name in columns.values()) for _ in self.methods
         )
         lines = [top.rstrip(), head]
         for s in self.strides:
             cells = [
-                "".join(f"{_pct(_beyond(self.metrics[target][m][s], k)):>10}" for k in keys)
+                "".join(f"{_pct(_value(self.metrics[target][m][s], k)):>10}" for k in columns)
                 for m in self.methods
             ]
             lines.append(f"{s:>6} |" + " |".join(cells))
@@ -244,8 +235,8 @@ _BEYOND_KEYS = (
 )  # fmt: skip
 
 
-def _beyond(metrics: dict[str, Any], key: str) -> float:
-    """``boundary_f`` or ``size_iu.small`` ... of one bound's metrics."""
+def _value(metrics: dict[str, Any], key: str) -> float:
+    """``mean_iu``, ``boundary_f`` or ``size_iu.small`` ... of one bound's metrics."""
     name, _, bucket = key.partition(".")
     return metrics[name][bucket] if bucket else metrics[name]
 

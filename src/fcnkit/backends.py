@@ -542,10 +542,11 @@ def build_runner(
             Lite0 FCNs and most of the speed-up, docs/speed.md).
         pad100: ``False``: a VGG16 FCN runs (a copy of it) in the no-pad-100 geometry
             (:func:`without_pad100`).
-        own_model: the runner may change ``model`` in place (eager ``channels_last``)
-            instead of copying it: for callers that built the model for it alone
-            (:class:`fcnkit.inference.Segmenter` loading a checkpoint), so that one copy of
-            the weights is held, not two (VGG16: 537 MB each).
+        own_model: the runner may change ``model`` in place (eager ``channels_last``; the
+            BatchNorm folding of eager bf16 / fp16 / channels-last) instead of copying it:
+            for callers that built the model for it alone (:class:`fcnkit.inference.Segmenter`
+            loading a checkpoint), so that one copy of the weights is held, not two (VGG16:
+            537 MB each).
     """
     device = torch.device(device)
     if not pad100:

@@ -650,7 +650,8 @@ class Segmenter:
             not serve ``shift_and_stitch``, which needs the model's coarse scores.
             ``pad100=False``: a VGG16 FCN in the no-pad-100 geometry (faster; scores near
             the borders change). ``copy_model``: with an ``nn.Module``, a mode that changes
-            the module (channels-last) works on a copy; ``False`` lets it change the module
+            the module (channels-last; bf16, fp16 and channels-last fold BatchNorm) works on
+            a copy; ``False`` lets it change the module
             in place, holding one copy of the weights instead of two (a model loaded here
             from weights is never copied).
 

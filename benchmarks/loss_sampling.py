@@ -163,14 +163,12 @@ def report(args: argparse.Namespace) -> None:
         s = summary(out / name)
         label = f"p = {s['p']:g}, {8 * s['micro_batches_per_step']} images/step"
         dirs[label + (f", seed {s['seed']}" if s["seed"] else "")] = out / name
+    extra = " best checkpoint on val: boundary F | IU small / medium / large |"
     rows = [
         "| run | p | micro-batches / step | steps done | images seen | final val mean IU "
         "(mean of the last 3 evals) | "
         "best val mean IU (step) | training s (+ eval s) | images / training s | load avg 1 min, "
-        "start -> end |"
-        + (
-            " best checkpoint on val: boundary F | IU small / medium / large |" if args.root else ""
-        ),
+        "start -> end |" + (extra if args.root else ""),
         "|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if args.root else ""),
     ]
     for run_dir in dirs.values():

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from fcnkit.data.siftflow import EVAL_EXCLUDE, SEMANTIC_CLASSES
+from fcnkit.metrics import SIZE_BUCKETS
 
 #: (recipe, short label) in table order
 ROWS = (
@@ -261,7 +262,7 @@ def controls_table(runs: Path, root: Path, reeval: bool = False) -> str | None:
 def _size_ius(metrics: dict) -> list[float | None]:
     """IU of small, medium and large regions (``None`` for an eval from before they existed)."""
     size = metrics.get("size_iu") or {}
-    return [size.get(b) for b in ("small", "medium", "large")]
+    return [size.get(b) for b in SIZE_BUCKETS]
 
 
 def _minutes(seconds: float | None) -> str:

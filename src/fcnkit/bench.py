@@ -1003,8 +1003,8 @@ def _run_sections(options: BenchOptions, command: str) -> dict[str, Any]:
     report["equivalence"] = equivalence_check(sizes.voc)
     log(f"  port vs fcnkit fcn8s, same weights: {report['equivalence']}")
     rows = _measure_all(inference_cases(options, sizes, threads), options, isolate, flops, peak)
-    # each net's fastest modes at the 500x500 size (the 256x256 rows added next time other
-    # sizes: a mode must not win by its input being smaller)
+    # each net's fastest modes at 500x500, before the 256x256 rows join `rows` (a mode must
+    # not win by its input being smaller)
     fastest = fastest_modes(rows)
     fastest_eager, fastest_fp32 = fastest_modes(rows, "eager"), fastest_modes(rows, "eager", "fp32")
     rows += _measure_all(siftflow_cases(options, sizes, threads, fastest), options, isolate,

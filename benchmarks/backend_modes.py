@@ -6,7 +6,8 @@ Run from the repository root (the numbers of ``docs/speed.md``)::
         --root /work/shared/data/siftflow --out runs/speed/modes.json
 
 For each mode (``--modes``; default: eager fp32 = the faithful baseline, channels-last,
-compiled, ONNX Runtime fp32, ONNX Runtime int8, eager bf16) it measures
+compiled, ONNX Runtime fp32, ONNX Runtime int8, eager bf16; also eager fp16, OpenVINO fp32 /
+bf16) it measures
 
 - latency of one image at each ``--sizes`` (batch 1): the modes take turns, one call each per
   round, ``--warmup`` rounds then ``--reps`` timed ones; the median is reported (turns, so a
@@ -41,6 +42,8 @@ MODES: dict[str, dict[str, Any]] = {
     "onnxruntime-int8": {"backend": "onnxruntime", "precision": "int8"},
     "eager-bf16": {"precision": "bf16"},
     "eager-fp16": {"precision": "fp16"},
+    "openvino-fp32": {"backend": "openvino"},
+    "openvino-bf16": {"backend": "openvino", "precision": "bf16"},
 }
 DEFAULT_MODES = [m for m in MODES if m != "eager-fp16"]
 

@@ -109,11 +109,15 @@ def test_the_fixture_is_trained(trained, training_images) -> None:
         ("onnxruntime-fp32", {"backend": "onnxruntime"}),
         ("eager-bf16", {"precision": "bf16"}),
         ("onnxruntime-int8", {"backend": "onnxruntime", "precision": "int8"}),
+        ("openvino-fp32", {"backend": "openvino"}),
+        ("openvino-bf16", {"backend": "openvino", "precision": "bf16"}),
     ],
 )
 def test_fast_modes_label_like_the_faithful_one(
     trained, training_images, held_out, tmp_path, mode, options
 ) -> None:
+    if mode == "openvino-bf16" and not backends.cpu_has_bf16():
+        pytest.skip("OpenVINO bf16 needs a CPU with native bf16 (the refusal is tested below)")
     if options.get("precision") == "int8":  # calibrated on training images, tested on val
         calibration = list(training_images[0][:16].split(2))
         options = {**options, "calibration": calibration}
@@ -123,7 +127,7 @@ def test_fast_modes_label_like_the_faithful_one(
     expected, got = _labels(faithful, held_out), _labels(fast, held_out)
     differing = float((expected != got).float().mean())
     assert differing <= LABEL_TOLERANCE[mode], f"{mode}: {differing:.4f} of the labels differ"
-    if mode in ("eager-fp32-channels_last", "onnxruntime-fp32"):  # the same maths
+    if mode in ("eager-fp32-channels_last", "onnxruntime-fp32", "openvino-fp32"):  # same maths
         (a,), (b,) = faithful(held_out).values(), fast(held_out).values()
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4 * float(a.abs().max()))
 
@@ -178,6 +182,9 @@ def test_compile_traces_static_sizes(trained, held_out) -> None:
         ({"backend": "onnxruntime", "precision": "bf16"}, "use backend 'eager' for bf16"),
         ({"backend": "onnxruntime", "precision": "int8"}, "needs calibration="),
         ({"backend": "onnxruntime", "channels_last": True}, "eager-backend options"),
+        ({"backend": "openvino", "precision": "int8"}, "use backend 'onnxruntime' for int8"),
+        ({"backend": "openvino", "compile": True}, "eager-backend options"),
+        ({"backend": "openvino", "device": "cuda"}, "runs on the CPU"),
     ],
 )
 def test_bad_backend_and_precision_names_say_what_was_meant(trained, kwargs, message) -> None:
@@ -232,6 +239,36 @@ def test_auto_precision_on_an_avx2_cpu_runs_fp32(trained, monkeypatch) -> None:
     monkeypatch.setattr(backends, "cpu_flags", lambda: frozenset(AVX2_ONLY.split()))
     assert build_runner(trained, precision="auto").name == "eager-fp32"
     assert build_runner(trained).precision == "fp32"  # the default is always the faithful one
+
+
+def test_openvino_refuses_bf16_on_a_cpu_without_native_bf16(trained, monkeypatch, tmp_path):
+    # OpenVINO would quietly compute in fp32 there: a runner named bf16 must not run fp32
+    monkeypatch.setattr(backends, "cpu_flags", lambda: frozenset(AVX512_NO_BF16.split()))
+    with pytest.raises(ValueError, match="native bf16.*use precision 'fp32'"):
+        build_runner(trained, "openvino", precision="bf16", cache_dir=tmp_path)
+    assert build_runner(trained, "openvino", precision="auto", cache_dir=tmp_path).name == (
+        "openvino-fp32"
+    )
+
+
+def test_auto_precision_is_one_the_backend_runs(trained, monkeypatch, tmp_path) -> None:
+    # bf16 is the fast one on this CPU, but ONNX Runtime has no bf16: auto there is fp32
+    monkeypatch.setattr(backends, "cpu_flags", lambda: frozenset(AVX512_BF16.split()))
+    assert build_runner(trained, precision="auto").name == "eager-bf16"
+    runner = build_runner(trained, "onnxruntime", precision="auto", cache_dir=tmp_path)
+    assert runner.name == "onnxruntime-fp32"
+
+
+def test_openvino_runs_an_exported_file_with_its_metadata(trained, held_out, tmp_path) -> None:
+    path = backends.exported_onnx(trained, tmp_path)
+    runner = build_runner(path, "openvino")
+    restored = get_preprocessing(runner.preprocessing).to_dict()
+    assert restored == SmallFCN.preprocessing.to_dict()
+    assert runner.input_channels == 3 and list(runner(held_out[:2])) == ["main"]
+    first = runner(held_out[:2])["main"]
+    runner(held_out[2:5, :, :24, :20])  # another size and batch; the first result is a copy
+    expected = build_runner(path, "onnxruntime")(held_out[:2])["main"]
+    torch.testing.assert_close(first, expected, rtol=1e-4, atol=1e-4 * float(first.abs().max()))
 
 
 def test_cpu_flags_reads_proc_cpuinfo(monkeypatch, tmp_path) -> None:

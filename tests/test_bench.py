@@ -106,6 +106,28 @@ def test_parse_mode():
         parse_mode("eager-fp32-fast")
 
 
+def test_bf16_and_missing_backends_are_left_out_with_the_reason(monkeypatch):
+    # bf16 on an AVX2-only CPU: emulated eager (~40x slower), refused by OpenVINO
+    import importlib.util
+
+    from fcnkit import backends
+    from fcnkit.bench import DEFAULT_MODES, runnable_modes
+
+    monkeypatch.setattr(backends, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    kept, left_out = runnable_modes(DEFAULT_MODES)
+    assert set(left_out) == {"eager-bf16-nhwc", "openvino-bf16"}
+    assert all("no native bf16" in why for why in left_out.values())
+    assert "openvino-fp32" in kept and "eager-fp32-nhwc" in kept
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name, *a)
+    )
+    monkeypatch.setattr(backends, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    kept, left_out = runnable_modes(DEFAULT_MODES)
+    assert left_out == {m: "openvino is not installed" for m in ("openvino-fp32", "openvino-bf16")}
+    assert "eager-bf16-nhwc" in kept
+
+
 # ---------------------------------------------------------------- the report, given numbers
 
 # median seconds and peak MB per (section kind, net, mode): the verdicts below follow

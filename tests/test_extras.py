@@ -15,7 +15,7 @@ from fcnkit.extras import EXTRAS, MissingExtraError, install_hint, require
 
 # every top-level module an extra brings (fcnkit.extras.EXTRAS lists distributions)
 OPTIONAL_MODULES = [
-    "onnx", "onnxruntime", "onnxscript", "matplotlib", "tensorboard", "h5py",
+    "onnx", "onnxruntime", "onnxscript", "openvino", "matplotlib", "tensorboard", "h5py",
     "fastapi", "uvicorn", "multipart", "python_multipart", "starlette",
 ]  # fmt: skip
 

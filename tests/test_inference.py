@@ -670,10 +670,16 @@ def test_segmenter_runs_an_exported_onnx_file_with_its_metadata(tmp_path) -> Non
     assert from_file.palette_for("geo") == [(9, 9, 9), (8, 8, 8)]
     assert from_file.palette == [(1, 2, 3), (4, 5, 6), (7, 8, 9)]
     image = np.random.default_rng(0).integers(0, 256, (23, 31, 3), dtype=np.uint8)
+    openvino = Segmenter(tmp_path / "m.onnx", backend="openvino")  # heads named by output
+    assert openvino.runner.name == "openvino-fp32" and openvino.classes_for("geo") == [
+        "sky",
+        "ground",
+    ]
     for head in ("sem", "geo"):
-        torch.testing.assert_close(
-            from_file.scores(image, head), faithful.scores(image, head), rtol=1e-4, atol=1e-4
-        )
+        for segmenter in (from_file, openvino):
+            torch.testing.assert_close(
+                segmenter.scores(image, head), faithful.scores(image, head), rtol=1e-4, atol=1e-4
+            )
 
 
 def test_segmenter_backend_options(tmp_path, monkeypatch) -> None:
@@ -684,7 +690,7 @@ def test_segmenter_backend_options(tmp_path, monkeypatch) -> None:
     image = np.random.default_rng(1).integers(0, 256, (40, 36, 3), dtype=np.uint8)
     faithful = Segmenter(model)
     assert faithful.runner is None  # eager fp32: the model itself, bit for bit
-    for options in ({"backend": "onnxruntime"}, {"channels_last": True}):
+    for options in ({"backend": "onnxruntime"}, {"backend": "openvino"}, {"channels_last": True}):
         fast = Segmenter(model, **options)
         assert fast.runner is not None and fast.runner.name in repr(fast)
         torch.testing.assert_close(fast.scores(image), faithful.scores(image), rtol=1e-4, atol=1e-4)

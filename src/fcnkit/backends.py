@@ -12,14 +12,18 @@ ones trade some of that (see ``docs/speed.md`` for each one's measured speed and
 - ``backend="onnxruntime"``: the model exported by :func:`fcnkit.export.export_onnx` (dynamic
   height and width), run by ONNX Runtime with its graph optimisations; an ``.onnx`` file
   written by ``fcnkit export`` is accepted in place of the model;
+- ``backend="openvino"``: the same exported file compiled by OpenVINO for the CPU, in fp32 or
+  (where the CPU computes bf16 natively) bf16 inference precision: the fastest CPU mode of
+  the EfficientNet-Lite FCNs (docs/speed.md);
 - ``precision="int8"`` (ONNX Runtime only): static post-training quantization in QDQ form,
   per-channel weights, activations calibrated on the ``calibration`` batches (training
   images, never the test set);
 - ``pad100=False`` (VGG16 FCNs, any backend): the no-pad-100 geometry
   (:meth:`fcnkit.models.vgg.FCN.drop_pad100_`): no 100-pixel border of zeros around the image,
   outputs input-sized without crops; same weights, scores near the borders change;
-- ``precision="bf16"`` / ``"fp16"`` (eager only): autocast. Only fast where the hardware has
-  it; :func:`default_precision` never picks bf16 on a CPU without AVX-512 BF16 or AMX.
+- ``precision="bf16"`` / ``"fp16"`` (eager: autocast; OpenVINO: bf16 only). Only fast where
+  the hardware has it; :func:`default_precision` never picks bf16 on a CPU without AVX-512
+  BF16 or AMX.
 
 The eager modes in bf16, fp16 or channels-last also fold BatchNorm into the convolution
 before it (:func:`fcnkit.models.fold.fold_batchnorm_`, in a copy of the model): rounding-only
@@ -35,6 +39,7 @@ import itertools
 import logging
 import os
 import tempfile
+import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -47,12 +52,16 @@ from torch import nn
 from fcnkit.models.fold import fold_batchnorm_
 from fcnkit.models.outputs import SINGLE_HEAD, heads
 
-BACKENDS: tuple[str, ...] = ("eager", "onnxruntime")
+BACKENDS: tuple[str, ...] = ("eager", "onnxruntime", "openvino")
+#: the backends that run an exported ONNX file (an ``.onnx`` path in place of the model)
+ONNX_BACKENDS: tuple[str, ...] = ("onnxruntime", "openvino")
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16", "int8")
-#: the precisions each backend runs (ONNX Runtime's CPU provider has no fast fp16/bf16 kernels)
+#: the precisions each backend runs (ONNX Runtime's CPU provider has no fast fp16/bf16
+#: kernels; OpenVINO ran the int8 QDQ file no faster than fp32 here, docs/speed.md)
 BACKEND_PRECISIONS: dict[str, tuple[str, ...]] = {
     "eager": ("fp32", "bf16", "fp16"),
     "onnxruntime": ("fp32", "int8"),
+    "openvino": ("fp32", "bf16"),
 }
 #: /proc/cpuinfo flags of native bf16 arithmetic (AVX-512 BF16, AMX); without them bf16
 #: autocast is emulated (reported ~40x slower than fp32 on an AVX2-only CPU, issue 14); with
@@ -67,6 +76,8 @@ LABEL_TOLERANCE: dict[str, float] = {
     "eager-fp32-compiled": 0.001,
     "onnxruntime-fp32": 0.001,
     "onnxruntime-int8": 0.05,
+    "openvino-fp32": 0.001,
+    "openvino-bf16": 0.02,
     "eager-bf16": 0.02,
     "eager-fp16": 0.01,
 }
@@ -288,6 +299,51 @@ class OnnxRuntimeRunner(Runner):
         }
 
 
+class OpenVinoRunner(Runner):
+    """An ONNX file compiled by OpenVINO for the CPU: fp32, or bf16 inference precision
+    (refused on a CPU without native bf16, where OpenVINO would quietly run fp32)."""
+
+    def __init__(
+        self, path: Path, *, precision: str, device: torch.device, threads: int | None
+    ) -> None:
+        ov = _openvino()
+        self.backend, self.precision, self.device, self.path = "openvino", precision, device, path
+        if precision == "bf16" and not cpu_has_bf16():
+            raise ValueError(
+                "backend 'openvino' runs bf16 only on a CPU with native bf16 (flags "
+                f"{' or '.join(BF16_CPU_FLAGS)}); this one has neither: use precision 'fp32'"
+            )
+        config = {
+            "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads()),
+            "PERFORMANCE_HINT": "LATENCY",  # one request at a time, all threads on it
+            "INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[precision],
+        }
+        core = ov.Core()
+        compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+        ran = str(compiled.get_property("INFERENCE_PRECISION_HINT")).lower()
+        if ("bf16" in ran or "bfloat16" in ran) != (precision == "bf16"):
+            raise ValueError(f"OpenVINO compiled {path.name} in {ran}, not {precision}")
+        self._request = compiled.create_infer_request()
+        self._lock = threading.Lock()  # one infer request: one call at a time (the server)
+        self.output_heads = [_head_of(o.get_any_name()) for o in compiled.outputs]
+        self.metadata: dict[str, Any] = onnx_metadata(path)
+        self.model_name = self.metadata["model_name"]
+        self.preprocessing = self.metadata.get("preprocessing")
+        self.input_channels = self.metadata.get("input_channels")
+        self.name = f"openvino-{precision}"
+
+    def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        array = x.detach().to("cpu", torch.float32).contiguous().numpy()
+        with self._lock:
+            self._request.infer({0: array})
+            # the request's buffers are reused by the next call: copy out
+            outputs = [np.array(t.data, copy=True) for t in self._request.output_tensors]
+        return {
+            head: torch.from_numpy(o).to(self.device)
+            for head, o in zip(self.output_heads, outputs, strict=True)
+        }
+
+
 class RunnerModule(nn.Module):
     """A runner as an ``nn.Module`` (no parameters), for code written against modules
     (``fcnkit.engine.evaluate``): ``forward`` is the runner; ``preprocessing``,
@@ -338,6 +394,12 @@ def _onnxruntime() -> Any:
     from fcnkit.extras import require
 
     return require("onnxruntime", "the ONNX Runtime backend")
+
+
+def _openvino() -> Any:
+    from fcnkit.extras import require
+
+    return require("openvino", "the OpenVINO backend")
 
 
 # --------------------------------------------------------------------------- ONNX files
@@ -527,16 +589,19 @@ def build_runner(
     """A :class:`Runner` of ``model`` on ``backend`` (one of :data:`BACKENDS`).
 
     Args:
-        model: a PyTorch FCN; for ``"onnxruntime"`` also an exported ``.onnx`` file.
-        precision: ``"fp32"`` (faithful), ``"bf16"``/``"fp16"`` (eager autocast), ``"int8"``
+        model: a PyTorch FCN; for ``"onnxruntime"`` and ``"openvino"`` also an exported
+            ``.onnx`` file.
+        precision: ``"fp32"`` (faithful), ``"bf16"``/``"fp16"`` (eager autocast; OpenVINO's
+            bf16 inference precision on a CPU with native bf16), ``"int8"``
             (ONNX Runtime static quantization, needs ``calibration``), or ``"auto"``
-            (:func:`default_precision` of ``device``).
+            (:func:`default_precision` of ``device`` where the backend runs it, else fp32).
         channels_last, compile: eager only (NHWC memory format; ``torch.compile`` per size,
             ``True`` = the inductor backend, a string names another ``torch.compile``
             backend).
         calibration: normalised ``N x C x H x W`` batches of *training* images, int8 only.
         device: where the scores are returned (and, for eager, where the model runs).
-        threads: intra-op threads (ONNX Runtime; eager sets ``torch.set_num_threads``).
+        threads: intra-op threads (ONNX Runtime, OpenVINO; eager sets
+            ``torch.set_num_threads``).
         cache_dir: where exported ONNX files are kept (default :func:`onnx_cache_dir`).
         int8_keep_fp32: node-name substrings of the layers int8 leaves in fp32 (default
             :data:`INT8_KEEP_FP32`; adding ``"_depthwise"`` halves the changed labels of the
@@ -552,14 +617,15 @@ def build_runner(
     device = torch.device(device)
     if not pad100:
         model, own_model = without_pad100(model), True  # a copy already
-    if precision == "auto":
-        precision = default_precision(device)
+    if precision == "auto":  # the fastest the device has, among those the backend runs
+        fast = default_precision(device)
+        precision = fast if fast in BACKEND_PRECISIONS.get(backend, ()) else "fp32"
     backend, precision = check_backend(backend, precision)
     if backend == "eager":
         if is_onnx_file(model) or not isinstance(model, nn.Module):
             raise ValueError(
                 f"backend 'eager' runs a PyTorch model, got {model!r}: an .onnx file runs "
-                "with backend 'onnxruntime'"
+                "with backend 'onnxruntime' or 'openvino'"
             )
         if threads:
             torch.set_num_threads(int(threads))
@@ -567,11 +633,19 @@ def build_runner(
                            compile=compile, device=device, own_model=own_model)  # fmt: skip
     if channels_last or compile:
         raise ValueError(
-            "channels_last and compile are eager-backend options; ONNX Runtime chooses its "
+            f"channels_last and compile are eager-backend options; {backend} chooses its "
             "own layouts and fuses the graph itself"
         )
     cache = Path(cache_dir) if cache_dir is not None else onnx_cache_dir()
-    path = _onnx_path(model, cache)
+    if backend == "openvino":
+        if device.type != "cpu":
+            raise ValueError(
+                f"backend 'openvino' runs on the CPU (device 'cpu'), not {device}: on a GPU "
+                "use backend 'eager' or 'onnxruntime' (with onnxruntime-gpu)"
+            )
+        path = _onnx_path(model, cache, backend)
+        return OpenVinoRunner(path, precision=precision, device=device, threads=threads)
+    path = _onnx_path(model, cache, backend)
     if precision != "int8":
         return OnnxRuntimeRunner(path, precision=precision, device=device, threads=threads)
     int8 = _int8_path(path, calibration, cache, tuple(int8_keep_fp32))
@@ -598,12 +672,12 @@ def without_pad100(model: nn.Module | str | os.PathLike) -> nn.Module:
     return copy.deepcopy(model).drop_pad100_()
 
 
-def _onnx_path(model: nn.Module | str | os.PathLike, cache: Path) -> Path:
+def _onnx_path(model: nn.Module | str | os.PathLike, cache: Path, backend: str) -> Path:
     if isinstance(model, nn.Module):
         return exported_onnx(model, cache)
     path = Path(model)
     if not is_onnx_file(path):
-        raise ValueError(f"{path}: backend 'onnxruntime' expects a model or an .onnx file")
+        raise ValueError(f"{path}: backend {backend!r} expects a model or an .onnx file")
     if not path.is_file():
         raise FileNotFoundError(f"ONNX file {path} does not exist")
     return path

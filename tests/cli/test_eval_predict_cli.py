@@ -511,8 +511,12 @@ def test_predict_takes_an_exported_onnx_file(run_dir, tmp_path, capsys) -> None:
     onnx_m, pt_m = (json.loads((tmp_path / d / "metrics.json").read_text())["metrics"]
                     for d in ("e-onnx", "e-pt"))  # fmt: skip
     assert onnx_m["pixel_acc"] == pytest.approx(pt_m["pixel_acc"], abs=1e-3)
+    assert main([*evaluate, str(onnx_path), "--backend", "openvino", "--out",
+                 str(tmp_path / "e-ov")]) == 0  # fmt: skip
+    ov_m = json.loads((tmp_path / "e-ov" / "metrics.json").read_text())["metrics"]
+    assert ov_m["pixel_acc"] == pytest.approx(pt_m["pixel_acc"], abs=1e-3)
     assert main([*evaluate, str(onnx_path), "--backend", "eager"]) == 2
-    assert "runs with --backend onnxruntime" in capsys.readouterr().err
+    assert "runs with --backend onnxruntime or openvino" in capsys.readouterr().err
     assert main([*evaluate, str(tmp_path / "missing.onnx")]) == 2
     faithful = Segmenter(run_dir)
     for i, source in enumerate(images):
@@ -545,6 +549,9 @@ def test_predict_and_eval_backend_options(run_dir, tmp_path, capsys, monkeypatch
         json.loads((tmp_path / f"{d}/metrics.json").read_text()) for d in ("e1", "e2")
     )
     assert fast["metrics"]["pixel_acc"] == pytest.approx(faithful["metrics"]["pixel_acc"], abs=1e-3)
+    assert main([*argv, "--backend", "openvino"]) == 0  # predict: labels as the faithful one
+    label = np.asarray(Image.open(tmp_path / "o/labels/img0.png"))
+    assert np.mean(label != Segmenter(run_dir).predict(image)) <= 0.001
     int8 = [*evaluate, "--backend", "onnxruntime", "--precision", "int8", "--out", str(tmp_path)]
     assert main([*int8, "--calibration", "val"]) == 2  # never the split evaluated
     assert "another split" in capsys.readouterr().err

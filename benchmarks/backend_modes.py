@@ -41,11 +41,12 @@ MODES: dict[str, dict[str, Any]] = {
     "onnxruntime-fp32": {"backend": "onnxruntime"},
     "onnxruntime-int8": {"backend": "onnxruntime", "precision": "int8"},
     "eager-bf16": {"precision": "bf16"},
+    "eager-bf16-channels_last": {"precision": "bf16", "channels_last": True},
     "eager-fp16": {"precision": "fp16"},
     "openvino-fp32": {"backend": "openvino"},
     "openvino-bf16": {"backend": "openvino", "precision": "bf16"},
 }
-DEFAULT_MODES = [m for m in MODES if m != "eager-fp16"]
+DEFAULT_MODES = [m for m in MODES if m not in ("eager-fp16", "eager-bf16-channels_last")]
 
 
 def parse_args() -> argparse.Namespace:

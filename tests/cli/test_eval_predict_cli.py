@@ -526,6 +526,25 @@ def test_predict_takes_an_exported_onnx_file(run_dir, tmp_path, capsys) -> None:
         assert np.mean(np.asarray(label) != expected) <= 0.001  # ONNX Runtime fp32 tolerance
 
 
+def test_eval_settings_never_overwrite_another_settings_results(
+    run_dir, tmp_path, capsys, monkeypatch
+) -> None:
+    # a user's faithful results stay when they try a fast mode or TTA afterwards
+    monkeypatch.setenv("FCNKIT_CACHE", str(tmp_path / "cache"))  # exported files go there
+    argv = ["eval", str(run_dir), "--dataset", "synthetic", "--split", "val", "--no-boundary-f"]
+    argv += ["--option", "num_samples=2", "--option", "size=32"]
+    assert main(argv) == 0
+    faithful = (run_dir / "eval-synthetic-val" / "metrics.json").read_bytes()
+    for extra, folder in [
+        (["--backend", "onnxruntime"], "eval-synthetic-val-onnxruntime-fp32"),
+        (["--tta", "--scales", "1", "1.5"], "eval-synthetic-val-scales-1-1.5-tta"),
+        (["--limit", "1", "--channels-last"], "eval-synthetic-val-first1-eager-fp32-channels_last"),
+    ]:
+        assert main([*argv, *extra]) == 0, capsys.readouterr().err
+        assert (run_dir / folder / "metrics.json").is_file(), sorted(run_dir.iterdir())
+    assert (run_dir / "eval-synthetic-val" / "metrics.json").read_bytes() == faithful
+
+
 def test_predict_and_eval_backend_options(run_dir, tmp_path, capsys, monkeypatch) -> None:
     monkeypatch.setenv("FCNKIT_CACHE", str(tmp_path / "cache"))  # exported files go there
     (image,) = write_images(tmp_path / "in", [(24, 20)])

@@ -10,7 +10,8 @@ Prints a per-class table and pixel accuracy, mean accuracy, mean IU and frequenc
 and beyond them the boundary F-score and IU by object size (:class:`fcnkit.metrics.BoundaryFScore`,
 :class:`fcnkit.metrics.SizeIU`; ``--boundary-tolerance``, ``--no-boundary-f``, ``--no-size-iu``);
 writes ``metrics.json``, a row-normalised confusion-matrix PNG and per-class bars into
-``--out`` (default: ``<run dir>/eval-<dataset>-<split>/``). Scored as validation during
+``--out`` (default: ``<run dir>/eval-<dataset>-<split>/``, the settings that change the scores
+appended: ``-tta``, ``-onnxruntime-int8``, ``-nopad100`` ...). Scored as validation during
 training scores (:func:`fcnkit.engine.evaluate.evaluate_model` with the dataset's class
 names, exclusions and ``ignore_index``). Runs on 1..N processes (``torchrun ... -m fcnkit
 eval ...``, :mod:`fcnkit.engine.distributed`): each rank evaluates its shard, rank 0 writes.
@@ -47,7 +48,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--option", action="append", metavar="KEY=VALUE", help="dataset option (repeatable)"
     )
-    p.add_argument("--out", default=None, help="output folder (default: RUN/eval-DATASET-SPLIT)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output folder (default: RUN/eval-DATASET-SPLIT, plus the settings that change "
+        "the scores, e.g. -tta or -onnxruntime-int8)",
+    )
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: auto)")
     p.add_argument("--batch-size", type=int, default=1, help="images per batch (default 1)")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
@@ -268,9 +274,11 @@ def load_cli_model(args: argparse.Namespace, device: Any) -> tuple[Any, dict[str
         raise CLIError(str(err)) from None
 
 
-def default_out_dir(weights: str | os.PathLike, dataset: str, split: str) -> Path:
-    """``RUN/eval-DATASET-SPLIT`` for a run directory or a checkpoint in ``RUN/checkpoints``;
-    beside the file otherwise."""
+def default_out_dir(
+    weights: str | os.PathLike, dataset: str, split: str, settings: str = ""
+) -> Path:
+    """``RUN/eval-DATASET-SPLIT[-SETTINGS]`` for a run directory or a checkpoint in
+    ``RUN/checkpoints``; beside the file otherwise. ``settings``: :func:`eval_settings`."""
     path = Path(weights)
     if path.is_dir():
         run = path
@@ -278,7 +286,26 @@ def default_out_dir(weights: str | os.PathLike, dataset: str, split: str) -> Pat
         run = path.parent.parent
     else:
         run = path.parent
-    return run / f"eval-{dataset}-{split}"
+    return run / "-".join(x for x in ("eval", dataset, split, settings) if x)
+
+
+def eval_settings(args: argparse.Namespace) -> str:
+    """The evaluation settings that change the scores, as a folder-name suffix
+    (``first50-scales-0.75-1-1.25-tta-onnxruntime-int8-nopad100``; ``""``: the faithful
+    whole split), so that one setting's results never overwrite another's."""
+    parts = [f"first{args.limit}"] if args.limit else []
+    if args.sliding_window:
+        parts.append(f"window{args.sliding_window}")
+    if list(args.scales) != [1.0]:
+        parts.append("scales-" + "-".join(f"{s:g}" for s in args.scales))
+    if args.tta:
+        parts.append("tta")
+    if args.backend or args.precision != "fp32" or args.channels_last or args.compile:
+        parts.append(f"{args.backend or 'eager'}-{args.precision}")
+        parts += ["channels_last"] * args.channels_last + ["compiled"] * args.compile
+    if not args.pad100:
+        parts.append("nopad100")
+    return "-".join(parts)
 
 
 def resolve_cli_device(name: str) -> Any:
@@ -325,7 +352,8 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.out:
         out = check_out_folder(args.out)
     else:  # before evaluating: a file where the default folder goes stops the run now
-        out = check_out_folder(default_out_dir(args.weights, args.dataset, args.split), "folder")
+        default = default_out_dir(args.weights, args.dataset, args.split, eval_settings(args))
+        out = check_out_folder(default, "folder")
     info = distributed.setup(str(resolve_cli_device(args.device)))  # torchrun: its process group
     try:
         if is_onnx_file(args.weights):
@@ -421,7 +449,7 @@ def write_results(
     from fcnkit.metrics import format_boundary_and_size, format_metrics
 
     if out is None:
-        default = default_out_dir(args.weights, args.dataset, args.split)
+        default = default_out_dir(args.weights, args.dataset, args.split, eval_settings(args))
         out = Path(args.out) if args.out else default
     confusion, bars = {}, {}
     for head, matrix in result.matrices.items():

@@ -330,7 +330,7 @@ class Case:
     device: str = "cpu"
     max_pixels: int | None = None
     section: str = ""
-    variant: str = ""  # training: "recipe" or "channels_last"
+    variant: str = ""  # training: "recipe", "channels_last" or "amp" (bf16 autocast)
 
     def __post_init__(self) -> None:
         self.size = (int(self.size[0]), int(self.size[1]))
@@ -587,10 +587,14 @@ def _fcnkit_train_step(case: Case, net: nn.Module, x: Tensor, y: Tensor) -> tupl
         x = x.contiguous(memory_format=torch.channels_last)
     opt = build_optimizer(net, recipe.optim)
     criterion = SegmentationLoss(normalize=recipe.loss.normalize)
+    # variant "amp": train.amp on a CPU with native bf16 (engine.train.autocast_dtype)
+    amp = case.variant == "amp"
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        criterion(net(x), y).backward()
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+            loss = criterion(net(x), y)
+        loss.backward()
         grads = ((n, p.grad) for n, p in net.named_parameters() if p.grad is not None)
         if nonfinite_names(grads):
             raise FloatingPointError("non-finite gradient")
@@ -869,10 +873,12 @@ def training_cases(
     runs = sizes.train_runs if runs is None else runs
     base = {"size": sizes.train, "runs": runs, "warmup": warmup, "threads": threads}
     section = f"train {sizes.train[0]}x{sizes.train[1]}"
+    from fcnkit.backends import cpu_has_bf16
+
+    variants = ["recipe", "channels_last"] + ["amp"] * cpu_has_bf16()  # bf16: native only
     return [
         Case("train", PORT, section=section, **base),
-        Case("train", FAITHFUL, section=section, variant="recipe", **base),
-        Case("train", FAITHFUL, section=section, variant="channels_last", **base),
+        *(Case("train", FAITHFUL, section=section, variant=v, **base) for v in variants),
     ]
 
 
@@ -1213,6 +1219,7 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     targets.append(_speed_target(f"fastest CPU mode of Lite0 FCN-8s vs its eager-fp32, {voc}",
                                  lite_best, lite, 3.0, paired.get("lite0")))  # fmt: skip
     targets.append(_training_target(report.get("training"), paired.get("training")))
+    targets.append(_training_target(report.get("training"), paired.get("training"), amp=True))
     targets.append(_memory_target(faithful, port, voc))
     targets += _linearity_targets(report, sizes)
     targets.append(_gpu_target(report["gpu"]))
@@ -1270,10 +1277,16 @@ def _accuracy_target(accuracy: dict[str, Any], mode: str | None, rows: list, voc
     return _target(name, drop, "<= 0.5 points", drop <= 0.5, detail)
 
 
-def _training_target(rows: list[dict] | None, paired: dict | None) -> dict:
+def _training_target(rows: list[dict] | None, paired: dict | None, amp: bool = False) -> dict:
+    """The fp32 training step (the faithful maths, both sides) or, with ``amp``, fcnkit's
+    ``train.amp`` step (bf16 autocast on a CPU with native bf16) against the port's fp32."""
     name = "training step, fcnkit fcn8s vs port-style"
+    name += " (fcnkit: train.amp, bf16 autocast)" if amp else " (fp32 both)"
     port = _row(rows, net=PORT)
-    ours = [r for r in rows or [] if r["impl"] == "fcnkit" and "median_s" in r]
+    ours = [r for r in rows or [] if r["impl"] == "fcnkit" and "median_s" in r
+            and (r["variant"] == "amp") == amp]  # fmt: skip
+    if amp and not ours:
+        return _target(name, None, ">= 1.3x", None, "not run: no native bf16 on this CPU")
     ratios = (paired or {}).get("ratios", {})
 
     def speed(r: dict) -> float:  # the paired ratio where there is one

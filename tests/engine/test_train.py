@@ -153,6 +153,58 @@ def test_channels_last_trains_the_same_and_loads_anywhere(tmp_path: Path, straig
         assert model(torch.rand(1, 3, 40, 36)).shape == (1, 7, 40, 36)
 
 
+@pytest.mark.parametrize(
+    "device, flags, expected",
+    [("cuda", "", torch.float16), ("cpu", "avx2 avx512f avx512_bf16", torch.bfloat16),
+     ("cpu", "avx2 amx_bf16", torch.bfloat16), ("cpu", "avx2 avx512f", None)],
+)  # fmt: skip
+def test_amp_is_bf16_only_on_a_cpu_that_computes_it(monkeypatch, device, flags, expected):
+    # issue 14: emulated bf16 (AVX2-only CPUs) is ~40x slower than fp32: never chosen there
+    from fcnkit import backends
+    from fcnkit.engine.config import load_config
+    from fcnkit.engine.distributed import DistInfo
+    from fcnkit.engine.train import autocast_dtype
+
+    monkeypatch.setattr(backends, "cpu_flags", lambda: frozenset(flags.split()))
+    config = load_config(tiny(train={"amp": True}))
+    info = DistInfo(device=torch.device(device))
+    if expected is None:
+        with pytest.warns(UserWarning, match="no native bf16.*training in float32"):
+            assert autocast_dtype(config, info) is None
+    else:
+        assert autocast_dtype(config, info) == expected
+    assert autocast_dtype(load_config(tiny()), info) is None  # amp off: fp32 everywhere
+
+
+def test_bf16_training_on_the_cpu_runs_the_forward_in_bf16_and_stays_close(
+    tmp_path: Path, straight: Path, monkeypatch
+) -> None:
+    from fcnkit import backends
+
+    monkeypatch.setattr(backends, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
+    seen: list[torch.dtype] = []
+    real = torch.nn.Conv2d._conv_forward
+
+    def spy(self, x, weight, bias):
+        out = real(self, x, weight, bias)
+        seen.append(out.dtype)
+        return out
+
+    monkeypatch.setattr(torch.nn.Conv2d, "_conv_forward", spy)
+    run = tmp_path / "run"
+    train(tiny(train={"amp": True}), run, progress=False)
+    assert torch.bfloat16 in seen  # the training forward passes (evaluation stays fp32)
+
+    def losses(r: Path) -> list[float]:
+        lines = (r / "log.jsonl").read_text().splitlines()
+        return [e["loss"] for e in map(json.loads, lines) if e["event"] == "train"]
+
+    assert all(math.isfinite(x) for x in losses(run))
+    assert losses(run)[0] == pytest.approx(losses(straight)[0], rel=0.05)  # bf16 rounding
+    state = load_checkpoint(run / "checkpoints" / "last.pt")["model"]
+    assert all(t.dtype == torch.float32 for t in state.values() if t.is_floating_point())
+
+
 def test_existing_run_dir_is_never_reused_silently(tmp_path: Path) -> None:
     run = tmp_path / "run"
     config = tiny(train={"steps": 1, "eval_every": 1})

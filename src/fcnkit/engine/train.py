@@ -183,6 +183,7 @@ class Run:
     optimizer: torch.optim.Optimizer
     scheduler: Any  # torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
+    autocast_dtype: torch.dtype | None  # train.amp: what the forward pass runs in
     log: RunLogger
     state: RunState
     val_loader: DataLoader | None = None
@@ -331,12 +332,32 @@ def build_criterion(
     ).to(info.device)
 
 
+def autocast_dtype(config: Config, info: DistInfo) -> torch.dtype | None:
+    """What ``train.amp`` runs the forward pass in: fp16 on CUDA (with loss scaling), bf16 on
+    a CPU that computes it natively (no scaling: bf16 has fp32's exponent range), else
+    ``None`` (fp32) with a warning: emulated bf16 is ~40x slower (issue 14)."""
+    if not config.train.amp:
+        return None
+    if info.device.type == "cuda":
+        return torch.float16
+    from fcnkit.backends import BF16_CPU_FLAGS, cpu_has_bf16
+
+    if info.device.type == "cpu" and cpu_has_bf16():
+        return torch.bfloat16
+    if info.is_main:
+        warnings.warn(
+            f"train.amp: no native bf16 on this {info.device.type} (CPU flags "
+            f"{' / '.join(BF16_CPU_FLAGS)}), where mixed precision would be slower: training "
+            "in float32",
+            stacklevel=3,
+        )
+    return None
+
+
 def build_scaler(config: Config, info: DistInfo) -> torch.amp.GradScaler:
-    """Mixed-precision loss scaling: on with ``train.amp`` on CUDA, a no-op otherwise."""
-    use_amp = config.train.amp and info.device.type == "cuda"
-    if config.train.amp and not use_amp and info.is_main:
-        warnings.warn("train.amp is for CUDA only: training in float32 on the CPU", stacklevel=3)
-    return torch.amp.GradScaler("cuda", enabled=use_amp)
+    """Mixed-precision loss scaling: on with ``train.amp`` on CUDA (fp16), a no-op otherwise
+    (bf16 on a CPU needs none)."""
+    return torch.amp.GradScaler("cuda", enabled=config.train.amp and info.device.type == "cuda")
 
 
 def setup_run(
@@ -411,6 +432,7 @@ def new_run(
         optimizer=optimizer,
         scheduler=build_scheduler(optimizer, config.schedule, config.train.steps),
         scaler=build_scaler(config, info),
+        autocast_dtype=autocast_dtype(config, info),
         log=log,
         state=RunState(),
     )
@@ -469,7 +491,7 @@ def accumulate_gradients(run: Run, batches: list[dict]) -> float:
     """Forward and backward over the micro-batches; returns the loss averaged over them and
     over processes (DDP synchronises gradients on the last micro-batch only)."""
     config, info, net = run.config, run.info, run.net
-    amp = run.scaler.is_enabled()
+    dtype = run.autocast_dtype
     total = torch.zeros((), device=info.device)
     for i, batch in enumerate(batches):
         images = batch["image"].to(info.device, non_blocking=True)
@@ -479,7 +501,7 @@ def accumulate_gradients(run: Run, batches: list[dict]) -> float:
         last = i == len(batches) - 1
         sync = nullcontext() if last or not info.distributed else net.no_sync()
         with sync:
-            with torch.autocast(info.device.type, dtype=torch.float16, enabled=amp):
+            with torch.autocast(info.device.type, dtype=dtype, enabled=dtype is not None):
                 loss = run.criterion(net(images), labels)
             run.scaler.scale(loss / len(batches)).backward()
         total += loss.detach().float()

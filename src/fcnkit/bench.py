@@ -1055,7 +1055,7 @@ def _run_sections(options: BenchOptions, command: str) -> dict[str, Any]:
         report["training"] = _measure_all(cases, options, isolate)
         add_ratios(report["training"])
         done(report)
-    report["paired"] = _paired_sections(options, sizes, threads, fastest_eager, isolate)
+    report["paired"] = _paired_sections(options, sizes, threads, fastest_eager, fastest, isolate)
     done(report)
     # the frame and the sweep: the faithful maths' memory (no autocast weight casts per call)
     # and no export per case
@@ -1079,22 +1079,25 @@ def _run_sections(options: BenchOptions, command: str) -> dict[str, Any]:
 
 
 def _paired_sections(
-    options: BenchOptions, sizes: Sizes, threads: int, fastest: dict[str, str], isolate: bool
-) -> dict[str, Any]:
+    options: BenchOptions, sizes: Sizes, threads: int, fastest_eager: dict[str, str],
+    fastest: dict[str, str], isolate: bool,
+) -> dict[str, Any]:  # fmt: skip
     """The targets' comparisons timed in turns (:func:`run_paired`): the port, fcnkit's
-    faithful fcn8s and its fastest mode; Lite0 eager-fp32 and its fastest mode; the training
-    steps. Rounds: ``runs`` (inference), the training runs (training)."""
+    faithful fcn8s and its fastest eager and fastest modes; Lite0 eager-fp32 and the same;
+    the training steps. Rounds: ``runs`` (inference), the training runs (training)."""
     rounds = 2 if options.quick else options.runs
     base = {"size": sizes.voc, "warmup": 1, "threads": threads, "section": "paired"}
-    vgg = [Case("infer", PORT, **base), Case("infer", FAITHFUL, **base)]
-    # eager modes only: an ONNX Runtime session's spinning thread pool next to torch's in one
-    # process would slow the other side; those ratios come from the separate cases
-    if fastest.get(FAITHFUL, "eager-fp32") != "eager-fp32":
-        vgg.append(Case("infer", FAITHFUL, fastest[FAITHFUL], **base))
+
+    # each net's fastest eager mode and its fastest of all: ONNX Runtime's threads do not
+    # spin (OnnxRuntimeRunner) and OpenVINO's left eager fp32 as fast in turns (docs/speed.md)
+    def fast_cases(net: str) -> list[Case]:
+        modes = dict.fromkeys(m.get(net, "eager-fp32") for m in (fastest_eager, fastest))
+        return [Case("infer", net, m, **base) for m in modes if m != "eager-fp32"]
+
+    vgg = [Case("infer", PORT, **base), Case("infer", FAITHFUL, **base), *fast_cases(FAITHFUL)]
     groups = {"fcn8s": (vgg, rounds)}
-    if fastest.get(LITE0, "eager-fp32") != "eager-fp32":
-        lite = [Case("infer", LITE0, **base), Case("infer", LITE0, fastest[LITE0], **base)]
-        groups["lite0"] = (lite, rounds)
+    if lite_fast := fast_cases(LITE0):
+        groups["lite0"] = ([Case("infer", LITE0, **base), *lite_fast], rounds)
     if options.train:
         groups["training"] = (training_cases(options, sizes, threads), sizes.train_runs)
     out = {}

@@ -644,9 +644,17 @@ def preload() -> None:
         require("openvino", "the OpenVINO backend")
 
 
+#: idle time before each call timed in turns: PyTorch's OpenMP threads keep spinning for a
+#: while after an eager call, and an OpenVINO call started at once lost ~10% to them (Lite0
+#: FCN-8s, 500x500: 21.1 ms right after eager fp32, 19.0-19.4 ms after a 50-300 ms pause,
+#: 18.7 ms alone; eager fp32 63.2 vs 63.4 ms): each case starts from quiet cores, as alone
+PAIRED_PAUSE_S = 0.05
+
+
 def run_paired(cases: list[Case], rounds: int) -> dict[str, Any]:
     """Time several cases **in turns** in this process: each round runs every case once, the
-    order rotating from round to round, after each case's warm-up. A load that changes
+    order rotating from round to round, after each case's warm-up, each call after a pause
+    of :data:`PAIRED_PAUSE_S`. A load that changes
     during the run (other jobs on a shared machine) then hits every case alike, and the
     per-round ratios cancel it; :func:`paired_ratios` takes their median."""
     torch.set_num_threads(cases[0].threads)
@@ -662,6 +670,7 @@ def run_paired(cases: list[Case], rounds: int) -> dict[str, Any]:
     times: list[list[float]] = [[] for _ in cases]
     for r in range(rounds):
         for i in [(r + k) % len(cases) for k in range(len(cases))]:
+            time.sleep(PAIRED_PAUSE_S)
             start = time.perf_counter()
             steps[i]()
             times[i].append(time.perf_counter() - start)

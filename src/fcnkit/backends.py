@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import hashlib
 import itertools
 import logging
@@ -306,7 +307,6 @@ class OpenVinoRunner(Runner):
     def __init__(
         self, path: Path, *, precision: str, device: torch.device, threads: int | None
     ) -> None:
-        ov = _openvino()
         self.backend, self.precision, self.device, self.path = "openvino", precision, device, path
         if precision == "bf16" and not cpu_has_bf16():
             raise ValueError(
@@ -318,8 +318,9 @@ class OpenVinoRunner(Runner):
             "PERFORMANCE_HINT": "LATENCY",  # one request at a time, all threads on it
             "INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[precision],
         }
-        core = ov.Core()
+        core = _openvino_core()
         compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+        self._compiled = compiled
         ran = str(compiled.get_property("INFERENCE_PRECISION_HINT")).lower()
         if ("bf16" in ran or "bfloat16" in ran) != (precision == "bf16"):
             raise ValueError(f"OpenVINO compiled {path.name} in {ran}, not {precision}")
@@ -334,10 +335,9 @@ class OpenVinoRunner(Runner):
 
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         array = x.detach().to("cpu", torch.float32).contiguous().numpy()
-        with self._lock:
-            self._request.infer({0: array})
-            # the request's buffers are reused by the next call: copy out
-            outputs = [np.array(t.data, copy=True) for t in self._request.output_tensors]
+        with self._lock:  # copies in and out: the request's buffers serve the next call
+            result = self._request.infer({0: array}, share_inputs=False, share_outputs=False)
+            outputs = [np.ascontiguousarray(result[port]) for port in self._compiled.outputs]
         return {
             head: torch.from_numpy(o).to(self.device)
             for head, o in zip(self.output_heads, outputs, strict=True)
@@ -396,10 +396,13 @@ def _onnxruntime() -> Any:
     return require("onnxruntime", "the ONNX Runtime backend")
 
 
-def _openvino() -> Any:
+@functools.cache
+def _openvino_core() -> Any:
+    """One ``openvino.Core`` for the process, never freed: a Core per runner, freed with it,
+    crashed the process later (heap corruption at the next fork, in the test suite)."""
     from fcnkit.extras import require
 
-    return require("openvino", "the OpenVINO backend")
+    return require("openvino", "the OpenVINO backend").Core()
 
 
 # --------------------------------------------------------------------------- ONNX files

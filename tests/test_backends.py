@@ -279,4 +279,11 @@ def test_cpu_flags_reads_proc_cpuinfo(monkeypatch, tmp_path) -> None:
         "builtins.open",
         lambda path, *a, **k: real_open(cpuinfo if path == "/proc/cpuinfo" else path, *a, **k),
     )
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     assert backends.cpu_flags() == frozenset({"fpu", "avx2", "avx512_bf16"})
+    # oneDNN capped below its bf16 kernels (the AVX2 emulation): bf16 is not native then
+    for cap, bf16 in [("AVX2", False), ("avx512_core", False), ("AVX512_CORE_BF16", True),
+                      ("AVX512_CORE_AMX", True), ("ALL", True)]:  # fmt: skip
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+        assert ("avx512_bf16" in backends.cpu_flags()) is bf16, cap
+        assert backends.cpu_has_bf16() is bf16, cap

@@ -109,16 +109,30 @@ def check_backend(backend: str, precision: str = "fp32") -> tuple[str, str]:
 
 
 # --------------------------------------------------------------------------- hardware
+#: ``ONEDNN_MAX_CPU_ISA`` values that leave oneDNN's bf16 kernels on (oneDNN's ISA names;
+#: PyTorch's and OpenVINO's oneDNN both honour the variable)
+ONEDNN_BF16_ISAS: tuple[str, ...] = ("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX",
+                                     "AVX10", "ALL", "DEFAULT")  # fmt: skip
+
+
 def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags from ``/proc/cpuinfo`` (empty where there is none)."""
+    """The CPU's feature flags from ``/proc/cpuinfo`` (empty where there is none), less the
+    bf16 ones (AVX-512 BF16, AMX) where ``ONEDNN_MAX_CPU_ISA`` caps oneDNN below them: its
+    bf16 kernels are off then (OpenVINO failed to compile bf16 convolutions under
+    ``ONEDNN_MAX_CPU_ISA=AVX2``, the way this project emulates an AVX2-only CPU)."""
+    flags: frozenset[str] = frozenset()
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             for line in f:
                 if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
+                    flags = frozenset(line.split(":", 1)[1].split())
+                    break
     except OSError:
         pass
-    return frozenset()
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    if cap and not cap.startswith(ONEDNN_BF16_ISAS):
+        flags = frozenset(f for f in flags if "bf16" not in f and not f.startswith("amx"))
+    return flags
 
 
 def cpu_has_bf16() -> bool:

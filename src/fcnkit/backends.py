@@ -653,16 +653,15 @@ def build_runner(
             f"channels_last and compile are eager-backend options; {backend} chooses its "
             "own layouts and fuses the graph itself"
         )
+    if backend == "openvino" and device.type != "cpu":
+        raise ValueError(
+            f"backend 'openvino' runs on the CPU (device 'cpu'), not {device}: on a GPU "
+            "use backend 'eager' or 'onnxruntime' (with onnxruntime-gpu)"
+        )
     cache = Path(cache_dir) if cache_dir is not None else onnx_cache_dir()
-    if backend == "openvino":
-        if device.type != "cpu":
-            raise ValueError(
-                f"backend 'openvino' runs on the CPU (device 'cpu'), not {device}: on a GPU "
-                "use backend 'eager' or 'onnxruntime' (with onnxruntime-gpu)"
-            )
-        path = _onnx_path(model, cache, backend)
-        return OpenVinoRunner(path, precision=precision, device=device, threads=threads)
     path = _onnx_path(model, cache, backend)
+    if backend == "openvino":
+        return OpenVinoRunner(path, precision=precision, device=device, threads=threads)
     if precision != "int8":
         return OnnxRuntimeRunner(path, precision=precision, device=device, threads=threads)
     int8 = _int8_path(path, calibration, cache, tuple(int8_keep_fp32))

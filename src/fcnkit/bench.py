@@ -654,9 +654,9 @@ PAIRED_PAUSE_S = 0.05
 def run_paired(cases: list[Case], rounds: int) -> dict[str, Any]:
     """Time several cases **in turns** in this process: each round runs every case once, the
     order rotating from round to round, after each case's warm-up, each call after a pause
-    of :data:`PAIRED_PAUSE_S`. A load that changes
-    during the run (other jobs on a shared machine) then hits every case alike, and the
-    per-round ratios cancel it; :func:`paired_ratios` takes their median."""
+    of :data:`PAIRED_PAUSE_S`. A load that changes during the run (other jobs on a shared
+    machine) then hits every case alike, and the per-round ratios cancel it;
+    :func:`paired_ratios` takes their median."""
     torch.set_num_threads(cases[0].threads)
     steps = []
     for case in cases:
@@ -775,15 +775,14 @@ def runnable_modes(modes: Sequence[str]) -> tuple[tuple[str, ...], dict[str, str
     package installed."""
     from importlib.util import find_spec
 
-    from fcnkit.backends import BF16_CPU_FLAGS, cpu_has_bf16
+    from fcnkit.backends import BF16_CPU_FLAGS, ONNX_BACKENDS, cpu_has_bf16
 
-    packages = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
     kept, left_out = [], {}
     for mode in modes:
         options = parse_mode(mode)
-        package = packages.get(options["backend"])
-        if package and find_spec(package) is None:
-            left_out[mode] = f"{package} is not installed"
+        backend = options["backend"]  # the ONNX backends are named as their packages
+        if backend in ONNX_BACKENDS and find_spec(backend) is None:
+            left_out[mode] = f"{backend} is not installed"
         elif options["precision"] == "bf16" and not cpu_has_bf16():
             left_out[mode] = f"no native bf16 on this CPU ({' / '.join(BF16_CPU_FLAGS)})"
         else:
@@ -878,12 +877,12 @@ def siftflow_cases(
 def training_cases(
     options: BenchOptions, sizes: Sizes, threads: int, runs: int | None = None
 ) -> list[Case]:
+    from fcnkit.backends import cpu_has_bf16
+
     warmup = 0 if options.quick else 1
     runs = sizes.train_runs if runs is None else runs
     base = {"size": sizes.train, "runs": runs, "warmup": warmup, "threads": threads}
     section = f"train {sizes.train[0]}x{sizes.train[1]}"
-    from fcnkit.backends import cpu_has_bf16
-
     variants = ["recipe", "channels_last"] + ["amp"] * cpu_has_bf16()  # bf16: native only
     return [
         Case("train", PORT, section=section, **base),

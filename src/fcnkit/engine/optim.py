@@ -65,13 +65,30 @@ def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
     return out
 
 
+#: device types with PyTorch's fused SGD / AdamW kernels
+FUSED_DEVICES = ("cpu", "cuda")
+
+
+def fused_supported(groups: list[dict]) -> bool:
+    """Whether every parameter is a floating-point tensor on a :data:`FUSED_DEVICES` device.
+
+    The fused kernels make the same update in one pass over each tensor instead of several:
+    on VGG16's 134M parameters an SGD step (momentum, weight decay) takes 0.04 s against
+    0.20 s with the default per-tensor loop (2 cores, measured in one run; docs/speed.md).
+    The state (momentum buffers, moments) is the same, so checkpoints load either way."""
+    params = [p for g in groups for p in g["params"]]
+    return all(p.device.type in FUSED_DEVICES and p.is_floating_point() for p in params)
+
+
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """SGD (the paper) or AdamW over :func:`param_groups`."""
+    """SGD (the paper) or AdamW over :func:`param_groups`, fused where
+    :func:`fused_supported` (build it after the model is on its device)."""
     groups = param_groups(model, cfg)
+    fused = fused_supported(groups) or None
     if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, fused=fused)
     if cfg.name == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), fused=fused)
     raise ValueError(f"unknown optimiser {cfg.name!r}; choose sgd or adamw")
 
 

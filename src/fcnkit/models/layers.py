@@ -23,7 +23,7 @@ SLICE_BYTES = 32 * 2**20
 CHANNEL_BLOCK = 16
 
 
-def _capturing() -> bool:
+def capturing() -> bool:
     """True while a graph is being captured (ONNX export, TorchScript, torch.compile /
     torch.export): they see one convolution, as the reference's prototxt has."""
     return (
@@ -41,7 +41,7 @@ class SlicedConv2d(nn.Conv2d):
 
     Inference means no gradient is needed: with autograd on, slicing would make each slice's
     weight gradient a full-size tensor, so the layer runs whole. Grouped convolutions, other
-    padding modes, other devices and graph capture (:func:`_capturing`) also run whole.
+    padding modes, other devices and graph capture (:func:`capturing`) also run whole.
     """
 
     def forward(self, x: Tensor) -> Tensor:
@@ -64,7 +64,7 @@ class SlicedConv2d(nn.Conv2d):
             or self.groups != 1
             or self.padding_mode != "zeros"
             or (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))
-            or _capturing()
+            or capturing()
         ):
             return whole
         per_channel = self.weight[0].numel() * self.weight.element_size()

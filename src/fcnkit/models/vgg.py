@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from torch import Tensor, nn
 
 from fcnkit.coord_map import CoordMap, crop_offset, path_map, place_scores
+from fcnkit.models.border import run_narrow
 from fcnkit.models.heads import bilinear_upsampler, crop, score_layer
 from fcnkit.models.layers import SlicedConv2d
 from fcnkit.models.outputs import Outputs
@@ -120,10 +121,17 @@ class FCN(nn.Module):
 
     ``forward(x)`` returns ``N x C x H x W`` scores for one unnamed head, else a dict
     keyed by head name without the leading ``_`` (``{"sem": ..., "geo": ...}``), in order.
-    The derived crop offsets are in :attr:`crop_offsets`, keyed by the reference's crop
-    blob names (``score_pool4c``, ``score_pool3c``, ``score``). :meth:`coarse_scores` and
+    :attr:`narrow_border` (default on) computes the first three stages on a narrower
+    border than Caffe's 100 pixels and gathers the repeated border rows back at ``pool3``
+    (:mod:`fcnkit.models.border`): the same outputs and gradients, with fewer pixels; set it
+    to ``False`` to compute every border pixel. The derived crop offsets are in
+    :attr:`crop_offsets`, keyed by the reference's crop blob names (``score_pool4c``,
+    ``score_pool3c``, ``score``). :meth:`coarse_scores` and
     :meth:`coarse_map` give the scores before the final upsampler and where they lie.
     """
+
+    #: compute up to ``pool3`` on the narrow border (:mod:`fcnkit.models.border`)
+    narrow_border: bool = True
 
     def __init__(
         self,
@@ -316,13 +324,22 @@ class FCN(nn.Module):
         return upscored + crop(skip, offset, like=upscored)
 
     def _run_trunk(self, x: Tensor, t: str) -> tuple[Tensor, Tensor, Tensor]:
-        """``(pool3, pool4, drop7)`` of trunk ``t``."""
-        taps = {}
-        for name in self._trunk_names:
+        """``(pool3, pool4, drop7)`` of trunk ``t``; the layers up to ``pool3`` (the first
+        tap) on the narrow border when :attr:`narrow_border` is on."""
+        names = self._trunk_names
+        first_tap = names.index("pool3") + 1
+        early = self._layers([n + t for n in names[:first_tap]])
+        if self.narrow_border:
+            x = run_narrow(early, x)
+        else:
+            for layer in early:
+                x = layer(x)
+        pool3 = x
+        for name in names[first_tap:]:
             x = getattr(self, name + t)(x)
-            if name in ("pool3", "pool4"):
-                taps[name] = x
-        return taps["pool3"], taps["pool4"], x
+            if name == "pool4":
+                pool4 = x
+        return pool3, pool4, x
 
     def _fused_score(self, layer: str, h: str, features: list[Tensor]) -> Tensor:
         """Sum over trunks of ``layer{h}{t}`` applied to each trunk's features."""

@@ -246,6 +246,28 @@ def test_paired_ratios_are_medians_of_per_round_ratios():
     assert bench.paired_ratios(paired) == {"port": 1.0, "ours": 2.0}  # ratios 2, 2, 1
 
 
+def test_memory_targets_read_the_median_of_fresh_processes(monkeypatch):
+    """The rows a memory target reads get the median peak of ``memory_processes`` fresh
+    processes (one noisy draw must not decide a target); the other rows keep their own."""
+    extra = iter([1040.0, 960.0])
+    calls = []
+
+    def fake_isolated(case):
+        calls.append(case)
+        return {"peak_mb": next(extra)}
+
+    monkeypatch.setattr(bench, "run_isolated", fake_isolated)
+    own = {"peak_mb": 1100.0, "median_s": 1.0, "section": "", "impl": "", "net": "", "mode": "",
+           "batch": 1}  # fmt: skip
+    monkeypatch.setattr(bench, "measure", lambda case, isolate: dict(own))
+    options = BenchOptions(memory_processes=3, log=lambda line: None)
+    cases = [bench.Case("infer", PORT, runs=10), bench.Case("infer", LITE0, runs=10)]
+    rows = bench._measure_all(cases, options, True, memory=lambda c: c.net == PORT)
+    assert rows[0]["peak_mb"] == 1040.0 and rows[0]["peak_mb_processes"] == [1100, 1040, 960]
+    assert rows[1] == own
+    assert [(c.net, c.runs) for c in calls] == [(PORT, 1), (PORT, 1)]  # one timed run each
+
+
 def test_load_accuracy_refuses_a_file_without_a_measured_accuracy(tmp_path):
     path = tmp_path / "report.json"
     path.write_text(json.dumps({"accuracy": {"measured": False, "reason": "not measured"}}))

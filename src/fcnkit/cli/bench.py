@@ -54,6 +54,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="fcnkit's fast modes besides eager-fp32: BACKEND-PRECISION[-nhwc][-compile] "
         f"(default: {' '.join(DEFAULT_MODES)}; with --quick: {' '.join(QUICK_MODES)})",
     )
+    p.add_argument(
+        "--memory-processes",
+        type=int,
+        default=3,
+        metavar="N",
+        help="fresh processes whose median peak memory the memory targets read (default 3)",
+    )
     p.add_argument("--no-train", action="store_true", help="skip the training steps")
     p.add_argument("--no-frame", action="store_true", help="skip the 1024x2048 frame")
     p.add_argument("--no-sweep", action="store_true", help="skip the size sweep")
@@ -83,8 +90,8 @@ def _options(args: argparse.Namespace):
     from fcnkit.backends import check_backend
     from fcnkit.bench import DEFAULT_MODES, QUICK_MODES, BenchOptions, parse_mode
 
-    if args.runs < 1 or (args.threads is not None and args.threads < 1):
-        raise CLIError("--runs and --threads must be at least 1")
+    if min(args.runs, args.memory_processes, 1 if args.threads is None else args.threads) < 1:
+        raise CLIError("--runs, --memory-processes and --threads must be at least 1")
     modes = args.modes or (QUICK_MODES if args.quick else DEFAULT_MODES)
     for mode in modes:
         try:
@@ -108,6 +115,7 @@ def _options(args: argparse.Namespace):
     return BenchOptions(
         quick=args.quick, full=args.full, threads=args.threads, runs=args.runs,
         modes=tuple(modes), isolate=False if args.in_process else None,
+        memory_processes=args.memory_processes,
         train=not args.no_train, frame=not args.no_frame, sweep=not args.no_sweep,
         siftflow_root=args.siftflow_root, checkpoint=args.checkpoint,
         accuracy_json=args.accuracy_json,

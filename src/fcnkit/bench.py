@@ -1457,8 +1457,17 @@ def _header_lines(report: dict[str, Any]) -> list[str]:
         f"1x1 conv2d, {mm.get('conv1x1_flops_per_s', 0) / 1e9:.1f}; best of {mm['runs']}); "
         "bf16 and int8 rows can exceed it",
         f"- Peak memory: {where}"
-        ", resident set high-water mark after setup minus the size after the imports",
+        ", resident set high-water mark after setup minus the size after the imports"
+        + _memory_median_note(report),
     ]
+
+
+def _memory_median_note(report: dict[str, Any]) -> str:
+    """``; the memory targets' rows: ...`` when their rows are medians of several processes."""
+    n = report.get("settings", {}).get("memory_processes", 1)
+    if n <= 1 or not report.get("settings", {}).get("isolate"):
+        return ""
+    return f"; the memory targets' rows: the median of {n} fresh processes"
 
 
 def _paired_lines(paired: dict[str, Any]) -> list[str]:

@@ -959,8 +959,9 @@ def _measure_all(
 def median_peak_memory(row: dict[str, Any], case: Case, processes: int) -> None:
     """``row["peak_mb"]`` becomes the median over ``processes`` fresh processes (the row's
     own and ``processes - 1`` more, one timed run each after the warm-up); the values are in
-    ``peak_mb_processes``. At two threads a case's peak varies by +-3% between processes
-    (oneDNN's working memory; docs/speed.md), enough to flip a target read from one draw."""
+    ``peak_mb_processes``. At two threads a case's peak varies between processes (fcnkit
+    fcn8s at 500x500: 855-978 MB in one run; docs/speed.md), enough to flip a target read
+    from one draw."""
     peaks = [row["peak_mb"]]
     for _ in range(processes - 1):
         extra = run_isolated(replace(case, runs=1))

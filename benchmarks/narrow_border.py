@@ -27,7 +27,6 @@ import json
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -90,22 +89,12 @@ def in_turns(steps: dict[str, Callable], rounds: int, warmup: int) -> dict[str, 
     for step in steps.values():
         for _ in range(warmup):
             step()
-    names = list(steps)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            time.sleep(bench.PAIRED_PAUSE_S)
-            start = time.perf_counter()
-            steps[name]()
-            times[name].append(time.perf_counter() - start)
-    base = times[names[0]]
+    times = bench.time_in_turns(list(steps.values()), rounds)
+    paired = {"labels": list(steps), "times_s": times}
     return {
-        "median_ms": {n: 1000 * statistics.median(t) for n, t in times.items()},
-        "vs_port": {
-            n: statistics.median(b / x for b, x in zip(base, t, strict=True))
-            for n, t in times.items()
-        },  # fmt: skip
-        "times_s": times,
+        "median_ms": {n: 1000 * statistics.median(t) for n, t in zip(steps, times, strict=True)},
+        "vs_port": bench.paired_ratios(paired),
+        "times_s": dict(zip(steps, times, strict=True)),
         "rounds": rounds,
     }
 

@@ -667,14 +667,21 @@ def run_paired(cases: list[Case], rounds: int) -> dict[str, Any]:
         for _ in range(case.warmup):
             step()
         steps.append(step)
-    times: list[list[float]] = [[] for _ in cases]
+    times = time_in_turns(steps, rounds)
+    return {"labels": [case_label(c) for c in cases], "times_s": times, "rounds": rounds}
+
+
+def time_in_turns(steps: Sequence[Callable[[], Any]], rounds: int) -> list[list[float]]:
+    """Seconds of each step per round: every round calls each step once, the order rotating
+    from round to round, each call after a pause of :data:`PAIRED_PAUSE_S`."""
+    times: list[list[float]] = [[] for _ in steps]
     for r in range(rounds):
-        for i in [(r + k) % len(cases) for k in range(len(cases))]:
+        for i in [(r + k) % len(steps) for k in range(len(steps))]:
             time.sleep(PAIRED_PAUSE_S)
             start = time.perf_counter()
             steps[i]()
             times[i].append(time.perf_counter() - start)
-    return {"labels": [case_label(c) for c in cases], "times_s": times, "rounds": rounds}
+    return times
 
 
 def case_label(case: Case) -> str:

@@ -82,12 +82,13 @@ def _axis_geometry(layers: Sequence[nn.Module], axis: int) -> tuple[_Geometry, .
     return tuple(out)
 
 
-def _pooled_size(size: int, kernel: int, stride: int, padding: int, dilation: int,
-                 ceil_mode: bool) -> int:  # fmt: skip
-    """PyTorch's pooling output size (``ceil_mode`` drops a window starting in the padding)."""
-    span = size + 2 * padding - dilation * (kernel - 1) - 1
-    out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
-    if ceil_mode and (out - 1) * stride >= size + padding:
+def _output_size(size: int, padding: int, layer: _Geometry) -> int:
+    """PyTorch's output size of a convolution or pooling along one axis (``ceil_mode`` drops
+    a window that would start in the padding)."""
+    _, k, s, _, d, ceil_mode = layer
+    span = size + 2 * padding - d * (k - 1) - 1
+    out = (span + (s - 1 if ceil_mode else 0)) // s + 1
+    if ceil_mode and (out - 1) * s >= size + padding:
         out -= 1
     return out
 
@@ -103,14 +104,12 @@ def axis_ids(
         return table.setdefault(key, len(table) + size + 1)
 
     ids = list(range(1, size + 1))  # one id per image row
-    for index, (kind, k, s, p, d, ceil_mode) in enumerate(geometry):
+    for index, layer in enumerate(geometry):
+        kind, k, s, p, d, _ = layer
         p = first_padding if index == 0 else p
         fill = ZERO_ROW if kind == "conv" else NEG_INF_ROW
         padded = [fill] * p + ids + [fill] * p
-        if kind == "conv":
-            n = (len(padded) - d * (k - 1) - 1) // s + 1
-        else:
-            n = _pooled_size(len(ids), k, s, p, d, ceil_mode)
+        n = _output_size(len(ids), p, layer)
         ids = [
             intern((index, tuple(padded[o * s + j * d] for j in range(k)
                                  if o * s + j * d < len(padded))))
